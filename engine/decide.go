@@ -1,0 +1,445 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mandate-dev/mandate/schema"
+)
+
+// Reason codes. A deny names the first leg that failed.
+const (
+	ReasonAllowed                    = "ALLOWED"
+	ReasonNoPermission               = "NO_PERMISSION"
+	ReasonNoGrant                    = "NO_GRANT"
+	ReasonPrincipalLacksPermission   = "PRINCIPAL_LACKS_PERMISSION"
+	ReasonDelegatorLacksPermission   = "DELEGATOR_LACKS_PERMISSION"
+	ReasonAgentExpired               = "AGENT_EXPIRED"
+	ReasonAgentRevoked               = "AGENT_REVOKED"
+	ReasonAgentSuspended             = "AGENT_SUSPENDED"
+	ReasonTaskCompleted              = "TASK_COMPLETED"
+	ReasonTaskExpired                = "TASK_EXPIRED"
+	ReasonUnknownSubject             = "UNKNOWN_SUBJECT"
+	ReasonMissingContext             = "MISSING_CONTEXT"
+	ReasonChainInactive              = "CHAIN_INACTIVE"
+	reservedContextNow               = "now"
+	maxContextFields                 = 64
+)
+
+// Query is one access question.
+type Query struct {
+	Subject    Ref
+	Permission string
+	Resource   Ref
+	// Context is caveat context from the caller. "now" is reserved.
+	Context *structpb.Struct
+	// ConsistencyToken is a ZedToken the answer must be at least as fresh as.
+	ConsistencyToken string
+}
+
+// Decision is the answer to a Query.
+type Decision struct {
+	Allowed   bool
+	Reason    string
+	Principal Ref
+	Task      Ref
+	Chain     []Ref
+	// ValidUntil is the earliest expiry among the task, agents and grants an
+	// allow relied on. Zero for a deny or a user check.
+	ValidUntil time.Time
+	// Grants are the ids of the grants an allow relied on.
+	Grants []string
+	// MissingContext names caveat parameters the caller did not supply.
+	MissingContext []string
+	// Token is the ZedToken the decision was made at.
+	Token string
+}
+
+// Decider answers queries. The engine implements it against SpiceDB;
+// decorators (the cache) wrap it.
+type Decider interface {
+	Decide(ctx context.Context, q Query) (Decision, error)
+}
+
+// ---- chains --------------------------------------------------------------
+
+// link is one agent of a chain with its lifetime.
+type link struct {
+	id      string
+	expires time.Time
+}
+
+// chain is the immutable structure behind an agent: the agent and its
+// ancestors (leaf first), its task and the human principal.
+type chain struct {
+	agents      []link
+	task        string
+	taskExpires time.Time
+	principal   Ref
+}
+
+func (c *chain) refs() []Ref {
+	out := make([]Ref, 0, len(c.agents)+1)
+	for _, l := range c.agents {
+		out = append(out, Ref{Type: schema.TypeAgent, ID: l.id})
+	}
+	return append(out, c.principal)
+}
+
+// earliest is the earliest expiry in the chain, task included.
+func (c *chain) earliest() time.Time {
+	t := c.taskExpires
+	for _, l := range c.agents {
+		if l.expires.Before(t) {
+			t = l.expires
+		}
+	}
+	return t
+}
+
+// chainOf resolves an agent's chain, from the cache when it can: a chain's
+// structure is written once and never changes.
+func (e *Engine) chainOf(ctx context.Context, id string) (*chain, error) {
+	if c, ok := e.chains.Get(id); ok {
+		return c, nil
+	}
+	c := &chain{}
+	cur := id
+	for cur != "" {
+		if len(c.agents) > e.cfg.MaxChainDepth {
+			return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("agent %s: chain deeper than %d", id, e.cfg.MaxChainDepth)}
+		}
+		// An ancestor's chain may already be cached.
+		if cur != id {
+			if pc, ok := e.chains.Get(cur); ok {
+				c.agents = append(c.agents, pc.agents...)
+				c.task, c.taskExpires, c.principal = pc.task, pc.taskExpires, pc.principal
+				break
+			}
+		}
+		a, err := e.readAgent(ctx, cur)
+		if err != nil {
+			return nil, err
+		}
+		c.agents = append(c.agents, link{id: a.ID, expires: a.ExpiresAt})
+		if a.Parent == "" {
+			t, err := e.readTask(ctx, a.Task)
+			if err != nil {
+				return nil, err
+			}
+			c.task, c.taskExpires, c.principal = t.ID, t.ExpiresAt, t.Principal
+		}
+		cur = a.Parent
+	}
+	e.chains.Add(id, c)
+	return c, nil
+}
+
+// ---- checks --------------------------------------------------------------
+
+// ValidateQuery parses and checks a query's fields against the schema.
+func (e *Engine) ValidateQuery(ctx context.Context, subject, permission, resource string, qctx *structpb.Struct) (Query, error) {
+	sub, err := ParseRef("subject", subject)
+	if err != nil {
+		return Query{}, err
+	}
+	res, err := ParseRef("resource", resource)
+	if err != nil {
+		return Query{}, err
+	}
+	if sub.Type == schema.TypeTask || sub.Type == schema.TypeGrant {
+		return Query{}, invalid("subject", "type %q cannot be a subject; check an agent or a user", sub.Type)
+	}
+	if err := e.requireType(ctx, "subject", sub); err != nil {
+		return Query{}, err
+	}
+	if err := e.requireType(ctx, "resource", res); err != nil {
+		return Query{}, err
+	}
+	if schema.IsCore(res.Type) {
+		return Query{}, invalid("resource", "type %q is one of mandate's own types; check a resource", res.Type)
+	}
+	if err := e.requirePermission(ctx, "permission", res.Type, permission); err != nil {
+		return Query{}, err
+	}
+	if qctx != nil {
+		if _, ok := qctx.GetFields()[reservedContextNow]; ok {
+			return Query{}, invalid("context.now", "is reserved: mandate supplies the time")
+		}
+		if len(qctx.GetFields()) > maxContextFields {
+			return Query{}, invalid("context", "has more than %d fields", maxContextFields)
+		}
+	}
+	return Query{Subject: sub, Permission: permission, Resource: res, Context: qctx}, nil
+}
+
+// Decide answers a validated query against SpiceDB, at full consistency.
+func (e *Engine) Decide(ctx context.Context, q Query) (Decision, error) {
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	if q.Subject.Type != schema.TypeAgent {
+		return e.decideUser(ctx, q)
+	}
+	return e.decideAgent(ctx, q)
+}
+
+func (e *Engine) caveatContext(q Query, now time.Time) *structpb.Struct {
+	fields := make(map[string]*structpb.Value, len(q.Context.GetFields())+1)
+	for k, v := range q.Context.GetFields() {
+		fields[k] = v
+	}
+	fields[reservedContextNow] = structpb.NewStringValue(ts(now))
+	return &structpb.Struct{Fields: fields}
+}
+
+func (e *Engine) decideUser(ctx context.Context, q Query) (Decision, error) {
+	resp, err := e.sdb.Permissions.CheckPermission(ctx, &v1.CheckPermissionRequest{
+		Consistency: fullyConsistent,
+		Resource:    objRef(q.Resource),
+		Permission:  q.Permission,
+		Subject:     subRef(q.Subject, ""),
+		Context:     e.caveatContext(q, e.now()),
+	})
+	if err != nil {
+		return Decision{}, backendErr("CheckPermission", err)
+	}
+	d := Decision{Principal: q.Subject, Token: resp.GetCheckedAt().GetToken(), Chain: []Ref{q.Subject}}
+	switch resp.GetPermissionship() {
+	case v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION:
+		d.Allowed, d.Reason = true, ReasonAllowed
+	case v1.CheckPermissionResponse_PERMISSIONSHIP_CONDITIONAL_PERMISSION:
+		d.Reason, d.MissingContext = ReasonMissingContext, resp.GetPartialCaveatInfo().GetMissingRequiredContext()
+	default:
+		d.Reason = ReasonNoPermission
+	}
+	return d, nil
+}
+
+// checkUser reports whether a user holds a permission now.
+func (e *Engine) checkUser(ctx context.Context, user Ref, perm string, res Ref, qctx *structpb.Struct) (bool, error) {
+	d, err := e.decideUser(ctx, Query{Subject: user, Permission: perm, Resource: res, Context: qctx})
+	return d.Allowed, err
+}
+
+// grantsFor is the live grants a holder has for the queried permission.
+type holderGrants struct {
+	ids     []string
+	expires time.Time // the latest expiry among them
+}
+
+// decideAgent runs the four legs for an agent:
+//  1. identity: the agent and every ancestor exist and none is expired, revoked or suspended;
+//  2. task: the task exists and is neither completed nor expired;
+//  3. grant: a live grant of exactly this permission on this resource is held by the agent or its task;
+//  4. attenuation: the principal holds the permission now, and every ancestor holds a grant for it too.
+//
+// Expiry is decided here, from the clock, and again inside SpiceDB through the
+// lifetime caveats with `now`; it never waits for a new SpiceDB revision.
+// Everything else is read at full consistency, in parallel.
+func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
+	c, err := e.chainOf(ctx, q.Subject.ID)
+	if err != nil {
+		if ee, ok := err.(*Error); ok && ee.Kind == KindNotFound {
+			return Decision{Reason: ReasonUnknownSubject, Chain: []Ref{q.Subject}}, nil
+		}
+		return Decision{}, err
+	}
+	now := e.now()
+	d := Decision{Principal: c.principal, Task: Ref{Type: schema.TypeTask, ID: c.task}, Chain: c.refs()}
+	for _, l := range c.agents {
+		if !now.Before(l.expires) {
+			d.Reason = ReasonAgentExpired
+			return d, nil
+		}
+	}
+	if !now.Before(c.taskExpires) {
+		d.Reason = ReasonTaskExpired
+		return d, nil
+	}
+
+	cctx := e.caveatContext(q, now)
+	agentRef := Ref{Type: schema.TypeAgent, ID: q.Subject.ID}
+	grantRel := q.Permission + schema.GrantSuffix
+
+	var (
+		wg        sync.WaitGroup
+		bulk      *v1.CheckBulkPermissionsResponse
+		bulkErr   error
+		grants    = make([]holderGrants, len(c.agents)+1) // per agent, then the task
+		grantErrs = make([]error, len(c.agents)+1)
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		bulk, bulkErr = e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{
+			Consistency: fullyConsistent,
+			Items: []*v1.CheckBulkPermissionsRequestItem{
+				{Resource: objRef(agentRef), Permission: "chain_alive", Subject: subRef(agentRef, ""), Context: cctx},
+				{Resource: objRef(q.Resource), Permission: q.Permission, Subject: subRef(c.principal, ""), Context: cctx},
+			},
+		})
+	}()
+	readGrants := func(i int, sub Ref, subRel string) {
+		defer wg.Done()
+		rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{
+			ResourceType: q.Resource.Type, OptionalResourceId: q.Resource.ID, OptionalRelation: grantRel,
+			OptionalSubjectFilter: subjectFilter(sub, subRel),
+		})
+		if err != nil {
+			grantErrs[i] = err
+			return
+		}
+		for _, r := range rels {
+			// Only a well-formed, unexpired grant counts. Anything else denies.
+			if r.GetOptionalCaveat().GetCaveatName() != schema.CaveatGrantLifetime {
+				continue
+			}
+			exp, ok := caveatTime(r, "expires_at")
+			if !ok || !now.Before(exp) {
+				continue
+			}
+			grants[i].ids = append(grants[i].ids, caveatString(r, "grant_id"))
+			if exp.After(grants[i].expires) {
+				grants[i].expires = exp
+			}
+		}
+	}
+	for i, l := range c.agents {
+		wg.Add(1)
+		go readGrants(i, Ref{Type: schema.TypeAgent, ID: l.id}, "")
+	}
+	wg.Add(1)
+	go readGrants(len(c.agents), d.Task, "member")
+	wg.Wait()
+
+	if bulkErr != nil {
+		return Decision{}, backendErr("CheckBulkPermissions", bulkErr)
+	}
+	for _, err := range grantErrs {
+		if err != nil {
+			return Decision{}, err
+		}
+	}
+	pairs := bulk.GetPairs()
+	if len(pairs) != 2 {
+		return Decision{}, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("CheckBulkPermissions returned %d pairs for 2 items", len(pairs))}
+	}
+	for _, p := range pairs {
+		if p.GetError() != nil {
+			return Decision{}, backendErr("CheckBulkPermissions", fmt.Errorf("item error: %s", p.GetError().GetMessage()))
+		}
+	}
+	d.Token = bulk.GetCheckedAt().GetToken()
+	alive, principal := pairs[0].GetItem(), pairs[1].GetItem()
+
+	// Legs 1 and 2.
+	if alive.GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION {
+		d.Reason, err = e.diagnoseChain(ctx, c)
+		return d, err
+	}
+	// Leg 3.
+	taskGrants := grants[len(c.agents)]
+	held := func(i int) (holderGrants, bool) {
+		g := grants[i]
+		if len(taskGrants.ids) > 0 {
+			g.ids = append(append([]string(nil), g.ids...), taskGrants.ids...)
+			if taskGrants.expires.After(g.expires) {
+				g.expires = taskGrants.expires
+			}
+		}
+		return g, len(g.ids) > 0
+	}
+	leaf, ok := held(0)
+	if !ok {
+		d.Reason = ReasonNoGrant
+		return d, nil
+	}
+	// Leg 4.
+	switch principal.GetPermissionship() {
+	case v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION:
+	case v1.CheckPermissionResponse_PERMISSIONSHIP_CONDITIONAL_PERMISSION:
+		d.Reason, d.MissingContext = ReasonMissingContext, principal.GetPartialCaveatInfo().GetMissingRequiredContext()
+		return d, nil
+	default:
+		d.Reason = ReasonPrincipalLacksPermission
+		return d, nil
+	}
+	validUntil := c.earliest()
+	if leaf.expires.Before(validUntil) {
+		validUntil = leaf.expires
+	}
+	used := leaf.ids
+	for i := 1; i < len(c.agents); i++ {
+		g, ok := held(i)
+		if !ok {
+			d.Reason = ReasonDelegatorLacksPermission
+			return d, nil
+		}
+		if g.expires.Before(validUntil) {
+			validUntil = g.expires
+		}
+		used = append(used, g.ids...)
+	}
+	d.Allowed, d.Reason, d.ValidUntil, d.Grants = true, ReasonAllowed, validUntil, dedupe(used)
+	return d, nil
+}
+
+// diagnoseChain finds which agent or task made chain_alive fail, leaf first.
+func (e *Engine) diagnoseChain(ctx context.Context, c *chain) (string, error) {
+	now := e.now()
+	for _, l := range c.agents {
+		a, err := e.readAgent(ctx, l.id)
+		if err != nil {
+			return "", err
+		}
+		switch a.status(now) {
+		case StatusRevoked:
+			return ReasonAgentRevoked, nil
+		case StatusSuspended:
+			return ReasonAgentSuspended, nil
+		case StatusExpired:
+			return ReasonAgentExpired, nil
+		}
+	}
+	t, err := e.readTask(ctx, c.task)
+	if err != nil {
+		return "", err
+	}
+	switch t.Status {
+	case StatusCompleted:
+		return ReasonTaskCompleted, nil
+	case StatusExpired:
+		return ReasonTaskExpired, nil
+	}
+	// SpiceDB said no, yet every record looks alive: a write raced the check.
+	// The deny stands.
+	return ReasonChainInactive, nil
+}
+
+func dedupe(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+func cutLast(s, sep string) (string, string, bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return "", "", false
+	}
+	return s[:i], s[i+len(sep):], true
+}

@@ -1,0 +1,721 @@
+package engine
+
+import (
+	"context"
+	"sort"
+	"time"
+	"unicode/utf8"
+
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+
+	"github.com/mandate-dev/mandate/schema"
+)
+
+// Statuses of tasks, agents and grants.
+const (
+	StatusActive    = "active"
+	StatusCompleted = "completed"
+	StatusExpired   = "expired"
+	StatusSuspended = "suspended"
+	StatusRevoked   = "revoked"
+	StatusReplaced  = "replaced"
+)
+
+// ID prefixes.
+const (
+	PrefixTask  = "tsk"
+	PrefixAgent = "agt"
+	PrefixGrant = "grt"
+)
+
+const (
+	maxDescription = 1024
+	maxName        = 256
+)
+
+// Task is a unit of work one human asked for.
+type Task struct {
+	ID          string
+	Principal   Ref
+	Description string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	Status      string
+}
+
+// Agent is one agent instance.
+type Agent struct {
+	ID        string
+	Name      string
+	Task      Ref
+	Parent    Ref // zero for a top-level agent
+	Principal Ref
+	Chain     []Ref // this agent, its ancestors, then the principal
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	Status    string
+}
+
+// Grant is one permission on one resource for a holder, until ExpiresAt.
+type Grant struct {
+	ID         string
+	Holder     Ref
+	Permission string
+	Resource   Ref
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	Status     string
+}
+
+// ---- records -------------------------------------------------------------
+
+// taskRecord is a task as stored in SpiceDB.
+type taskRecord struct {
+	Task
+	open, completed bool
+}
+
+func (e *Engine) readTask(ctx context.Context, id string) (*taskRecord, error) {
+	rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeTask, OptionalResourceId: id})
+	if err != nil {
+		return nil, err
+	}
+	t := &taskRecord{Task: Task{ID: id}}
+	found := false
+	for _, r := range rels {
+		switch r.GetRelation() {
+		case "record":
+			found = true
+			t.Principal = Ref{Type: r.GetSubject().GetObject().GetObjectType(), ID: r.GetSubject().GetObject().GetObjectId()}
+			t.CreatedAt, _ = caveatTime(r, "created_at")
+			t.ExpiresAt, _ = caveatTime(r, "expires_at")
+			t.Description = caveatString(r, "note")
+		case "open":
+			t.open = true
+		case "completed":
+			t.completed = true
+		}
+	}
+	if !found || t.ExpiresAt.IsZero() {
+		return nil, notFound("id", "task %s does not exist", id)
+	}
+	switch {
+	case t.completed || !t.open:
+		t.Status = StatusCompleted
+	case !e.now().Before(t.ExpiresAt):
+		t.Status = StatusExpired
+	default:
+		t.Status = StatusActive
+	}
+	return t, nil
+}
+
+// agentRecord is an agent as stored in SpiceDB, without its chain.
+type agentRecord struct {
+	ID        string
+	Name      string
+	Task      string
+	Parent    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	enabled   bool
+	suspended bool
+	revoked   bool
+}
+
+func (a *agentRecord) status(now time.Time) string {
+	switch {
+	case a.revoked || !a.enabled:
+		return StatusRevoked
+	case a.suspended:
+		return StatusSuspended
+	case !now.Before(a.ExpiresAt):
+		return StatusExpired
+	}
+	return StatusActive
+}
+
+func (e *Engine) readAgent(ctx context.Context, id string) (*agentRecord, error) {
+	rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeAgent, OptionalResourceId: id})
+	if err != nil {
+		return nil, err
+	}
+	a := &agentRecord{ID: id}
+	found := false
+	for _, r := range rels {
+		switch r.GetRelation() {
+		case "record":
+			found = true
+			a.Task = r.GetSubject().GetObject().GetObjectId()
+			a.CreatedAt, _ = caveatTime(r, "created_at")
+			a.ExpiresAt, _ = caveatTime(r, "expires_at")
+			a.Name = caveatString(r, "note")
+		case "parent":
+			a.Parent = r.GetSubject().GetObject().GetObjectId()
+		case "enabled":
+			a.enabled = true
+		case "suspended":
+			a.suspended = true
+		case "revoked":
+			a.revoked = true
+		}
+	}
+	if !found || a.ExpiresAt.IsZero() || a.Task == "" {
+		return nil, notFound("id", "agent %s does not exist", id)
+	}
+	return a, nil
+}
+
+// ---- tasks ---------------------------------------------------------------
+
+// CreateTaskInput is what CreateTask needs.
+type CreateTaskInput struct {
+	Principal   string
+	Description string
+	TTL         string
+}
+
+// CreateTask opens a task for a human principal.
+func (e *Engine) CreateTask(ctx context.Context, in CreateTaskInput) (*Task, string, error) {
+	principal, err := ParseRef("principal", in.Principal)
+	if err != nil {
+		return nil, "", err
+	}
+	if principal.Type != schema.TypeUser {
+		return nil, "", invalid("principal", "must be a user reference (user:<id>), got type %q", principal.Type)
+	}
+	if !utf8.ValidString(in.Description) || len(in.Description) > maxDescription {
+		return nil, "", invalid("description", "must be valid UTF-8 of at most %d bytes", maxDescription)
+	}
+	ttl, err := ParseTTL("ttl", in.TTL, e.cfg.MaxTaskTTL)
+	if err != nil {
+		return nil, "", err
+	}
+	now := e.now()
+	t := &Task{ID: newID(PrefixTask), Principal: principal, Description: in.Description, CreatedAt: now, ExpiresAt: now.Add(ttl), Status: StatusActive}
+	ref := Ref{Type: schema.TypeTask, ID: t.ID}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	token, err := e.sdb.write(ctx, []*v1.RelationshipUpdate{
+		create(rel(ref, "record", principal, "", schema.CaveatRecord, recordContext(now, t.ExpiresAt, in.Description, ""))),
+		create(rel(ref, "principal", principal, "", "", nil)),
+		create(rel(ref, "open", wildcardAgent, "", schema.CaveatWithinLifetime, lifetimeContext(t.ExpiresAt))),
+	}, nil, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	return t, token, nil
+}
+
+// GetTask reads a task.
+func (e *Engine) GetTask(ctx context.Context, id string) (*Task, error) {
+	if err := ValidateID("id", PrefixTask, id); err != nil {
+		return nil, err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	t, err := e.readTask(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &t.Task, nil
+}
+
+// CompleteTask ends a task. Every agent and grant under it loses access in the
+// same write; the returned token makes later reads see it.
+func (e *Engine) CompleteTask(ctx context.Context, id string) (*Task, string, error) {
+	if err := ValidateID("id", PrefixTask, id); err != nil {
+		return nil, "", err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	t, err := e.readTask(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	ref := Ref{Type: schema.TypeTask, ID: id}
+	token, err := e.sdb.write(ctx, []*v1.RelationshipUpdate{
+		del(rel(ref, "open", wildcardAgent, "", "", nil)),
+		touch(rel(ref, "completed", wildcardAgent, "", "", nil)),
+	}, nil, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	t.Status = StatusCompleted
+	return &t.Task, token, nil
+}
+
+// ---- agents --------------------------------------------------------------
+
+// CreateAgentInput is what CreateAgent needs.
+type CreateAgentInput struct {
+	Task   string
+	Parent string
+	Name   string
+	TTL    string
+}
+
+// CreateAgent provisions a new agent instance. Its lifetime never outlives its
+// parent's or its task's: a longer TTL is cut to fit.
+func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, string, error) {
+	taskRef, err := ParseRef("task", in.Task)
+	if err != nil {
+		return nil, "", err
+	}
+	if taskRef.Type != schema.TypeTask {
+		return nil, "", invalid("task", "must be a task reference (task:<id>), got type %q", taskRef.Type)
+	}
+	var parentRef Ref
+	if in.Parent != "" {
+		if parentRef, err = ParseRef("parent", in.Parent); err != nil {
+			return nil, "", err
+		}
+		if parentRef.Type != schema.TypeAgent {
+			return nil, "", invalid("parent", "must be an agent reference (agent:<id>), got type %q", parentRef.Type)
+		}
+	}
+	if in.Name == "" {
+		return nil, "", invalid("name", "is required")
+	}
+	if !utf8.ValidString(in.Name) || len(in.Name) > maxName {
+		return nil, "", invalid("name", "must be valid UTF-8 of at most %d bytes", maxName)
+	}
+	ttl, err := ParseTTL("ttl", in.TTL, e.cfg.MaxAgentTTL)
+	if err != nil {
+		return nil, "", err
+	}
+
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	task, err := e.readTask(ctx, taskRef.ID)
+	if err != nil {
+		return nil, "", fieldNotFound(err, "task")
+	}
+	if task.Status != StatusActive {
+		return nil, "", precondition("task", "task %s is %s", task.ID, task.Status)
+	}
+	now := e.now()
+	expires := now.Add(ttl)
+	if expires.After(task.ExpiresAt) {
+		expires = task.ExpiresAt
+	}
+	chain := []Ref{}
+	if !parentRef.IsZero() {
+		parent, err := e.readAgent(ctx, parentRef.ID)
+		if err != nil {
+			return nil, "", fieldNotFound(err, "parent")
+		}
+		if parent.Task != task.ID {
+			return nil, "", invalid("parent", "agent %s works on task %s, not %s", parent.ID, parent.Task, task.ID)
+		}
+		if st := parent.status(now); st != StatusActive {
+			return nil, "", precondition("parent", "agent %s is %s", parent.ID, st)
+		}
+		c, err := e.chainOf(ctx, parent.ID)
+		if err != nil {
+			return nil, "", err
+		}
+		if len(c.agents)+1 > e.cfg.MaxChainDepth {
+			return nil, "", precondition("parent", "delegation chain would exceed the maximum depth of %d agents", e.cfg.MaxChainDepth)
+		}
+		for _, l := range c.agents {
+			chain = append(chain, Ref{Type: schema.TypeAgent, ID: l.id})
+		}
+		if expires.After(parent.ExpiresAt) {
+			expires = parent.ExpiresAt
+		}
+	}
+
+	a := &Agent{
+		ID: newID(PrefixAgent), Name: in.Name, Task: taskRef, Parent: parentRef, Principal: task.Principal,
+		CreatedAt: now, ExpiresAt: expires, Status: StatusActive,
+	}
+	ref := Ref{Type: schema.TypeAgent, ID: a.ID}
+	a.Chain = append(append([]Ref{ref}, chain...), task.Principal)
+
+	updates := []*v1.RelationshipUpdate{
+		create(rel(ref, "record", taskRef, "", schema.CaveatRecord, recordContext(now, expires, in.Name, ""))),
+		create(rel(ref, "task", taskRef, "", "", nil)),
+		create(rel(ref, "enabled", wildcardAgent, "", schema.CaveatWithinLifetime, lifetimeContext(expires))),
+		create(rel(taskRef, "member", ref, "", "", nil)),
+	}
+	pre := []*v1.Precondition{mustMatch(taskRef, "open")}
+	if parentRef.IsZero() {
+		updates = append(updates, create(rel(ref, "root", wildcardAgent, "", "", nil)))
+	} else {
+		updates = append(updates, create(rel(ref, "parent", parentRef, "", "", nil)))
+		pre = append(pre, mustMatch(parentRef, "enabled"), mustNotMatch(parentRef, "suspended"))
+	}
+	token, err := e.sdb.write(ctx, updates, pre, precondition("task", "the task was completed, or the parent revoked or suspended, while the agent was being created"))
+	if err != nil {
+		return nil, "", err
+	}
+	return a, token, nil
+}
+
+func fieldNotFound(err error, field string) error {
+	if e, ok := err.(*Error); ok && e.Kind == KindNotFound {
+		return &Error{Kind: KindNotFound, Field: field, Msg: e.Msg}
+	}
+	return err
+}
+
+// GetAgent reads an agent with its chain.
+func (e *Engine) GetAgent(ctx context.Context, id string) (*Agent, error) {
+	if err := ValidateID("id", PrefixAgent, id); err != nil {
+		return nil, err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	return e.getAgent(ctx, id)
+}
+
+func (e *Engine) getAgent(ctx context.Context, id string) (*Agent, error) {
+	rec, err := e.readAgent(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := e.chainOf(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		ID: id, Name: rec.Name, Task: Ref{Type: schema.TypeTask, ID: rec.Task}, Principal: c.principal,
+		Chain: c.refs(), CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, Status: rec.status(e.now()),
+	}
+	if rec.Parent != "" {
+		a.Parent = Ref{Type: schema.TypeAgent, ID: rec.Parent}
+	}
+	return a, nil
+}
+
+// RevokeAgent revokes an agent and every agent below it, in one write.
+// Revocation is final. It returns the revoked agents.
+func (e *Engine) RevokeAgent(ctx context.Context, id string) ([]Ref, string, error) {
+	if err := ValidateID("id", PrefixAgent, id); err != nil {
+		return nil, "", err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	if _, err := e.readAgent(ctx, id); err != nil {
+		return nil, "", err
+	}
+	ids, err := e.descendants(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	var updates []*v1.RelationshipUpdate
+	revoked := make([]Ref, 0, len(ids))
+	for _, aid := range ids {
+		ref := Ref{Type: schema.TypeAgent, ID: aid}
+		revoked = append(revoked, ref)
+		updates = append(updates,
+			del(rel(ref, "enabled", wildcardAgent, "", "", nil)),
+			touch(rel(ref, "revoked", wildcardAgent, "", "", nil)),
+		)
+	}
+	token, err := e.sdb.write(ctx, updates, nil, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	return revoked, token, nil
+}
+
+// descendants returns id and every agent below it, breadth first.
+func (e *Engine) descendants(ctx context.Context, id string) ([]string, error) {
+	out := []string{id}
+	seen := map[string]bool{id: true}
+	for i := 0; i < len(out); i++ {
+		rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{
+			ResourceType:          schema.TypeAgent,
+			OptionalRelation:      "parent",
+			OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: schema.TypeAgent, OptionalSubjectId: out[i]},
+		})
+		if err != nil {
+			return nil, err
+		}
+		ids := make([]string, 0, len(rels))
+		for _, r := range rels {
+			ids = append(ids, r.GetResource().GetObjectId())
+		}
+		sort.Strings(ids)
+		for _, c := range ids {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	return out, nil
+}
+
+// SuspendAgent suspends an agent. Its descendants are denied too, because
+// every check walks the whole chain.
+func (e *Engine) SuspendAgent(ctx context.Context, id string) (*Agent, string, error) {
+	return e.setSuspended(ctx, id, true)
+}
+
+// ResumeAgent lifts a suspension.
+func (e *Engine) ResumeAgent(ctx context.Context, id string) (*Agent, string, error) {
+	return e.setSuspended(ctx, id, false)
+}
+
+func (e *Engine) setSuspended(ctx context.Context, id string, suspend bool) (*Agent, string, error) {
+	if err := ValidateID("id", PrefixAgent, id); err != nil {
+		return nil, "", err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	rec, err := e.readAgent(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	if rec.revoked || !rec.enabled {
+		return nil, "", precondition("id", "agent %s is revoked; revocation is final", id)
+	}
+	ref := Ref{Type: schema.TypeAgent, ID: id}
+	r := rel(ref, "suspended", wildcardAgent, "", "", nil)
+	up := touch(r)
+	if !suspend {
+		up = del(r)
+	}
+	token, err := e.sdb.write(ctx, []*v1.RelationshipUpdate{up}, []*v1.Precondition{mustMatch(ref, "enabled")},
+		precondition("id", "agent %s was revoked concurrently", id))
+	if err != nil {
+		return nil, "", err
+	}
+	a, err := e.getAgent(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	return a, token, nil
+}
+
+// ---- grants --------------------------------------------------------------
+
+// CreateGrantInput is what CreateGrant needs.
+type CreateGrantInput struct {
+	Holder     string
+	Permission string
+	Resource   string
+	TTL        string
+}
+
+// CreateGrant gives a holder one permission on one resource. It is refused
+// with ESCALATION unless the principal holds the permission now and, for a
+// sub-agent, its parent holds it too. A new grant of the same permission on
+// the same resource to the same holder replaces the earlier one.
+func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, string, error) {
+	holder, err := ParseRef("holder", in.Holder)
+	if err != nil {
+		return nil, "", err
+	}
+	if holder.Type != schema.TypeAgent && holder.Type != schema.TypeTask {
+		return nil, "", invalid("holder", "must be an agent or a task, got type %q", holder.Type)
+	}
+	resource, err := ParseRef("resource", in.Resource)
+	if err != nil {
+		return nil, "", err
+	}
+	if schema.IsCore(resource.Type) {
+		return nil, "", invalid("resource", "type %q is one of mandate's own types and cannot be granted", resource.Type)
+	}
+	ttl, err := ParseTTL("ttl", in.TTL, e.cfg.MaxGrantTTL)
+	if err != nil {
+		return nil, "", err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	if err := e.requireType(ctx, "resource", resource); err != nil {
+		return nil, "", err
+	}
+	if err := e.requirePermission(ctx, "permission", resource.Type, in.Permission); err != nil {
+		return nil, "", err
+	}
+	if !e.Schema().Grantable(resource.Type, in.Permission) {
+		return nil, "", invalid("permission", "%s on type %q cannot be granted to agents", in.Permission, resource.Type)
+	}
+
+	now := e.now()
+	expires := now.Add(ttl)
+	var principal Ref
+	var grantSubject Ref
+	var grantSubjectRel string
+	var pre []*v1.Precondition
+
+	switch holder.Type {
+	case schema.TypeAgent:
+		rec, err := e.readAgent(ctx, holder.ID)
+		if err != nil {
+			return nil, "", fieldNotFound(err, "holder")
+		}
+		c, err := e.chainOf(ctx, holder.ID)
+		if err != nil {
+			return nil, "", err
+		}
+		// The holder itself must be able to act: alive, on an open task.
+		if st := rec.status(now); st != StatusActive {
+			return nil, "", precondition("holder", "agent %s is %s", holder.ID, st)
+		}
+		if !now.Before(c.taskExpires) {
+			return nil, "", precondition("holder", "the task of agent %s has expired", holder.ID)
+		}
+		principal = c.principal
+		if rec.Parent != "" {
+			// Delegation only narrows: the parent must hold it now, by its own grant.
+			d, err := e.decideAgent(ctx, Query{Subject: Ref{Type: schema.TypeAgent, ID: rec.Parent}, Permission: in.Permission, Resource: resource})
+			if err != nil {
+				return nil, "", err
+			}
+			if !d.Allowed {
+				return nil, "", escalation("parent agent:%s does not hold %s on %s (%s)", rec.Parent, in.Permission, resource, d.Reason)
+			}
+		}
+		if expires.After(rec.ExpiresAt) {
+			expires = rec.ExpiresAt
+		}
+		grantSubject = holder
+		pre = append(pre, mustMatch(holder, "enabled"), mustNotMatch(holder, "suspended"))
+	case schema.TypeTask:
+		t, err := e.readTask(ctx, holder.ID)
+		if err != nil {
+			return nil, "", fieldNotFound(err, "holder")
+		}
+		if t.Status != StatusActive {
+			return nil, "", precondition("holder", "task %s is %s", t.ID, t.Status)
+		}
+		principal = t.Principal
+		if expires.After(t.ExpiresAt) {
+			expires = t.ExpiresAt
+		}
+		grantSubject, grantSubjectRel = holder, "member"
+		pre = append(pre, mustMatch(holder, "open"))
+	}
+
+	// The principal must hold the permission now, through ordinary relationships.
+	ok, err := e.checkUser(ctx, principal, in.Permission, resource, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if !ok {
+		return nil, "", escalation("principal %s does not hold %s on %s", principal, in.Permission, resource)
+	}
+
+	// A replaced grant loses its record in the same write.
+	grantRel := in.Permission + schema.GrantSuffix
+	existing, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{
+		ResourceType: resource.Type, OptionalResourceId: resource.ID, OptionalRelation: grantRel,
+		OptionalSubjectFilter: subjectFilter(grantSubject, grantSubjectRel),
+	})
+	if err != nil {
+		return nil, "", err
+	}
+
+	g := &Grant{ID: newID(PrefixGrant), Holder: holder, Permission: in.Permission, Resource: resource, CreatedAt: now, ExpiresAt: expires, Status: StatusActive}
+	gref := Ref{Type: schema.TypeGrant, ID: g.ID}
+	updates := []*v1.RelationshipUpdate{
+		touch(rel(resource, grantRel, grantSubject, grantSubjectRel, schema.CaveatGrantLifetime,
+			map[string]any{"expires_at": ts(expires), "grant_id": g.ID})),
+		create(rel(gref, "record", holder, "", schema.CaveatRecord, recordContext(now, expires, "", resource.String()+"#"+in.Permission))),
+	}
+	for _, old := range existing {
+		if oldID := caveatString(old, "grant_id"); oldID != "" && oldID != g.ID {
+			updates = append(updates, del(rel(Ref{Type: schema.TypeGrant, ID: oldID}, "record", holder, "", "", nil)))
+		}
+	}
+	token, err := e.sdb.write(ctx, updates, pre, precondition("holder", "%s was revoked, suspended or completed while the grant was being created", holder))
+	if err != nil {
+		return nil, "", err
+	}
+	return g, token, nil
+}
+
+func subjectFilter(sub Ref, subRel string) *v1.SubjectFilter {
+	f := &v1.SubjectFilter{SubjectType: sub.Type, OptionalSubjectId: sub.ID}
+	if subRel != "" {
+		f.OptionalRelation = &v1.SubjectFilter_RelationFilter{Relation: subRel}
+	}
+	return f
+}
+
+// readGrant reads a grant record and the grant relationship it describes.
+func (e *Engine) readGrant(ctx context.Context, id string) (*Grant, *v1.Relationship, error) {
+	rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeGrant, OptionalResourceId: id, OptionalRelation: "record"})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(rels) == 0 {
+		return nil, nil, notFound("id", "grant %s does not exist", id)
+	}
+	r := rels[0]
+	g := &Grant{ID: id, Holder: Ref{Type: r.GetSubject().GetObject().GetObjectType(), ID: r.GetSubject().GetObject().GetObjectId()}}
+	g.CreatedAt, _ = caveatTime(r, "created_at")
+	g.ExpiresAt, _ = caveatTime(r, "expires_at")
+	target := caveatString(r, "target")
+	resStr, perm, ok := cutLast(target, "#")
+	if !ok {
+		return nil, nil, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("grant %s has a malformed target %q", id, target)}
+	}
+	res, err := ParseRef("target", resStr)
+	if err != nil {
+		return nil, nil, &Error{Kind: KindInternal, Msg: "internal error", Err: err}
+	}
+	g.Resource, g.Permission = res, perm
+
+	subRel := ""
+	if g.Holder.Type == schema.TypeTask {
+		subRel = "member"
+	}
+	live, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{
+		ResourceType: res.Type, OptionalResourceId: res.ID, OptionalRelation: perm + schema.GrantSuffix,
+		OptionalSubjectFilter: subjectFilter(g.Holder, subRel),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var current *v1.Relationship
+	for _, l := range live {
+		if caveatString(l, "grant_id") == id {
+			current = l
+		}
+	}
+	switch {
+	case current == nil:
+		g.Status = StatusReplaced
+	case !e.now().Before(g.ExpiresAt):
+		g.Status = StatusExpired
+	default:
+		g.Status = StatusActive
+	}
+	return g, current, nil
+}
+
+// GetGrant reads a grant.
+func (e *Engine) GetGrant(ctx context.Context, id string) (*Grant, error) {
+	if err := ValidateID("id", PrefixGrant, id); err != nil {
+		return nil, err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	g, _, err := e.readGrant(ctx, id)
+	return g, err
+}
+
+// DeleteGrant removes a grant.
+func (e *Engine) DeleteGrant(ctx context.Context, id string) (string, error) {
+	if err := ValidateID("id", PrefixGrant, id); err != nil {
+		return "", err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	g, current, err := e.readGrant(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	updates := []*v1.RelationshipUpdate{del(rel(Ref{Type: schema.TypeGrant, ID: id}, "record", g.Holder, "", "", nil))}
+	if current != nil {
+		current.OptionalCaveat = nil
+		updates = append(updates, del(current))
+	}
+	return e.sdb.write(ctx, updates, nil, nil)
+}

@@ -1,0 +1,161 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Ref is an object reference, written "type:id".
+type Ref struct {
+	Type string
+	ID   string
+}
+
+func (r Ref) String() string { return r.Type + ":" + r.ID }
+
+// IsZero reports whether r is empty.
+func (r Ref) IsZero() bool { return r.Type == "" && r.ID == "" }
+
+var (
+	typeRE = regexp.MustCompile(`^[a-z][a-z0-9_]{1,62}[a-z0-9]$`)
+	// idRE is SpiceDB's object id alphabet, minus the wildcard.
+	idRE       = regexp.MustCompile(`^[a-zA-Z0-9/_|\-=+]+$`)
+	relationRE = regexp.MustCompile(`^[a-z][a-z0-9_]{1,62}[a-z0-9]$`)
+)
+
+// maxIDLen is SpiceDB's limit on object ids.
+const maxIDLen = 1024
+
+// ParseRef parses "type:id". field names the request field for errors.
+func ParseRef(field, s string) (Ref, error) {
+	if s == "" {
+		return Ref{}, invalid(field, "is required")
+	}
+	t, id, ok := strings.Cut(s, ":")
+	if !ok {
+		return Ref{}, invalid(field, "%q is not a reference of the form type:id", s)
+	}
+	if !typeRE.MatchString(t) {
+		return Ref{}, invalid(field, "%q has an invalid type %q", s, t)
+	}
+	if len(id) > maxIDLen || !idRE.MatchString(id) {
+		return Ref{}, invalid(field, "%q has an invalid id %q", s, id)
+	}
+	return Ref{Type: t, ID: id}, nil
+}
+
+// ValidateName checks a relation or permission name.
+func ValidateName(field, s string) error {
+	if s == "" {
+		return invalid(field, "is required")
+	}
+	if !relationRE.MatchString(s) {
+		return invalid(field, "%q is not a valid permission or relation name", s)
+	}
+	return nil
+}
+
+// ParseTTL parses a positive Go duration no longer than max (when max > 0).
+func ParseTTL(field, s string, max time.Duration) (time.Duration, error) {
+	if s == "" {
+		return 0, invalid(field, "is required, for example \"15m\"")
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, invalid(field, "%q is not a duration such as \"90s\", \"15m\" or \"2h\"", s)
+	}
+	if d <= 0 {
+		return 0, invalid(field, "must be positive, got %q", s)
+	}
+	if d < time.Second {
+		return 0, invalid(field, "must be at least 1s, got %q", s)
+	}
+	if max > 0 && d > max {
+		return 0, invalid(field, "%q is longer than the maximum %s", s, max)
+	}
+	return d, nil
+}
+
+// Relationship is a parsed "type:id#relation@type:id[#relation]".
+type Relationship struct {
+	Resource        Ref
+	Relation        string
+	Subject         Ref
+	SubjectRelation string
+}
+
+func (r Relationship) String() string {
+	s := r.Resource.String() + "#" + r.Relation + "@" + r.Subject.String()
+	if r.SubjectRelation != "" {
+		s += "#" + r.SubjectRelation
+	}
+	return s
+}
+
+// ParseRelationship parses "type:id#relation@type:id" with an optional
+// "#relation" on the subject. The subject id may be "*" for a wildcard.
+func ParseRelationship(field, s string) (Relationship, error) {
+	if s == "" {
+		return Relationship{}, invalid(field, "is required")
+	}
+	res, sub, ok := strings.Cut(s, "@")
+	if !ok {
+		return Relationship{}, invalid(field, "%q is not of the form type:id#relation@type:id", s)
+	}
+	resRef, rel, ok := strings.Cut(res, "#")
+	if !ok {
+		return Relationship{}, invalid(field, "%q has no #relation", s)
+	}
+	r := Relationship{Relation: rel}
+	var err error
+	if r.Resource, err = ParseRef(field, resRef); err != nil {
+		return Relationship{}, err
+	}
+	if err := ValidateName(field, rel); err != nil {
+		return Relationship{}, err
+	}
+	subRef, subRel, hasSubRel := strings.Cut(sub, "#")
+	if hasSubRel {
+		if err := ValidateName(field, subRel); err != nil {
+			return Relationship{}, err
+		}
+		r.SubjectRelation = subRel
+	}
+	if t, id, ok := strings.Cut(subRef, ":"); ok && id == "*" && !hasSubRel {
+		if !typeRE.MatchString(t) {
+			return Relationship{}, invalid(field, "%q has an invalid subject type %q", s, t)
+		}
+		r.Subject = Ref{Type: t, ID: "*"}
+		return r, nil
+	}
+	if r.Subject, err = ParseRef(field, subRef); err != nil {
+		return Relationship{}, err
+	}
+	return r, nil
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// newID returns prefix_ followed by 128 random bits: unique and unguessable.
+func newID(prefix string) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err))
+	}
+	return prefix + "_" + idEncoding.EncodeToString(b[:])
+}
+
+// ValidateID checks a bare id from a URL path against a prefix.
+func ValidateID(field, prefix, id string) error {
+	if id == "" {
+		return invalid(field, "is required")
+	}
+	if !strings.HasPrefix(id, prefix+"_") || !idRE.MatchString(id) {
+		return invalid(field, "%q is not a %s id (%s_…)", id, prefix, prefix)
+	}
+	return nil
+}

@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Client is the engine's only path to SpiceDB: authzed-go's v1 clients, over
+// the in-process connection to the embedded SpiceDB or over the network to a
+// remote one.
+type Client struct {
+	Permissions v1.PermissionsServiceClient
+	Schema      v1.SchemaServiceClient
+	Watch       v1.WatchServiceClient
+}
+
+// NewClient wraps a connection to SpiceDB.
+func NewClient(conn grpc.ClientConnInterface) *Client {
+	return &Client{
+		Permissions: v1.NewPermissionsServiceClient(conn),
+		Schema:      v1.NewSchemaServiceClient(conn),
+		Watch:       v1.NewWatchServiceClient(conn),
+	}
+}
+
+var fullyConsistent = &v1.Consistency{Requirement: &v1.Consistency_FullyConsistent{FullyConsistent: true}}
+
+// backendErr turns a SpiceDB failure into an engine error. Anything that means
+// "SpiceDB could not answer" becomes KindUnavailable, so the caller gets a 503
+// and never an allow.
+func backendErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return &Error{Kind: KindUnavailable, Msg: "authorization backend did not answer in time", Err: fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)}
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted, codes.Aborted, codes.Unauthenticated:
+		return &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable", Err: fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)}
+	}
+	return &Error{Kind: KindInternal, Msg: "internal error", Err: fmt.Errorf("%s: %w", op, err)}
+}
+
+func objRef(r Ref) *v1.ObjectReference {
+	return &v1.ObjectReference{ObjectType: r.Type, ObjectId: r.ID}
+}
+
+func subRef(r Ref, rel string) *v1.SubjectReference {
+	return &v1.SubjectReference{Object: objRef(r), OptionalRelation: rel}
+}
+
+func rel(res Ref, relation string, sub Ref, subRel string, caveat string, ctx map[string]any) *v1.Relationship {
+	r := &v1.Relationship{Resource: objRef(res), Relation: relation, Subject: subRef(sub, subRel)}
+	if caveat != "" {
+		s, err := structpb.NewStruct(ctx)
+		if err != nil {
+			panic(fmt.Sprintf("caveat context is not a struct: %v", err))
+		}
+		r.OptionalCaveat = &v1.ContextualizedCaveat{CaveatName: caveat, Context: s}
+	}
+	return r
+}
+
+func touch(r *v1.Relationship) *v1.RelationshipUpdate {
+	return &v1.RelationshipUpdate{Operation: v1.RelationshipUpdate_OPERATION_TOUCH, Relationship: r}
+}
+
+func create(r *v1.Relationship) *v1.RelationshipUpdate {
+	return &v1.RelationshipUpdate{Operation: v1.RelationshipUpdate_OPERATION_CREATE, Relationship: r}
+}
+
+func del(r *v1.Relationship) *v1.RelationshipUpdate {
+	return &v1.RelationshipUpdate{Operation: v1.RelationshipUpdate_OPERATION_DELETE, Relationship: r}
+}
+
+var wildcardAgent = Ref{Type: "agent", ID: "*"}
+
+// mustMatch is a precondition that a relationship matching the filter exists.
+func mustMatch(res Ref, relation string) *v1.Precondition {
+	return &v1.Precondition{
+		Operation: v1.Precondition_OPERATION_MUST_MATCH,
+		Filter:    &v1.RelationshipFilter{ResourceType: res.Type, OptionalResourceId: res.ID, OptionalRelation: relation},
+	}
+}
+
+func mustNotMatch(res Ref, relation string) *v1.Precondition {
+	return &v1.Precondition{
+		Operation: v1.Precondition_OPERATION_MUST_NOT_MATCH,
+		Filter:    &v1.RelationshipFilter{ResourceType: res.Type, OptionalResourceId: res.ID, OptionalRelation: relation},
+	}
+}
+
+// readRels reads every relationship matching filter, at full consistency.
+func (c *Client) readRels(ctx context.Context, filter *v1.RelationshipFilter) ([]*v1.Relationship, error) {
+	stream, err := c.Permissions.ReadRelationships(ctx, &v1.ReadRelationshipsRequest{
+		Consistency:        fullyConsistent,
+		RelationshipFilter: filter,
+	})
+	if err != nil {
+		return nil, backendErr("ReadRelationships", err)
+	}
+	var out []*v1.Relationship
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, backendErr("ReadRelationships", err)
+		}
+		out = append(out, resp.GetRelationship())
+	}
+}
+
+// write applies updates atomically, guarded by preconditions. A failed
+// precondition becomes onConflict.
+func (c *Client) write(ctx context.Context, updates []*v1.RelationshipUpdate, pre []*v1.Precondition, onConflict error) (string, error) {
+	resp, err := c.Permissions.WriteRelationships(ctx, &v1.WriteRelationshipsRequest{Updates: updates, OptionalPreconditions: pre})
+	if err != nil {
+		if status.Code(err) == codes.FailedPrecondition && onConflict != nil {
+			return "", onConflict
+		}
+		return "", backendErr("WriteRelationships", err)
+	}
+	return resp.GetWrittenAt().GetToken(), nil
+}
+
+func ts(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// caveatTime reads a timestamp field of a relationship's caveat context.
+func caveatTime(r *v1.Relationship, field string) (time.Time, bool) {
+	s := r.GetOptionalCaveat().GetContext().GetFields()[field].GetStringValue()
+	if s == "" {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+func caveatString(r *v1.Relationship, field string) string {
+	return r.GetOptionalCaveat().GetContext().GetFields()[field].GetStringValue()
+}
+
+func recordContext(created, expires time.Time, note, target string) map[string]any {
+	return map[string]any{"created_at": ts(created), "expires_at": ts(expires), "note": note, "target": target}
+}
+
+func lifetimeContext(expires time.Time) map[string]any {
+	return map[string]any{"expires_at": ts(expires)}
+}

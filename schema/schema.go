@@ -1,0 +1,284 @@
+// Package schema holds mandate's default SpiceDB schema and the checks that
+// keep any admin-written schema compatible with mandate: the core definitions
+// stay as they are, and every resource type can receive agent grants.
+package schema
+
+import (
+	_ "embed"
+	"fmt"
+	"sort"
+	"strings"
+
+	core "github.com/authzed/spicedb/pkg/proto/core/v1"
+	"github.com/authzed/spicedb/pkg/schemadsl/compiler"
+	"github.com/authzed/spicedb/pkg/schemadsl/input"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Default is the schema mandate writes when SpiceDB has none.
+//
+//go:embed default.zed
+var Default string
+
+// Core object types. mandate owns their relationships.
+const (
+	TypeUser  = "user"
+	TypeTask  = "task"
+	TypeAgent = "agent"
+	TypeGrant = "grant"
+)
+
+// Caveats the core definitions use.
+const (
+	CaveatWithinLifetime = "within_lifetime"
+	CaveatGrantLifetime  = "grant_lifetime"
+	CaveatRecord         = "mandate_record"
+)
+
+// GrantSuffix names the relation that holds agent grants of a permission:
+// permission P is granted through relation P + GrantSuffix.
+const GrantSuffix = "_grant"
+
+// GrantRelationTypes is the type expression every <permission>_grant relation must have.
+const GrantRelationTypes = "agent with grant_lifetime | task#member with grant_lifetime"
+
+// Error is a schema that mandate refuses. Type names the offending definition.
+type Error struct {
+	Type string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Type == "" {
+		return e.Msg
+	}
+	return fmt.Sprintf("definition %s: %s", e.Type, e.Msg)
+}
+
+// Info is what mandate needs to know about a schema on the decision path.
+// It is immutable once built.
+type Info struct {
+	source string
+	types  map[string]*TypeInfo
+}
+
+// TypeInfo describes one object definition.
+type TypeInfo struct {
+	Name        string
+	relations   map[string]bool
+	permissions map[string]bool
+}
+
+// Source returns the schema text.
+func (i *Info) Source() string { return i.source }
+
+// HasType reports whether the schema defines the type.
+func (i *Info) HasType(t string) bool { _, ok := i.types[t]; return ok }
+
+// IsCore reports whether t is one of mandate's own types.
+func IsCore(t string) bool {
+	switch t {
+	case TypeUser, TypeTask, TypeAgent, TypeGrant:
+		return true
+	}
+	return false
+}
+
+// HasPermission reports whether t defines permission p.
+func (i *Info) HasPermission(t, p string) bool {
+	ti, ok := i.types[t]
+	return ok && ti.permissions[p]
+}
+
+// HasRelation reports whether t defines relation r (not a permission).
+func (i *Info) HasRelation(t, r string) bool {
+	ti, ok := i.types[t]
+	return ok && ti.relations[r]
+}
+
+// Grantable reports whether agents can be granted permission p on type t.
+func (i *Info) Grantable(t, p string) bool {
+	return !IsCore(t) && i.HasPermission(t, p) && i.HasRelation(t, p+GrantSuffix)
+}
+
+// ResourceTypes lists the non-core types, sorted.
+func (i *Info) ResourceTypes() []string {
+	out := make([]string, 0, len(i.types))
+	for t := range i.types {
+		if !IsCore(t) {
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Permissions lists the permissions of t, sorted.
+func (i *Info) Permissions(t string) []string {
+	ti, ok := i.types[t]
+	if !ok {
+		return nil
+	}
+	out := make([]string, 0, len(ti.permissions))
+	for p := range ti.permissions {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+var defaultCompiled = mustCompile(Default)
+
+func mustCompile(src string) *compiler.CompiledSchema {
+	cs, err := compile(src)
+	if err != nil {
+		panic(fmt.Sprintf("default schema does not compile: %v", err))
+	}
+	return cs
+}
+
+func compile(src string) (*compiler.CompiledSchema, error) {
+	return compiler.Compile(
+		compiler.InputSchema{Source: input.Source("schema"), SchemaString: src},
+		compiler.AllowUnprefixedObjectType(),
+		compiler.DisallowImportFlag(),
+	)
+}
+
+// Parse compiles a schema and checks mandate's conventions. SpiceDB validates
+// the rest when the schema is written.
+func Parse(src string) (*Info, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, &Error{Msg: "schema is empty"}
+	}
+	cs, err := compile(src)
+	if err != nil {
+		return nil, &Error{Msg: err.Error()}
+	}
+
+	defs := map[string]*core.NamespaceDefinition{}
+	for _, d := range cs.ObjectDefinitions {
+		defs[d.GetName()] = d
+	}
+	caveats := map[string]*core.CaveatDefinition{}
+	for _, c := range cs.CaveatDefinitions {
+		caveats[c.GetName()] = c
+	}
+
+	// The core must be present and unchanged.
+	for _, want := range defaultCompiled.CaveatDefinitions {
+		got, ok := caveats[want.GetName()]
+		if !ok {
+			return nil, &Error{Msg: fmt.Sprintf("caveat %s is part of mandate's core and cannot be removed", want.GetName())}
+		}
+		if !proto.Equal(normalized(got), normalized(want)) {
+			return nil, &Error{Msg: fmt.Sprintf("caveat %s is part of mandate's core and cannot be changed", want.GetName())}
+		}
+	}
+	for _, want := range defaultCompiled.ObjectDefinitions {
+		if !IsCore(want.GetName()) {
+			continue
+		}
+		got, ok := defs[want.GetName()]
+		if !ok {
+			return nil, &Error{Type: want.GetName(), Msg: "is part of mandate's core and cannot be removed"}
+		}
+		if !proto.Equal(normalized(got), normalized(want)) {
+			return nil, &Error{Type: want.GetName(), Msg: "is part of mandate's core and cannot be changed"}
+		}
+	}
+
+	info := &Info{source: src, types: map[string]*TypeInfo{}}
+	for _, d := range cs.ObjectDefinitions {
+		ti := &TypeInfo{Name: d.GetName(), relations: map[string]bool{}, permissions: map[string]bool{}}
+		for _, r := range d.GetRelation() {
+			if r.GetUsersetRewrite() != nil {
+				ti.permissions[r.GetName()] = true
+			} else {
+				ti.relations[r.GetName()] = true
+			}
+		}
+		info.types[d.GetName()] = ti
+		if IsCore(d.GetName()) {
+			continue
+		}
+		if err := checkGrantConvention(d); err != nil {
+			return nil, err
+		}
+	}
+	return info, nil
+}
+
+// checkGrantConvention requires, for every permission P of a resource type,
+// a relation P_grant typed exactly GrantRelationTypes.
+func checkGrantConvention(d *core.NamespaceDefinition) error {
+	rels := map[string]*core.Relation{}
+	for _, r := range d.GetRelation() {
+		rels[r.GetName()] = r
+	}
+	for _, r := range d.GetRelation() {
+		if r.GetUsersetRewrite() == nil {
+			continue
+		}
+		gname := r.GetName() + GrantSuffix
+		g, ok := rels[gname]
+		if !ok || g.GetUsersetRewrite() != nil {
+			return &Error{Type: d.GetName(), Msg: fmt.Sprintf(
+				"permission %s cannot receive agent grants: add `relation %s: %s`", r.GetName(), gname, GrantRelationTypes)}
+		}
+		if !isGrantRelation(g) {
+			return &Error{Type: d.GetName(), Msg: fmt.Sprintf(
+				"relation %s must be exactly `%s`", gname, GrantRelationTypes)}
+		}
+	}
+	return nil
+}
+
+func isGrantRelation(r *core.Relation) bool {
+	allowed := r.GetTypeInformation().GetAllowedDirectRelations()
+	if len(allowed) != 2 {
+		return false
+	}
+	seen := map[string]bool{}
+	for _, a := range allowed {
+		if a.GetRequiredCaveat().GetCaveatName() != CaveatGrantLifetime || a.GetRequiredExpiration() != nil || a.GetPublicWildcard() != nil {
+			return false
+		}
+		seen[a.GetNamespace()+"#"+a.GetRelation()] = true
+	}
+	return seen[TypeAgent+"#..."] && seen[TypeTask+"#member"]
+}
+
+// normalized returns a copy of m without source positions and doc comments,
+// so that two definitions compare equal when they mean the same thing.
+func normalized(m proto.Message) proto.Message {
+	c := proto.Clone(m)
+	clearPositions(c.ProtoReflect())
+	return c
+}
+
+func clearPositions(m protoreflect.Message) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch fd.Name() {
+		case "source_position", "metadata":
+			m.Clear(fd)
+			return true
+		}
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				clearPositions(l.Get(i).Message())
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				clearPositions(mv.Message())
+				return true
+			})
+		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+			clearPositions(v.Message())
+		}
+		return true
+	})
+}
