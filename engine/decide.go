@@ -15,21 +15,21 @@ import (
 
 // Reason codes. A deny names the first leg that failed.
 const (
-	ReasonAllowed                    = "ALLOWED"
-	ReasonNoPermission               = "NO_PERMISSION"
-	ReasonNoGrant                    = "NO_GRANT"
-	ReasonPrincipalLacksPermission   = "PRINCIPAL_LACKS_PERMISSION"
-	ReasonDelegatorLacksPermission   = "DELEGATOR_LACKS_PERMISSION"
-	ReasonAgentExpired               = "AGENT_EXPIRED"
-	ReasonAgentRevoked               = "AGENT_REVOKED"
-	ReasonAgentSuspended             = "AGENT_SUSPENDED"
-	ReasonTaskCompleted              = "TASK_COMPLETED"
-	ReasonTaskExpired                = "TASK_EXPIRED"
-	ReasonUnknownSubject             = "UNKNOWN_SUBJECT"
-	ReasonMissingContext             = "MISSING_CONTEXT"
-	ReasonChainInactive              = "CHAIN_INACTIVE"
-	reservedContextNow               = "now"
-	maxContextFields                 = 64
+	ReasonAllowed                  = "ALLOWED"
+	ReasonNoPermission             = "NO_PERMISSION"
+	ReasonNoGrant                  = "NO_GRANT"
+	ReasonPrincipalLacksPermission = "PRINCIPAL_LACKS_PERMISSION"
+	ReasonDelegatorLacksPermission = "DELEGATOR_LACKS_PERMISSION"
+	ReasonAgentExpired             = "AGENT_EXPIRED"
+	ReasonAgentRevoked             = "AGENT_REVOKED"
+	ReasonAgentSuspended           = "AGENT_SUSPENDED"
+	ReasonTaskCompleted            = "TASK_COMPLETED"
+	ReasonTaskExpired              = "TASK_EXPIRED"
+	ReasonUnknownSubject           = "UNKNOWN_SUBJECT"
+	ReasonMissingContext           = "MISSING_CONTEXT"
+	ReasonChainInactive            = "CHAIN_INACTIVE"
+	reservedContextNow             = "now"
+	maxContextFields               = 64
 )
 
 // Query is one access question.
