@@ -1,0 +1,258 @@
+// Command mandate is the mandate server and its command-line client.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/authzed/grpcutil"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mandate-dev/mandate/engine/embedded"
+	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
+	"github.com/mandate-dev/mandate/service"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := rootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "mandate",
+		Short:         "mandate is a policy decision point for AI agents, on SpiceDB",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd())
+	return root
+}
+
+func serveCmd() *cobra.Command {
+	var cfg service.Config
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the mandate server with an embedded SpiceDB (memory by default) or a remote one",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			cfg.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			cfg.DevKeysOut = os.Stderr
+			if cfg.Embedded.APIKey == "" {
+				cfg.Embedded.APIKey = os.Getenv("MANDATE_SPICEDB_API_KEY")
+			}
+			if cfg.SpiceDBToken == "" {
+				cfg.SpiceDBToken = os.Getenv("MANDATE_SPICEDB_TOKEN")
+			}
+			srv, err := cfg.Complete(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return srv.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST listen address")
+	f.StringVar(&cfg.KeysFile, "keys-file", "", "YAML file of accepted keys (name, role, sha256); without it, development keys are generated and printed once")
+	f.StringVar(&cfg.Embedded.Engine, "datastore-engine", "memory", "embedded SpiceDB datastore: memory, postgres or cockroachdb")
+	f.StringVar(&cfg.Embedded.URI, "datastore-uri", "", "datastore connection string for postgres or cockroachdb")
+	f.BoolVar(&cfg.Embedded.Migrate, "datastore-migrate", false, "run SpiceDB's datastore migrations to head before serving")
+	f.StringVar(&cfg.Embedded.APIAddr, "spicedb-api-addr", "", "also serve the embedded SpiceDB's v1 API on this address, behind --spicedb-api-key (or the development admin key)")
+	f.StringVar(&cfg.Embedded.APIKey, "spicedb-api-key", "", "preshared key for --spicedb-api-addr (or MANDATE_SPICEDB_API_KEY)")
+	f.StringVar(&cfg.SpiceDBEndpoint, "spicedb-endpoint", "", "use a remote SpiceDB at this address instead of the embedded one")
+	f.StringVar(&cfg.SpiceDBToken, "spicedb-token", "", "preshared key of the remote SpiceDB (or MANDATE_SPICEDB_TOKEN)")
+	f.BoolVar(&cfg.SpiceDBInsecure, "spicedb-insecure", false, "talk to the remote SpiceDB without TLS")
+	f.DurationVar(&cfg.Engine.MaxTaskTTL, "max-task-ttl", 24*time.Hour, "longest task lifetime")
+	f.DurationVar(&cfg.Engine.MaxAgentTTL, "max-agent-ttl", 0, "longest agent lifetime; 0 means bounded only by its task and parent")
+	f.DurationVar(&cfg.Engine.MaxGrantTTL, "max-grant-ttl", time.Hour, "longest grant lifetime")
+	f.IntVar(&cfg.Engine.MaxChainDepth, "max-chain-depth", 8, "most agents in one delegation chain")
+	f.DurationVar(&cfg.Engine.CallTimeout, "check-timeout", 2*time.Second, "deadline for each call into SpiceDB; past it the answer is 503, never an allow")
+	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func migrateCmd() *cobra.Command {
+	var engineName, uri string
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Run SpiceDB's datastore migrations to head (postgres or cockroachdb)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := embedded.Config{Engine: engineName, URI: uri}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			if engineName == "memory" {
+				return fmt.Errorf("the memory datastore needs no migrations")
+			}
+			if err := embedded.Migrate(cmd.Context(), engineName, uri); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "migrated the %s datastore to head\n", engineName)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&engineName, "datastore-engine", "postgres", "postgres or cockroachdb")
+	cmd.Flags().StringVar(&uri, "datastore-uri", "", "datastore connection string")
+	return cmd
+}
+
+// clientFlags are shared by the client commands.
+type clientFlags struct {
+	addr string
+	key  string
+}
+
+func (c *clientFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&c.addr, "addr", "127.0.0.1:50051", "mandate gRPC address")
+	cmd.Flags().StringVar(&c.key, "key", "", "API key (or MANDATE_KEY)")
+}
+
+func (c *clientFlags) dial() (*grpc.ClientConn, error) {
+	key := c.key
+	if key == "" {
+		key = os.Getenv("MANDATE_KEY")
+	}
+	if key == "" {
+		return nil, fmt.Errorf("--key or MANDATE_KEY is required")
+	}
+	return grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(key))
+}
+
+func printJSON(cmd *cobra.Command, m proto.Message) error {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), string(b))
+	return nil
+}
+
+func schemaCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "schema", Short: "Read or replace the schema"}
+	var cf clientFlags
+	apply := &cobra.Command{
+		Use:   "apply FILE",
+		Short: "Validate and write a schema file",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := mandatev1.NewSchemaServiceClient(conn).WriteSchema(cmd.Context(), &mandatev1.WriteSchemaRequest{Schema: string(src)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "schema written (consistency_token %s)\n", resp.GetConsistencyToken())
+			return nil
+		},
+	}
+	cf.register(apply)
+	var rf clientFlags
+	read := &cobra.Command{
+		Use:   "read",
+		Short: "Print the current schema",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := rf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := mandatev1.NewSchemaServiceClient(conn).ReadSchema(cmd.Context(), &mandatev1.ReadSchemaRequest{})
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), resp.GetSchema())
+			return nil
+		},
+	}
+	rf.register(read)
+	cmd.AddCommand(apply, read)
+	return cmd
+}
+
+func checkCmd() *cobra.Command {
+	var cf clientFlags
+	var reqCtx, correlationID, reason, output string
+	cmd := &cobra.Command{
+		Use:   "check SUBJECT PERMISSION RESOURCE",
+		Short: "Ask whether SUBJECT may PERMISSION on RESOURCE; exits 0 on allow, 3 on deny",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &mandatev1.CheckRequest{Subject: args[0], Permission: args[1], Resource: args[2], CorrelationId: correlationID, Reason: reason}
+			if reqCtx != "" {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(reqCtx), &m); err != nil {
+					return fmt.Errorf("--context must be a JSON object: %w", err)
+				}
+				s, err := structpb.NewStruct(m)
+				if err != nil {
+					return fmt.Errorf("--context: %w", err)
+				}
+				req.Context = s
+			}
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := mandatev1.NewCheckServiceClient(conn).Check(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if err := printJSON(cmd, resp); err != nil {
+					return err
+				}
+			} else {
+				verdict := "DENY"
+				if resp.GetAllowed() {
+					verdict = "ALLOW"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s (decision %s)\n", verdict, resp.GetReasonCode(), resp.GetDecisionId())
+				if len(resp.GetChain()) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "chain: %v\n", resp.GetChain())
+				}
+			}
+			if !resp.GetAllowed() {
+				os.Exit(3)
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&reqCtx, "context", "", "caveat context as a JSON object")
+	cmd.Flags().StringVar(&correlationID, "correlation-id", "", "correlation id linking related actions")
+	cmd.Flags().StringVar(&reason, "reason", "", "the agent's stated reasoning")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}

@@ -1,0 +1,161 @@
+// Package gateway serves mandate's REST API, translated to gRPC by
+// grpc-gateway, plus the HTTP-only endpoints: the OpenAPI document and health.
+package gateway
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
+)
+
+// OpenAPI is the generated OpenAPI (Swagger 2.0) document of the REST API.
+//
+//go:embed openapi.swagger.json
+var OpenAPI []byte
+
+// Config configures the REST gateway.
+type Config struct {
+	// MaxBodyBytes bounds request bodies; larger ones get 413. Default 1 MiB.
+	MaxBodyBytes int64
+	// Health reports whether the server can decide; nil means always healthy.
+	Health func(ctx context.Context) error
+	// Extra mounts more HTTP handlers by path, such as /metrics.
+	Extra map[string]http.Handler
+}
+
+// New returns the HTTP handler. conn is a connection to mandate's own gRPC
+// server, so REST calls pass through the same authentication and interceptors.
+func New(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Handler, error) {
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	marshaler := &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
+		runtime.WithIncomingHeaderMatcher(incomingHeaders),
+		runtime.WithOutgoingHeaderMatcher(outgoingHeaders),
+		runtime.WithErrorHandler(errorHandler),
+		runtime.WithRoutingErrorHandler(routingErrorHandler),
+	)
+	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		mandatev1.RegisterTaskServiceHandler,
+		mandatev1.RegisterAgentServiceHandler,
+		mandatev1.RegisterGrantServiceHandler,
+		mandatev1.RegisterCheckServiceHandler,
+		mandatev1.RegisterSchemaServiceHandler,
+		mandatev1.RegisterRelationshipServiceHandler,
+	} {
+		if err := register(ctx, mux, conn); err != nil {
+			return nil, fmt.Errorf("registering REST handlers: %w", err)
+		}
+	}
+
+	root := http.NewServeMux()
+	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(OpenAPI)
+	})
+	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if cfg.Health != nil {
+			if err := cfg.Health(r.Context()); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_ = json.NewEncoder(w).Encode(map[string]string{"status": "NOT_SERVING", "error": err.Error()})
+				return
+			}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]string{"status": "SERVING"})
+	})
+	for path, h := range cfg.Extra {
+		root.Handle(path, h)
+	}
+	root.Handle("/", mux)
+	return limitBody(cfg.MaxBodyBytes, root), nil
+}
+
+// limitBody refuses bodies over max with 413, and cuts off bodies that lie
+// about their length.
+func limitBody(max int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			writeError(w, http.StatusRequestEntityTooLarge, codes.InvalidArgument, fmt.Sprintf("body: larger than %d bytes", max))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": int(code), "message": msg, "details": []any{}})
+}
+
+func incomingHeaders(key string) (string, bool) {
+	if strings.EqualFold(key, "x-request-id") {
+		return "x-request-id", true
+	}
+	return runtime.DefaultHeaderMatcher(key)
+}
+
+func outgoingHeaders(key string) (string, bool) {
+	if strings.EqualFold(key, "x-request-id") {
+		return "X-Request-Id", true
+	}
+	return "", false
+}
+
+func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	st := status.Convert(err)
+	if st.Code() == codes.InvalidArgument && strings.Contains(st.Message(), "request body too large") {
+		writeError(w, http.StatusRequestEntityTooLarge, codes.InvalidArgument, "body: too large")
+		return
+	}
+	// mandate's own errors carry details naming the field. An InvalidArgument
+	// without them comes from decoding the body: say so.
+	if st.Code() == codes.InvalidArgument && len(st.Details()) == 0 && !strings.HasPrefix(st.Message(), "body:") {
+		msg := st.Message()
+		if i := strings.Index(msg, "): "); i >= 0 {
+			msg = msg[i+3:]
+		}
+		err = status.Error(codes.InvalidArgument, "body: "+msg)
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, bearerChallenge{w}, r, err)
+}
+
+// bearerChallenge makes every 401 carry a proper Bearer challenge; grpc-gateway
+// would otherwise put the status message in WWW-Authenticate.
+type bearerChallenge struct{ http.ResponseWriter }
+
+func (b bearerChallenge) WriteHeader(code int) {
+	if code == http.StatusUnauthorized {
+		b.Header().Set("WWW-Authenticate", `Bearer realm="mandate"`)
+	}
+	b.ResponseWriter.WriteHeader(code)
+}
+
+func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	switch httpStatus {
+	case http.StatusMethodNotAllowed:
+		writeError(w, http.StatusMethodNotAllowed, codes.Unimplemented, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
+	case http.StatusNotFound:
+		writeError(w, http.StatusNotFound, codes.NotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	default:
+		runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, httpStatus)
+	}
+}

@@ -1,0 +1,223 @@
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Role is what a key may do.
+type Role string
+
+// Roles. Each key has exactly one.
+const (
+	RoleChecker  Role = "checker"  // Check only
+	RoleOperator Role = "operator" // tasks, agents and grants, for agent runtimes
+	RoleReviewer Role = "reviewer" // read only
+	RoleAdmin    Role = "admin"    // everything
+)
+
+// Roles lists every role.
+var Roles = []Role{RoleChecker, RoleOperator, RoleReviewer, RoleAdmin}
+
+// Key is a caller's credential, stored as the SHA-256 of the key.
+type Key struct {
+	Name   string `yaml:"name"`
+	Role   Role   `yaml:"role"`
+	SHA256 string `yaml:"sha256"`
+}
+
+// Keys is the set of accepted keys. It is immutable once built.
+type Keys struct {
+	byHash map[[32]byte]Key
+}
+
+type keysFile struct {
+	Keys []Key `yaml:"keys"`
+}
+
+// LoadKeys reads a keys file:
+//
+//	keys:
+//	  - {name: ci-runner, role: checker, sha256: <hex of the key>}
+func LoadKeys(path string) (*Keys, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading keys file: %w", err)
+	}
+	var f keysFile
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("parsing keys file %s: %w", path, err)
+	}
+	return NewKeys(f.Keys)
+}
+
+// NewKeys validates keys and indexes them.
+func NewKeys(keys []Key) (*Keys, error) {
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("no keys defined")
+	}
+	k := &Keys{byHash: map[[32]byte]Key{}}
+	names := map[string]bool{}
+	for i, key := range keys {
+		if key.Name == "" {
+			return nil, fmt.Errorf("keys[%d]: name is required", i)
+		}
+		if names[key.Name] {
+			return nil, fmt.Errorf("keys[%d]: duplicate name %q", i, key.Name)
+		}
+		names[key.Name] = true
+		if !validRole(key.Role) {
+			return nil, fmt.Errorf("keys[%d] (%s): role %q is not one of %v", i, key.Name, key.Role, Roles)
+		}
+		raw, err := hex.DecodeString(strings.ToLower(key.SHA256))
+		if err != nil || len(raw) != sha256.Size {
+			return nil, fmt.Errorf("keys[%d] (%s): sha256 must be 64 hex characters", i, key.Name)
+		}
+		var h [32]byte
+		copy(h[:], raw)
+		if _, dup := k.byHash[h]; dup {
+			return nil, fmt.Errorf("keys[%d] (%s): the same key is listed twice", i, key.Name)
+		}
+		k.byHash[h] = key
+	}
+	return k, nil
+}
+
+func validRole(r Role) bool {
+	for _, x := range Roles {
+		if r == x {
+			return true
+		}
+	}
+	return false
+}
+
+// DevKeys generates one random key per role, for development mode. It returns
+// the keys and their plaintext, by role.
+func DevKeys() (*Keys, map[Role]string) {
+	plain := map[Role]string{}
+	var keys []Key
+	for _, r := range Roles {
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			panic(err)
+		}
+		p := "mk_" + string(r) + "_" + hex.EncodeToString(b)
+		plain[r] = p
+		sum := sha256.Sum256([]byte(p))
+		keys = append(keys, Key{Name: "dev-" + string(r), Role: r, SHA256: hex.EncodeToString(sum[:])})
+	}
+	k, err := NewKeys(keys)
+	if err != nil {
+		panic(err)
+	}
+	return k, plain
+}
+
+// Lookup finds the key for a presented secret.
+func (k *Keys) Lookup(secret string) (Key, bool) {
+	sum := sha256.Sum256([]byte(secret))
+	key, ok := k.byHash[sum]
+	if !ok {
+		return Key{}, false
+	}
+	// The map lookup already matched; compare again in constant time so a
+	// future change to the index cannot introduce a timing side channel.
+	want, _ := hex.DecodeString(strings.ToLower(key.SHA256))
+	return key, subtle.ConstantTimeCompare(sum[:], want) == 1
+}
+
+// methodRoles says which roles may call each method. A method missing here is
+// refused: new RPCs are closed until someone decides who may call them.
+var methodRoles = map[string][]Role{
+	"/mandate.v1.CheckService/Check":                     {RoleChecker, RoleAdmin},
+	"/mandate.v1.CheckService/CheckBulk":                 {RoleChecker, RoleAdmin},
+	"/mandate.v1.TaskService/CreateTask":                 {RoleOperator, RoleAdmin},
+	"/mandate.v1.TaskService/CompleteTask":               {RoleOperator, RoleAdmin},
+	"/mandate.v1.TaskService/GetTask":                    {RoleOperator, RoleReviewer, RoleAdmin},
+	"/mandate.v1.AgentService/CreateAgent":               {RoleOperator, RoleAdmin},
+	"/mandate.v1.AgentService/RevokeAgent":               {RoleOperator, RoleAdmin},
+	"/mandate.v1.AgentService/SuspendAgent":              {RoleOperator, RoleAdmin},
+	"/mandate.v1.AgentService/ResumeAgent":               {RoleOperator, RoleAdmin},
+	"/mandate.v1.AgentService/GetAgent":                  {RoleOperator, RoleReviewer, RoleAdmin},
+	"/mandate.v1.GrantService/CreateGrant":               {RoleOperator, RoleAdmin},
+	"/mandate.v1.GrantService/DeleteGrant":               {RoleOperator, RoleAdmin},
+	"/mandate.v1.GrantService/GetGrant":                  {RoleOperator, RoleReviewer, RoleAdmin},
+	"/mandate.v1.SchemaService/ReadSchema":               {RoleReviewer, RoleAdmin},
+	"/mandate.v1.SchemaService/WriteSchema":              {RoleAdmin},
+	"/mandate.v1.RelationshipService/ReadRelationships":  {RoleReviewer, RoleAdmin},
+	"/mandate.v1.RelationshipService/WriteRelationships": {RoleAdmin},
+}
+
+// unauthenticatedPrefixes are methods anyone may call.
+var unauthenticatedPrefixes = []string{"/grpc.health.v1.Health/"}
+
+type keyCtx struct{}
+
+// CallerFrom returns the key that authenticated the call.
+func CallerFrom(ctx context.Context) (Key, bool) {
+	k, ok := ctx.Value(keyCtx{}).(Key)
+	return k, ok
+}
+
+func (k *Keys) authorize(ctx context.Context, method string) (context.Context, error) {
+	for _, p := range unauthenticatedPrefixes {
+		if strings.HasPrefix(method, p) {
+			return ctx, nil
+		}
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) != 1 {
+		return nil, status.Error(codes.Unauthenticated, "missing authorization: send `authorization: Bearer <key>`")
+	}
+	scheme, secret, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") || secret == "" {
+		return nil, status.Error(codes.Unauthenticated, "malformed authorization: send `authorization: Bearer <key>`")
+	}
+	key, ok := k.Lookup(strings.TrimSpace(secret))
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "unknown key")
+	}
+	roles, known := methodRoles[method]
+	if !known {
+		return nil, status.Errorf(codes.PermissionDenied, "method %s is not open to any role", method)
+	}
+	for _, r := range roles {
+		if r == key.Role {
+			return context.WithValue(ctx, keyCtx{}, key), nil
+		}
+	}
+	return nil, status.Errorf(codes.PermissionDenied, "key %q has role %s; %s needs one of %v", key.Name, key.Role, method, roles)
+}
+
+// UnaryInterceptor authenticates and authorizes every unary call.
+func (k *Keys) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, err := k.authorize(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// StreamInterceptor authenticates and authorizes every streaming call.
+func (k *Keys) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if _, err := k.authorize(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}

@@ -1,0 +1,302 @@
+// Package service holds mandate's gRPC handlers and server: it validates
+// requests, maps them to engine calls and maps results and errors back. It
+// decides nothing itself.
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/mandate-dev/mandate/engine"
+	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
+)
+
+// maxBulkChecks bounds one CheckBulk call.
+const maxBulkChecks = 1000
+
+// Handlers implements every mandate gRPC service on one engine.
+type Handlers struct {
+	mandatev1.UnimplementedTaskServiceServer
+	mandatev1.UnimplementedAgentServiceServer
+	mandatev1.UnimplementedGrantServiceServer
+	mandatev1.UnimplementedCheckServiceServer
+	mandatev1.UnimplementedSchemaServiceServer
+	mandatev1.UnimplementedRelationshipServiceServer
+
+	Engine *engine.Engine
+	// Decider answers checks; it is Engine itself or a decorator around it.
+	Decider engine.Decider
+	Log     *slog.Logger
+}
+
+func (h *Handlers) err(ctx context.Context, err error) error { return toStatus(ctx, h.Log, err) }
+
+func tsp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func refString(r engine.Ref) string {
+	if r.IsZero() {
+		return ""
+	}
+	return r.String()
+}
+
+func refStrings(rs []engine.Ref) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.String()
+	}
+	return out
+}
+
+func taskPB(t *engine.Task) *mandatev1.Task {
+	return &mandatev1.Task{
+		Id: t.ID, Principal: t.Principal.String(), Description: t.Description,
+		CreatedAt: tsp(t.CreatedAt), ExpiresAt: tsp(t.ExpiresAt), Status: t.Status,
+	}
+}
+
+func agentPB(a *engine.Agent) *mandatev1.Agent {
+	return &mandatev1.Agent{
+		Id: a.ID, Name: a.Name, Task: a.Task.String(), Parent: refString(a.Parent), Principal: a.Principal.String(),
+		Chain: refStrings(a.Chain), CreatedAt: tsp(a.CreatedAt), ExpiresAt: tsp(a.ExpiresAt), Status: a.Status,
+	}
+}
+
+func grantPB(g *engine.Grant) *mandatev1.Grant {
+	return &mandatev1.Grant{
+		Id: g.ID, Holder: g.Holder.String(), Permission: g.Permission, Resource: g.Resource.String(),
+		CreatedAt: tsp(g.CreatedAt), ExpiresAt: tsp(g.ExpiresAt), Status: g.Status,
+	}
+}
+
+// ---- tasks ----
+
+func (h *Handlers) CreateTask(ctx context.Context, r *mandatev1.CreateTaskRequest) (*mandatev1.CreateTaskResponse, error) {
+	t, tok, err := h.Engine.CreateTask(ctx, engine.CreateTaskInput{Principal: r.GetPrincipal(), Description: r.GetDescription(), TTL: r.GetTtl()})
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.CreateTaskResponse{Task: taskPB(t), ConsistencyToken: tok}, nil
+}
+
+func (h *Handlers) GetTask(ctx context.Context, r *mandatev1.GetTaskRequest) (*mandatev1.GetTaskResponse, error) {
+	t, err := h.Engine.GetTask(ctx, r.GetId())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.GetTaskResponse{Task: taskPB(t)}, nil
+}
+
+func (h *Handlers) CompleteTask(ctx context.Context, r *mandatev1.CompleteTaskRequest) (*mandatev1.CompleteTaskResponse, error) {
+	t, tok, err := h.Engine.CompleteTask(ctx, r.GetId())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.CompleteTaskResponse{Task: taskPB(t), ConsistencyToken: tok}, nil
+}
+
+// ---- agents ----
+
+func (h *Handlers) CreateAgent(ctx context.Context, r *mandatev1.CreateAgentRequest) (*mandatev1.CreateAgentResponse, error) {
+	a, tok, err := h.Engine.CreateAgent(ctx, engine.CreateAgentInput{Task: r.GetTask(), Parent: r.GetParent(), Name: r.GetName(), TTL: r.GetTtl()})
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.CreateAgentResponse{Agent: agentPB(a), ConsistencyToken: tok}, nil
+}
+
+func (h *Handlers) GetAgent(ctx context.Context, r *mandatev1.GetAgentRequest) (*mandatev1.GetAgentResponse, error) {
+	a, err := h.Engine.GetAgent(ctx, r.GetId())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.GetAgentResponse{Agent: agentPB(a)}, nil
+}
+
+func (h *Handlers) RevokeAgent(ctx context.Context, r *mandatev1.RevokeAgentRequest) (*mandatev1.RevokeAgentResponse, error) {
+	revoked, tok, err := h.Engine.RevokeAgent(ctx, r.GetId())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.RevokeAgentResponse{Revoked: refStrings(revoked), ConsistencyToken: tok}, nil
+}
+
+func (h *Handlers) SuspendAgent(ctx context.Context, r *mandatev1.SuspendAgentRequest) (*mandatev1.SuspendAgentResponse, error) {
+	a, tok, err := h.Engine.SuspendAgent(ctx, r.GetId())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.SuspendAgentResponse{Agent: agentPB(a), ConsistencyToken: tok}, nil
+}
+
+func (h *Handlers) ResumeAgent(ctx context.Context, r *mandatev1.ResumeAgentRequest) (*mandatev1.ResumeAgentResponse, error) {
+	a, tok, err := h.Engine.ResumeAgent(ctx, r.GetId())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.ResumeAgentResponse{Agent: agentPB(a), ConsistencyToken: tok}, nil
+}
+
+// ---- grants ----
+
+func (h *Handlers) CreateGrant(ctx context.Context, r *mandatev1.CreateGrantRequest) (*mandatev1.CreateGrantResponse, error) {
+	g, tok, err := h.Engine.CreateGrant(ctx, engine.CreateGrantInput{Holder: r.GetHolder(), Permission: r.GetPermission(), Resource: r.GetResource(), TTL: r.GetTtl()})
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.CreateGrantResponse{Grant: grantPB(g), ConsistencyToken: tok}, nil
+}
+
+func (h *Handlers) GetGrant(ctx context.Context, r *mandatev1.GetGrantRequest) (*mandatev1.GetGrantResponse, error) {
+	g, err := h.Engine.GetGrant(ctx, r.GetId())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.GetGrantResponse{Grant: grantPB(g)}, nil
+}
+
+func (h *Handlers) DeleteGrant(ctx context.Context, r *mandatev1.DeleteGrantRequest) (*mandatev1.DeleteGrantResponse, error) {
+	tok, err := h.Engine.DeleteGrant(ctx, r.GetId())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.DeleteGrantResponse{Id: r.GetId(), ConsistencyToken: tok}, nil
+}
+
+// ---- checks ----
+
+const (
+	maxCorrelationID = 256
+	maxReason        = 4096
+)
+
+func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckRequest) (engine.Query, error) {
+	q, err := h.Engine.ValidateQuery(ctx, r.GetSubject(), r.GetPermission(), r.GetResource(), r.GetContext())
+	if err != nil {
+		if e, ok := err.(*engine.Error); ok && prefix != "" {
+			e2 := *e
+			e2.Field = prefix + e.Field
+			return q, &e2
+		}
+		return q, err
+	}
+	if len(r.GetCorrelationId()) > maxCorrelationID {
+		return q, &engine.Error{Kind: engine.KindInvalidArgument, Field: prefix + "correlation_id", Msg: fmt.Sprintf("must be at most %d bytes", maxCorrelationID)}
+	}
+	if len(r.GetReason()) > maxReason {
+		return q, &engine.Error{Kind: engine.KindInvalidArgument, Field: prefix + "reason", Msg: fmt.Sprintf("must be at most %d bytes", maxReason)}
+	}
+	q.ConsistencyToken = r.GetConsistencyToken()
+	return q, nil
+}
+
+func decisionID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return "dec_" + hex.EncodeToString(b)
+}
+
+func decisionPB(d engine.Decision) *mandatev1.CheckResponse {
+	resp := &mandatev1.CheckResponse{
+		Allowed: d.Allowed, DecisionId: decisionID(), ReasonCode: d.Reason, Principal: refString(d.Principal),
+		Task: refString(d.Task), Chain: refStrings(d.Chain), ConsistencyToken: d.Token,
+	}
+	if d.Allowed {
+		resp.ValidUntil = tsp(d.ValidUntil)
+	}
+	return resp
+}
+
+func (h *Handlers) Check(ctx context.Context, r *mandatev1.CheckRequest) (*mandatev1.CheckResponse, error) {
+	q, err := h.query(ctx, "", r)
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	d, err := h.Decider.Decide(ctx, q)
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return decisionPB(d), nil
+}
+
+func (h *Handlers) CheckBulk(ctx context.Context, r *mandatev1.CheckBulkRequest) (*mandatev1.CheckBulkResponse, error) {
+	if len(r.GetChecks()) == 0 {
+		return nil, h.err(ctx, &engine.Error{Kind: engine.KindInvalidArgument, Field: "checks", Msg: "is required and must not be empty"})
+	}
+	if len(r.GetChecks()) > maxBulkChecks {
+		return nil, h.err(ctx, &engine.Error{Kind: engine.KindInvalidArgument, Field: "checks", Msg: fmt.Sprintf("at most %d checks per call", maxBulkChecks)})
+	}
+	qs := make([]engine.Query, len(r.GetChecks()))
+	for i, c := range r.GetChecks() {
+		q, err := h.query(ctx, fmt.Sprintf("checks[%d].", i), c)
+		if err != nil {
+			return nil, h.err(ctx, err)
+		}
+		qs[i] = q
+	}
+	out := &mandatev1.CheckBulkResponse{Results: make([]*mandatev1.CheckResponse, len(qs))}
+	for i, q := range qs {
+		d, err := h.Decider.Decide(ctx, q)
+		if err != nil {
+			// One failed item fails the call: a partial answer could be read as an allow.
+			return nil, h.err(ctx, err)
+		}
+		out.Results[i] = decisionPB(d)
+		if d.Token != "" {
+			out.ConsistencyToken = d.Token
+		}
+	}
+	return out, nil
+}
+
+// ---- schema and relationships ----
+
+func (h *Handlers) WriteSchema(ctx context.Context, r *mandatev1.WriteSchemaRequest) (*mandatev1.WriteSchemaResponse, error) {
+	tok, err := h.Engine.WriteSchema(ctx, r.GetSchema())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.WriteSchemaResponse{ConsistencyToken: tok}, nil
+}
+
+func (h *Handlers) ReadSchema(ctx context.Context, _ *mandatev1.ReadSchemaRequest) (*mandatev1.ReadSchemaResponse, error) {
+	s, tok, err := h.Engine.ReadSchema(ctx)
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.ReadSchemaResponse{Schema: s, ConsistencyToken: tok}, nil
+}
+
+func (h *Handlers) WriteRelationships(ctx context.Context, r *mandatev1.WriteRelationshipsRequest) (*mandatev1.WriteRelationshipsResponse, error) {
+	ups := make([]engine.RelationshipUpdate, len(r.GetUpdates()))
+	for i, u := range r.GetUpdates() {
+		ups[i] = engine.RelationshipUpdate{Operation: u.GetOperation(), Relationship: u.GetRelationship()}
+	}
+	tok, err := h.Engine.WriteRelationships(ctx, ups)
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.WriteRelationshipsResponse{ConsistencyToken: tok}, nil
+}
+
+func (h *Handlers) ReadRelationships(ctx context.Context, r *mandatev1.ReadRelationshipsRequest) (*mandatev1.ReadRelationshipsResponse, error) {
+	rels, next, tok, err := h.Engine.ReadRelationships(ctx, engine.RelationshipFilter{
+		ResourceType: r.GetResourceType(), ResourceID: r.GetResourceId(), Relation: r.GetRelation(),
+		SubjectType: r.GetSubjectType(), SubjectID: r.GetSubjectId(), PageSize: r.GetPageSize(), PageToken: r.GetPageToken(),
+	})
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	return &mandatev1.ReadRelationshipsResponse{Relationships: rels, NextPageToken: next, ConsistencyToken: tok}, nil
+}

@@ -1,0 +1,285 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/authzed/authzed-go/v1"
+	"github.com/authzed/grpcutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/gateway"
+	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
+)
+
+// Config is everything `mandate serve` needs. Zero values take the defaults noted.
+type Config struct {
+	// GRPCAddr is the gRPC listen address. Default 127.0.0.1:50051.
+	GRPCAddr string
+	// HTTPAddr is the REST listen address. Default 127.0.0.1:8080.
+	HTTPAddr string
+	// KeysFile lists the accepted keys. Empty means development mode: one key
+	// per role is generated and printed once to DevKeysOut.
+	KeysFile string
+	// DevKeysOut receives development-mode keys. Default io.Discard.
+	DevKeysOut io.Writer
+
+	// Embedded configures the in-process SpiceDB; ignored with SpiceDBEndpoint.
+	Embedded embedded.Config
+	// SpiceDBEndpoint, when set, uses a remote SpiceDB instead of the embedded one.
+	SpiceDBEndpoint string
+	// SpiceDBToken is the remote SpiceDB's preshared key.
+	SpiceDBToken string
+	// SpiceDBInsecure talks to the remote SpiceDB without TLS.
+	SpiceDBInsecure bool
+
+	// Engine configures decisions and lifetimes.
+	Engine engine.Config
+	// MaxBodyBytes bounds REST request bodies. Default 1 MiB.
+	MaxBodyBytes int64
+	// Log is the logger. Default slog.Default().
+	Log *slog.Logger
+}
+
+// Validate reports whether the config is usable.
+func (c *Config) Validate() error {
+	if c.SpiceDBEndpoint == "" {
+		if err := c.Embedded.Validate(); err != nil {
+			return err
+		}
+	} else if c.Embedded.Engine != "" && c.Embedded.Engine != "memory" || c.Embedded.URI != "" {
+		return errors.New("--datastore-engine and --datastore-uri configure the embedded SpiceDB; they cannot be used with --spicedb-endpoint")
+	}
+	return c.Engine.Validate()
+}
+
+// Server is a configured, not yet running, mandate server.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	engine   *engine.Engine
+	embedded *embedded.Server // nil with a remote SpiceDB
+	closers  []func() error
+
+	grpcServer *grpc.Server
+	grpcLis    net.Listener
+	httpServer *http.Server
+	httpLis    net.Listener
+	health     *health.Server
+}
+
+// Complete builds everything Run needs: SpiceDB, the engine, listeners.
+func (c Config) Complete(ctx context.Context) (s *Server, err error) {
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = "127.0.0.1:50051"
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8080"
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.DevKeysOut == nil {
+		c.DevKeysOut = io.Discard
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	s = &Server{cfg: c, log: c.Log}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	var keys *Keys
+	if c.KeysFile != "" {
+		if keys, err = LoadKeys(c.KeysFile); err != nil {
+			return nil, err
+		}
+	} else {
+		var plain map[Role]string
+		keys, plain = DevKeys()
+		c.Log.Warn("no --keys-file: running in development mode with generated keys, printed once to stderr")
+		fmt.Fprintln(c.DevKeysOut, "mandate development keys (shown once; use --keys-file in production):")
+		for _, r := range Roles {
+			fmt.Fprintf(c.DevKeysOut, "  %-8s %s\n", r, plain[r])
+		}
+		if c.Embedded.APIAddr != "" && c.Embedded.APIKey == "" {
+			c.Embedded.APIKey = plain[RoleAdmin]
+		}
+	}
+
+	var sdb *engine.Client
+	if c.SpiceDBEndpoint != "" {
+		opts := []grpc.DialOption{}
+		if c.SpiceDBInsecure {
+			opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(c.SpiceDBToken))
+		} else {
+			certs, err := grpcutil.WithSystemCerts(grpcutil.VerifyCA)
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, certs, grpcutil.WithBearerToken(c.SpiceDBToken))
+		}
+		client, err := authzed.NewClient(c.SpiceDBEndpoint, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to SpiceDB at %s: %w", c.SpiceDBEndpoint, err)
+		}
+		s.closers = append(s.closers, client.Close)
+		sdb = &engine.Client{Permissions: client.PermissionsServiceClient, Schema: client.SchemaServiceClient, Watch: client.WatchServiceClient}
+	} else {
+		emb, err := embedded.Start(ctx, c.Embedded)
+		if err != nil {
+			return nil, err
+		}
+		s.embedded = emb
+		s.closers = append(s.closers, emb.Close)
+		conn, err := emb.Dial()
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append([]func() error{conn.Close}, s.closers...)
+		sdb = engine.NewClient(conn)
+	}
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if s.engine, err = waitForEngine(startCtx, c.Engine, sdb, c.Log); err != nil {
+		return nil, err
+	}
+
+	h := &Handlers{Engine: s.engine, Decider: s.engine, Log: c.Log}
+	s.grpcServer = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(RequestIDInterceptor, keys.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(keys.StreamInterceptor),
+	)
+	mandatev1.RegisterTaskServiceServer(s.grpcServer, h)
+	mandatev1.RegisterAgentServiceServer(s.grpcServer, h)
+	mandatev1.RegisterGrantServiceServer(s.grpcServer, h)
+	mandatev1.RegisterCheckServiceServer(s.grpcServer, h)
+	mandatev1.RegisterSchemaServiceServer(s.grpcServer, h)
+	mandatev1.RegisterRelationshipServiceServer(s.grpcServer, h)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpcServer, s.health)
+
+	if s.grpcLis, err = net.Listen("tcp", c.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	}
+	if s.httpLis, err = net.Listen("tcp", c.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("--http-addr: %w", err)
+	}
+
+	// The gateway reaches the gRPC server in-process, through the same interceptors.
+	inproc := bufconn.Listen(1 << 20)
+	go func() { _ = s.grpcServer.Serve(inproc) }()
+	gwConn, err := grpc.NewClient("passthrough:///mandate",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append([]func() error{gwConn.Close}, s.closers...)
+	handler, err := gateway.New(ctx, gwConn, gateway.Config{MaxBodyBytes: c.MaxBodyBytes, Health: s.engine.Ready})
+	if err != nil {
+		return nil, err
+	}
+	s.httpServer = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// waitForEngine retries until SpiceDB answers: a freshly started embedded
+// datastore or a remote cluster may need a moment.
+func waitForEngine(ctx context.Context, cfg engine.Config, sdb *engine.Client, log *slog.Logger) (*engine.Engine, error) {
+	var lastErr error
+	for {
+		e, err := engine.New(ctx, cfg, sdb, log)
+		if err == nil {
+			return e, nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("SpiceDB did not become ready: %w", lastErr)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Engine returns the server's engine.
+func (s *Server) Engine() *engine.Engine { return s.engine }
+
+// GRPCAddr is the address the gRPC server listens on.
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the address the REST server listens on.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Run serves until ctx is done, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpcServer.Serve(s.grpcLis) }()
+	go func() {
+		if err := s.httpServer.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.log.Info("mandate serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.health.Shutdown()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.httpServer.Shutdown(shutCtx)
+	stopped := make(chan struct{})
+	go func() { s.grpcServer.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutCtx.Done():
+		s.grpcServer.Stop()
+	}
+	s.Close()
+	return err
+}
+
+// Close releases everything Complete acquired. It is safe to call twice.
+func (s *Server) Close() {
+	for _, c := range s.closers {
+		_ = c()
+	}
+	s.closers = nil
+	if s.grpcLis != nil {
+		_ = s.grpcLis.Close()
+	}
+	if s.httpLis != nil {
+		_ = s.httpLis.Close()
+	}
+}
+
+// methods lists the gRPC methods that have an access rule, for documentation and tests.
+func methods() []string {
+	out := make([]string, 0, len(methodRoles))
+	for m := range methodRoles {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,371 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/service"
+)
+
+// Keys used by the tests, one per role.
+var testKeys = map[service.Role]string{
+	service.RoleChecker:  "test-checker-key",
+	service.RoleOperator: "test-operator-key",
+	service.RoleReviewer: "test-reviewer-key",
+	service.RoleAdmin:    "test-admin-key",
+}
+
+func writeKeysFile(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("keys:\n")
+	for _, r := range service.Roles {
+		sum := sha256.Sum256([]byte(testKeys[r]))
+		fmt.Fprintf(&b, "  - {name: test-%s, role: %s, sha256: %s}\n", r, r, hex.EncodeToString(sum[:]))
+	}
+	p := filepath.Join(t.TempDir(), "keys.yaml")
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type api struct {
+	t    *testing.T
+	base string
+}
+
+func startServer(t *testing.T, cfg service.Config) *api {
+	t.Helper()
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.KeysFile == "" {
+		cfg.KeysFile = writeKeysFile(t)
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := cfg.Complete(ctx)
+	if err != nil {
+		cancel()
+		t.Fatalf("starting server: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	a := &api{t: t, base: "http://" + srv.HTTPAddr()}
+	a.waitHealthy()
+	return a
+}
+
+func (a *api) waitHealthy() {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(a.base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.t.Fatal("server never became healthy")
+}
+
+// do sends a request and returns the status and decoded JSON body.
+func (a *api) do(method, path string, role service.Role, body any) (int, map[string]any) {
+	a.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		r = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, a.base+path, r)
+	if role != "" {
+		req.Header.Set("Authorization", "Bearer "+testKeys[role])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	if out == nil {
+		out = map[string]any{"raw": string(raw)}
+	}
+	return resp.StatusCode, out
+}
+
+func (a *api) ok(method, path string, role service.Role, body any) map[string]any {
+	a.t.Helper()
+	code, out := a.do(method, path, role, body)
+	if code != 200 {
+		a.t.Fatalf("%s %s: %d %v", method, path, code, out)
+	}
+	return out
+}
+
+func field(m map[string]any, path ...string) any {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
+}
+
+// scene sets up alice, a task, an agent and a sub-agent, and returns their ids.
+func (a *api) scene() (task, agent, sub string) {
+	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#reader@user:alice"},
+	}})
+	task = field(a.ok("POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:alice", "description": "fix the flaky test", "ttl": "2h"}), "task", "id").(string)
+	agent = field(a.ok("POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:" + task, "name": "fixer", "ttl": "1h"}), "agent", "id").(string)
+	sub = field(a.ok("POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:" + task, "parent": "agent:" + agent, "name": "runner", "ttl": "30m"}), "agent", "id").(string)
+	return
+}
+
+func TestWalkthroughOverREST(t *testing.T) {
+	a := startServer(t, service.Config{})
+	task, agent, sub := a.scene()
+	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "ttl": "15m"})
+	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + sub, "permission": "read", "resource": "repo:acme/api", "ttl": "10m"})
+	for _, s := range []string{agent, sub} {
+		out := a.ok("POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + s, "permission": "read", "resource": "repo:acme/api", "correlation_id": "c-1", "reason": "pull the code"})
+		if out["allowed"] != true || out["reason_code"] != "ALLOWED" || out["principal"] != "user:alice" || out["task"] != "task:"+task {
+			t.Fatalf("check %s: %v", s, out)
+		}
+		if !strings.HasPrefix(out["decision_id"].(string), "dec_") || out["consistency_token"] == "" || out["valid_until"] == nil {
+			t.Fatalf("check response lacks ids: %v", out)
+		}
+	}
+	bulk := a.ok("POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []map[string]string{
+		{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"},
+		{"subject": "agent:" + agent, "permission": "write", "resource": "repo:acme/api"},
+	}})
+	results := bulk["results"].([]any)
+	if len(results) != 2 || results[0].(map[string]any)["allowed"] != true || results[1].(map[string]any)["reason_code"] != "NO_GRANT" {
+		t.Fatalf("bulk: %v", bulk)
+	}
+	got := a.ok("GET", "/v1/agents/"+sub, service.RoleReviewer, nil)
+	if chain := field(got, "agent", "chain").([]any); len(chain) != 3 || chain[1] != "agent:"+agent || chain[2] != "user:alice" {
+		t.Fatalf("sub-agent chain: %v", got)
+	}
+	a.ok("POST", "/v1/tasks/"+task+":complete", service.RoleOperator, nil)
+	for _, s := range []string{agent, sub} {
+		out := a.ok("POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + s, "permission": "read", "resource": "repo:acme/api"})
+		if out["allowed"] != false || out["reason_code"] != "TASK_COMPLETED" {
+			t.Fatalf("after complete, %s: %v", s, out)
+		}
+	}
+	if st := field(a.ok("GET", "/v1/tasks/"+task, service.RoleReviewer, nil), "task", "status"); st != "completed" {
+		t.Fatalf("task status %v", st)
+	}
+}
+
+func TestRoles(t *testing.T) {
+	a := startServer(t, service.Config{})
+	task, agent, _ := a.scene()
+	type call struct {
+		method, path string
+		body         any
+	}
+	calls := map[string]call{
+		"check":        {"POST", "/v1/check", map[string]string{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api"}},
+		"create task":  {"POST", "/v1/tasks", map[string]string{"principal": "user:alice", "ttl": "1h"}},
+		"get task":     {"GET", "/v1/tasks/" + task, nil},
+		"get agent":    {"GET", "/v1/agents/" + agent, nil},
+		"read schema":  {"GET", "/v1/schema", nil},
+		"read rels":    {"GET", "/v1/relationships?resource_type=repo", nil},
+		"write rels":   {"POST", "/v1/relationships:write", map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "repo:acme/x#reader@user:bob"}}}},
+		"write schema": {"PUT", "/v1/schema", map[string]string{"schema": "definition user {}"}},
+	}
+	allowed := map[service.Role][]string{
+		service.RoleChecker:  {"check"},
+		service.RoleOperator: {"create task", "get task", "get agent"},
+		service.RoleReviewer: {"get task", "get agent", "read schema", "read rels"},
+		service.RoleAdmin:    {"check", "create task", "get task", "get agent", "read schema", "read rels", "write rels", "write schema"},
+	}
+	for _, role := range service.Roles {
+		ok := map[string]bool{}
+		for _, n := range allowed[role] {
+			ok[n] = true
+		}
+		for name, c := range calls {
+			code, out := a.do(c.method, c.path, role, c.body)
+			switch {
+			case ok[name] && (code == 401 || code == 403):
+				t.Errorf("%s may %s, got %d %v", role, name, code, out)
+			case !ok[name] && code != 403:
+				t.Errorf("%s may not %s, got %d %v", role, name, code, out)
+			}
+		}
+	}
+	for name, c := range calls {
+		if code, _ := a.do(c.method, c.path, "", c.body); code != 401 {
+			t.Errorf("%s without a key: %d, want 401", name, code)
+		}
+		req, _ := http.NewRequest(c.method, a.base+c.path, nil)
+		req.Header.Set("Authorization", "Bearer not-a-key")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("%s with a wrong key: %d %q, want 401 with a Bearer challenge", name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	}
+	// Health needs no key.
+	if resp, err := http.Get(a.base + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	if code, out := a.do("GET", "/openapi.json", "", nil); code != 200 || out["swagger"] != "2.0" {
+		t.Fatalf("openapi: %d", code)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	a := startServer(t, service.Config{})
+	task, agent, _ := a.scene()
+	huge := strings.Repeat("x", 2<<20)
+	cases := []struct {
+		name      string
+		method    string
+		path      string
+		role      service.Role
+		body      any
+		wantCode  int
+		wantField string
+	}{
+		{"malformed principal", "POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "alice", "ttl": "1h"}, 400, "principal"},
+		{"principal not a user", "POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "repo:x", "ttl": "1h"}, 400, "principal"},
+		{"missing principal", "POST", "/v1/tasks", service.RoleOperator, map[string]string{"ttl": "1h"}, 400, "principal"},
+		{"missing ttl", "POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:alice"}, 400, "ttl"},
+		{"zero ttl", "POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:alice", "ttl": "0s"}, 400, "ttl"},
+		{"negative ttl", "POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:alice", "ttl": "-5m"}, 400, "ttl"},
+		{"too long ttl", "POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:alice", "ttl": "25h"}, 400, "ttl"},
+		{"unparseable ttl", "POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:alice", "ttl": "two hours"}, 400, "ttl"},
+		{"unknown field", "POST", "/v1/tasks", service.RoleOperator, `{"principal":"user:alice","ttl":"1h","owner":"bob"}`, 400, "owner"},
+		{"malformed json", "POST", "/v1/tasks", service.RoleOperator, `{"principal":`, 400, "body"},
+		{"oversized body", "POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:alice", "ttl": "1h", "description": huge}, 413, "body"},
+		{"bad task id", "GET", "/v1/tasks/nope", service.RoleOperator, nil, 400, "id"},
+		{"unknown task", "GET", "/v1/tasks/tsk_0000000000000000000000000", service.RoleOperator, nil, 404, "id"},
+		{"agent for unknown task", "POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:tsk_0000000000000000000000000", "name": "x", "ttl": "1h"}, 404, "task"},
+		{"agent without name", "POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:" + task, "ttl": "1h"}, 400, "name"},
+		{"agent task wrong type", "POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "agent:" + agent, "name": "x", "ttl": "1h"}, 400, "task"},
+		{"unknown parent", "POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:" + task, "parent": "agent:agt_nope", "name": "x", "ttl": "1h"}, 404, "parent"},
+		{"grant unknown type", "POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "spaceship:x", "ttl": "1m"}, 400, "resource"},
+		{"grant unknown permission", "POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "fly", "resource": "repo:acme/api", "ttl": "1m"}, 400, "permission"},
+		{"grant relation not permission", "POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "reader", "resource": "repo:acme/api", "ttl": "1m"}, 400, "permission"},
+		{"grant holder user", "POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "user:alice", "permission": "read", "resource": "repo:acme/api", "ttl": "1m"}, 400, "holder"},
+		{"grant too long", "POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "ttl": "2h"}, 400, "ttl"},
+		{"escalation", "POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "write", "resource": "repo:acme/api", "ttl": "1m"}, 403, ""},
+		{"check malformed subject", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agentx", "permission": "read", "resource": "repo:acme/api"}, 400, "subject"},
+		{"check unknown type", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "spaceship:x"}, 400, "resource"},
+		{"check unknown permission", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "permission": "fly", "resource": "repo:acme/api"}, 400, "permission"},
+		{"check missing permission", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "resource": "repo:acme/api"}, 400, "permission"},
+		{"check reserved context", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"now": "2030-01-01T00:00:00Z"}}, 400, "context.now"},
+		{"bulk empty", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []any{}}, 400, "checks"},
+		{"bulk bad item", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []map[string]string{{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api"}, {"subject": "bad", "permission": "read", "resource": "repo:acme/api"}}}, 400, "checks[1].subject"},
+		{"write core relationship", "POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "agent:" + agent + "#suspended@agent:*"}}}, 400, "updates[0].relationship"},
+		{"write grant relation", "POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "repo:acme/api#read_grant@agent:" + agent}}}, 400, "updates[0].relationship"},
+		{"write bad operation", "POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{{"operation": "UPSERT", "relationship": "repo:acme/api#reader@user:bob"}}}, 400, "updates[0].operation"},
+		{"write unknown relation", "POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "repo:acme/api#owner@user:bob"}}}, 400, "updates[0].relationship"},
+		{"write wrong subject type", "POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "repo:acme/api#reader@repo:other"}}}, 400, "updates"},
+		{"schema dropping core", "PUT", "/v1/schema", service.RoleAdmin, map[string]string{"schema": "definition user {}"}, 400, "schema"},
+		{"schema without grant relation", "PUT", "/v1/schema", service.RoleAdmin, map[string]string{"schema": strings.Replace(defaultSchema(t, a), "definition repo {", "definition doc {\n\trelation viewer: user\n\tpermission view = viewer\n}\n\ndefinition repo {", 1)}, 400, "schema"},
+		{"read rels without type", "GET", "/v1/relationships", service.RoleReviewer, nil, 400, "resource_type"},
+		{"read rels bad page size", "GET", "/v1/relationships?resource_type=repo&page_size=5000", service.RoleReviewer, nil, 400, "page_size"},
+		{"unknown route", "GET", "/v1/nothing", service.RoleAdmin, nil, 404, ""},
+		{"wrong method", "PATCH", "/v1/tasks", service.RoleAdmin, nil, 405, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out := a.do(c.method, c.path, c.role, c.body)
+			if code != c.wantCode {
+				t.Fatalf("got %d %v, want %d", code, out, c.wantCode)
+			}
+			msg, _ := out["message"].(string)
+			if c.wantField != "" && !strings.Contains(msg, c.wantField) {
+				t.Fatalf("message %q does not name %q", msg, c.wantField)
+			}
+		})
+	}
+	// Nothing half-written: the refused schema left the old one in place.
+	if !strings.Contains(defaultSchema(t, a), "definition repo") || strings.Contains(defaultSchema(t, a), "definition doc") {
+		t.Fatal("a refused schema changed the stored schema")
+	}
+}
+
+func defaultSchema(t *testing.T, a *api) string {
+	t.Helper()
+	return a.ok("GET", "/v1/schema", service.RoleAdmin, nil)["schema"].(string)
+}
+
+// TestSpiceDBDown runs mandate against a remote SpiceDB (the --spicedb-endpoint
+// path), then stops that SpiceDB: every check must fail with 503, never allow.
+func TestSpiceDBDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	sdb, err := embedded.Start(context.Background(), embedded.Config{Engine: "memory", APIAddr: addr, APIKey: "sdb-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = sdb.Close()
+		}
+	})
+	a := startServer(t, service.Config{SpiceDBEndpoint: addr, SpiceDBToken: "sdb-key", SpiceDBInsecure: true})
+	_, agent, _ := a.scene()
+	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "ttl": "15m"})
+	check := map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"}
+	if out := a.ok("POST", "/v1/check", service.RoleChecker, check); out["allowed"] != true {
+		t.Fatalf("before the outage: %v", out)
+	}
+	if err := sdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	for i := 0; i < 5; i++ {
+		code, out := a.do("POST", "/v1/check", service.RoleChecker, check)
+		if code != 503 || out["allowed"] == true {
+			t.Fatalf("with SpiceDB down: %d %v, want 503", code, out)
+		}
+		userCheck := map[string]string{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api"}
+		if code, out := a.do("POST", "/v1/check", service.RoleChecker, userCheck); code != 503 {
+			t.Fatalf("user check with SpiceDB down: %d %v, want 503", code, out)
+		}
+	}
+	if resp, err := http.Get(a.base + "/healthz"); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("healthz with SpiceDB down: %v %v, want 503", resp, err)
+	}
+}
