@@ -154,7 +154,7 @@ func ValidateID(field, prefix, id string) error {
 	if id == "" {
 		return invalid(field, "is required")
 	}
-	if !strings.HasPrefix(id, prefix+"_") || !idRE.MatchString(id) {
+	if len(id) > maxIDLen || len(id) <= len(prefix)+1 || !strings.HasPrefix(id, prefix+"_") || !idRE.MatchString(id) {
 		return invalid(field, "%q is not a %s id (%s_…)", id, prefix, prefix)
 	}
 	return nil
