@@ -78,6 +78,8 @@ type Engine struct {
 	log    *slog.Logger
 	schema atomic.Pointer[schema.Info] // never nil after New
 	chains *lru.Cache[string, *chain]
+	// invalidator, when set, is told about every committed write. Set before serving.
+	invalidator Invalidator
 }
 
 // New connects the engine to SpiceDB. When SpiceDB has no schema yet, it
@@ -128,7 +130,9 @@ func (e *Engine) loadSchema(ctx context.Context) error {
 	return nil
 }
 
-// refreshSchema reloads the schema, for when another writer changed it.
+// RefreshSchema reloads the schema, for when another writer changed it.
+func (e *Engine) RefreshSchema(ctx context.Context) { e.refreshSchema(ctx) }
+
 func (e *Engine) refreshSchema(ctx context.Context) {
 	resp, err := e.sdb.Schema.ReadSchema(ctx, &v1.ReadSchemaRequest{})
 	if err != nil {
@@ -162,6 +166,9 @@ func (e *Engine) WriteSchema(ctx context.Context, src string) (string, error) {
 		return "", backendErr("WriteSchema", err)
 	}
 	e.schema.Store(info)
+	if e.invalidator != nil {
+		e.invalidator.Invalidate(resp.GetWrittenAt().GetToken(), []string{KeyAll})
+	}
 	return resp.GetWrittenAt().GetToken(), nil
 }
 

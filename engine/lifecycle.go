@@ -196,7 +196,7 @@ func (e *Engine) CreateTask(ctx context.Context, in CreateTaskInput) (*Task, str
 	ref := Ref{Type: schema.TypeTask, ID: t.ID}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
-	token, err := e.sdb.write(ctx, []*v1.RelationshipUpdate{
+	token, err := e.write(ctx, []*v1.RelationshipUpdate{
 		create(rel(ref, "record", principal, "", schema.CaveatRecord, recordContext(now, t.ExpiresAt, in.Description, ""))),
 		create(rel(ref, "principal", principal, "", "", nil)),
 		create(rel(ref, "open", wildcardAgent, "", schema.CaveatWithinLifetime, lifetimeContext(t.ExpiresAt))),
@@ -234,7 +234,7 @@ func (e *Engine) CompleteTask(ctx context.Context, id string) (*Task, string, er
 		return nil, "", err
 	}
 	ref := Ref{Type: schema.TypeTask, ID: id}
-	token, err := e.sdb.write(ctx, []*v1.RelationshipUpdate{
+	token, err := e.write(ctx, []*v1.RelationshipUpdate{
 		del(rel(ref, "open", wildcardAgent, "", "", nil)),
 		touch(rel(ref, "completed", wildcardAgent, "", "", nil)),
 	}, nil, nil)
@@ -346,7 +346,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 		updates = append(updates, create(rel(ref, "parent", parentRef, "", "", nil)))
 		pre = append(pre, mustMatch(parentRef, "enabled"), mustNotMatch(parentRef, "suspended"))
 	}
-	token, err := e.sdb.write(ctx, updates, pre, precondition("task", "the task was completed, or the parent revoked or suspended, while the agent was being created"))
+	token, err := e.write(ctx, updates, pre, precondition("task", "the task was completed, or the parent revoked or suspended, while the agent was being created"))
 	if err != nil {
 		return nil, "", err
 	}
@@ -414,7 +414,7 @@ func (e *Engine) RevokeAgent(ctx context.Context, id string) ([]Ref, string, err
 			touch(rel(ref, "revoked", wildcardAgent, "", "", nil)),
 		)
 	}
-	token, err := e.sdb.write(ctx, updates, nil, nil)
+	token, err := e.write(ctx, updates, nil, nil)
 	if err != nil {
 		return nil, "", err
 	}
@@ -479,7 +479,7 @@ func (e *Engine) setSuspended(ctx context.Context, id string, suspend bool) (*Ag
 	if !suspend {
 		up = del(r)
 	}
-	token, err := e.sdb.write(ctx, []*v1.RelationshipUpdate{up}, []*v1.Precondition{mustMatch(ref, "enabled")},
+	token, err := e.write(ctx, []*v1.RelationshipUpdate{up}, []*v1.Precondition{mustMatch(ref, "enabled")},
 		precondition("id", "agent %s was revoked concurrently", id))
 	if err != nil {
 		return nil, "", err
@@ -623,7 +623,7 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 			updates = append(updates, del(rel(Ref{Type: schema.TypeGrant, ID: oldID}, "record", holder, "", "", nil)))
 		}
 	}
-	token, err := e.sdb.write(ctx, updates, pre, precondition("holder", "%s was revoked, suspended or completed while the grant was being created", holder))
+	token, err := e.write(ctx, updates, pre, precondition("holder", "%s was revoked, suspended or completed while the grant was being created", holder))
 	if err != nil {
 		return nil, "", err
 	}
@@ -717,5 +717,5 @@ func (e *Engine) DeleteGrant(ctx context.Context, id string) (string, error) {
 		current.OptionalCaveat = nil
 		updates = append(updates, del(current))
 	}
-	return e.sdb.write(ctx, updates, nil, nil)
+	return e.write(ctx, updates, nil, nil)
 }

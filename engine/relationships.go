@@ -78,6 +78,7 @@ func (e *Engine) WriteRelationships(ctx context.Context, in []RelationshipUpdate
 		}
 		return "", backendErr("WriteRelationships", err)
 	}
+	e.invalidate(resp.GetWrittenAt().GetToken(), updates)
 	return resp.GetWrittenAt().GetToken(), nil
 }
 

@@ -126,8 +126,16 @@ func (c *Client) readRels(ctx context.Context, filter *v1.RelationshipFilter) ([
 	}
 }
 
-// write applies updates atomically, guarded by preconditions. A failed
-// precondition becomes onConflict.
+// write applies updates atomically, guarded by preconditions, and tells the
+// invalidator before returning. A failed precondition becomes onConflict.
+func (e *Engine) write(ctx context.Context, updates []*v1.RelationshipUpdate, pre []*v1.Precondition, onConflict error) (string, error) {
+	tok, err := e.sdb.write(ctx, updates, pre, onConflict)
+	if err == nil {
+		e.invalidate(tok, updates)
+	}
+	return tok, err
+}
+
 func (c *Client) write(ctx context.Context, updates []*v1.RelationshipUpdate, pre []*v1.Precondition, onConflict error) (string, error) {
 	resp, err := c.Permissions.WriteRelationships(ctx, &v1.WriteRelationshipsRequest{Updates: updates, OptionalPreconditions: pre})
 	if err != nil {

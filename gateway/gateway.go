@@ -28,8 +28,9 @@ var OpenAPI []byte
 type Config struct {
 	// MaxBodyBytes bounds request bodies; larger ones get 413. Default 1 MiB.
 	MaxBodyBytes int64
-	// Health reports whether the server can decide; nil means always healthy.
-	Health func(ctx context.Context) error
+	// Health reports whether the server can decide, with extra details for
+	// the health output; nil means always healthy.
+	Health func(ctx context.Context) (map[string]string, error)
 	// Extra mounts more HTTP handlers by path, such as /metrics.
 	Extra map[string]http.Handler
 }
@@ -71,14 +72,18 @@ func New(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Handler, 
 	})
 	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		out := map[string]string{"status": "SERVING"}
 		if cfg.Health != nil {
-			if err := cfg.Health(r.Context()); err != nil {
+			details, err := cfg.Health(r.Context())
+			for k, v := range details {
+				out[k] = v
+			}
+			if err != nil {
+				out["status"], out["error"] = "NOT_SERVING", err.Error()
 				w.WriteHeader(http.StatusServiceUnavailable)
-				_ = json.NewEncoder(w).Encode(map[string]string{"status": "NOT_SERVING", "error": err.Error()})
-				return
 			}
 		}
-		_ = json.NewEncoder(w).Encode(map[string]string{"status": "SERVING"})
+		_ = json.NewEncoder(w).Encode(out)
 	})
 	for path, h := range cfg.Extra {
 		root.Handle(path, h)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/cache"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
 
@@ -33,6 +34,8 @@ type Handlers struct {
 	// Decider answers checks; it is Engine itself or a decorator around it.
 	Decider engine.Decider
 	Log     *slog.Logger
+	// Metrics records check latency; nil records nothing.
+	Metrics *cache.Metrics
 }
 
 func (h *Handlers) err(ctx context.Context, err error) error { return toStatus(ctx, h.Log, err) }
@@ -223,11 +226,28 @@ func (h *Handlers) Check(ctx context.Context, r *mandatev1.CheckRequest) (*manda
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	d, err := h.Decider.Decide(ctx, q)
+	d, err := h.decide(ctx, q)
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
 	return decisionPB(d), nil
+}
+
+// decide asks the decider and records the latency by result.
+func (h *Handlers) decide(ctx context.Context, q engine.Query) (engine.Decision, error) {
+	start := time.Now()
+	d, err := h.Decider.Decide(ctx, q)
+	if h.Metrics != nil {
+		result := "denied"
+		switch {
+		case err != nil:
+			result = "error"
+		case d.Allowed:
+			result = "allowed"
+		}
+		h.Metrics.CheckDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
+	}
+	return d, err
 }
 
 func (h *Handlers) CheckBulk(ctx context.Context, r *mandatev1.CheckBulkRequest) (*mandatev1.CheckBulkResponse, error) {
@@ -247,7 +267,7 @@ func (h *Handlers) CheckBulk(ctx context.Context, r *mandatev1.CheckBulkRequest)
 	}
 	out := &mandatev1.CheckBulkResponse{Results: make([]*mandatev1.CheckResponse, len(qs))}
 	for i, q := range qs {
-		d, err := h.Decider.Decide(ctx, q)
+		d, err := h.decide(ctx, q)
 		if err != nil {
 			// One failed item fails the call: a partial answer could be read as an allow.
 			return nil, h.err(ctx, err)

@@ -13,6 +13,9 @@ import (
 
 	"github.com/authzed/authzed-go/v1"
 	"github.com/authzed/grpcutil"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -20,6 +23,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/cache"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	"github.com/mandate-dev/mandate/gateway"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
@@ -48,6 +52,10 @@ type Config struct {
 
 	// Engine configures decisions and lifetimes.
 	Engine engine.Config
+	// Cache configures the decision cache.
+	Cache cache.Config
+	// DisableCache answers every check from SpiceDB.
+	DisableCache bool
 	// MaxBodyBytes bounds REST request bodies. Default 1 MiB.
 	MaxBodyBytes int64
 	// Log is the logger. Default slog.Default().
@@ -79,6 +87,8 @@ type Server struct {
 	httpServer *http.Server
 	httpLis    net.Listener
 	health     *health.Server
+	cache      *cache.Cache   // nil when disabled
+	watcher    *cache.Watcher // nil when the cache is disabled
 }
 
 // Complete builds everything Run needs: SpiceDB, the engine, listeners.
@@ -162,7 +172,21 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 		return nil, err
 	}
 
-	h := &Handlers{Engine: s.engine, Decider: s.engine, Log: c.Log}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := cache.NewMetrics(reg)
+	h := &Handlers{Engine: s.engine, Decider: s.engine, Log: c.Log, Metrics: metrics}
+	if !c.DisableCache {
+		c.Cache.Metrics = metrics
+		// Only the memory datastore's watch stays silent while idle.
+		c.Cache.HeartbeatExpected = c.SpiceDBEndpoint != "" || (c.Embedded.Engine != "" && c.Embedded.Engine != "memory")
+		if s.cache, err = cache.New(s.engine, c.Cache); err != nil {
+			return nil, err
+		}
+		s.engine.SetInvalidator(s.cache)
+		s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema}
+		h.Decider = s.cache
+	}
 	s.grpcServer = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(RequestIDInterceptor, keys.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(keys.StreamInterceptor),
@@ -193,7 +217,11 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 		return nil, err
 	}
 	s.closers = append([]func() error{gwConn.Close}, s.closers...)
-	handler, err := gateway.New(ctx, gwConn, gateway.Config{MaxBodyBytes: c.MaxBodyBytes, Health: s.engine.Ready})
+	handler, err := gateway.New(ctx, gwConn, gateway.Config{
+		MaxBodyBytes: c.MaxBodyBytes,
+		Health:       s.healthz,
+		Extra:        map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +247,22 @@ func waitForEngine(ctx context.Context, cfg engine.Config, sdb *engine.Client, l
 	}
 }
 
+// healthz reports SpiceDB reachability and the cache's state.
+func (s *Server) healthz(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{"cache": "disabled"}
+	if s.cache != nil {
+		if ok, why := s.cache.Status(); ok {
+			out["cache"] = "serving"
+		} else {
+			out["cache"] = "bypassed: " + why
+		}
+	}
+	return out, s.engine.Ready(ctx)
+}
+
+// Cache returns the decision cache, nil when disabled.
+func (s *Server) Cache() *cache.Cache { return s.cache }
+
 // Engine returns the server's engine.
 func (s *Server) Engine() *engine.Engine { return s.engine }
 
@@ -237,6 +281,11 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- err
 		}
 	}()
+	if s.watcher != nil {
+		watchCtx, cancelWatch := context.WithCancel(ctx)
+		defer cancelWatch()
+		go s.watcher.Run(watchCtx)
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("mandate serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 

@@ -88,6 +88,10 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Engine.MaxGrantTTL, "max-grant-ttl", time.Hour, "longest grant lifetime")
 	f.IntVar(&cfg.Engine.MaxChainDepth, "max-chain-depth", 8, "most agents in one delegation chain")
 	f.DurationVar(&cfg.Engine.CallTimeout, "check-timeout", 2*time.Second, "deadline for each call into SpiceDB; past it the answer is 503, never an allow")
+	f.IntVar(&cfg.Cache.Size, "cache-size", 100_000, "decisions kept in the decision cache")
+	f.DurationVar(&cfg.Cache.MaxAge, "cache-max-age", 5*time.Minute, "longest any cached decision is served, as a safety net")
+	f.DurationVar(&cfg.Cache.LagBound, "watch-lag-bound", time.Second, "bypass the cache while the SpiceDB watch has been silent this long (must exceed SpiceDB's watch heartbeat)")
+	f.BoolVar(&cfg.DisableCache, "disable-cache", false, "answer every check from SpiceDB")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -140,6 +140,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		server.WithDispatchClientMetricsEnabled(false),
 		server.WithDispatchClusterMetricsEnabled(false),
 		server.WithDisableGRPCLatencyHistogram(true),
+		// Frequent checkpoints let mandate's watcher notice a stalled watch quickly.
+		server.WithWatchHeartbeat(100*time.Millisecond),
+		server.WithShutdownGracePeriod(time.Second),
 	)
 	rs, err := sc.Complete(ctx)
 	if err != nil {

@@ -1,0 +1,362 @@
+// Package cache is mandate's decision cache: an LRU decorator around an
+// engine.Decider that never serves an answer past a revocation or an expiry.
+//
+// Freshness works with dependency generations. Every write (this replica's,
+// through the engine's Invalidator hook, and everyone's, through SpiceDB's
+// Watch) bumps the dependency keys it touches to a new value of one monotonic
+// counter. A decision records the counter's value from before it was computed
+// and the keys it relied on; it is served only while none of those keys was
+// bumped since, while it is younger than MaxAge, while the earliest expiry it
+// relied on is in the future, and while the watch is healthy.
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mandate-dev/mandate/engine"
+)
+
+// Config configures the cache. Zero values take the defaults noted.
+type Config struct {
+	// Size bounds the number of cached decisions. Default 100000.
+	Size int
+	// MaxAge bounds how long any decision is served, as a safety net. Default 5m.
+	MaxAge time.Duration
+	// LagBound: when the watch has been silent this long, the cache is bypassed
+	// until it catches up. Default 1s.
+	LagBound time.Duration
+	// GenerationKeys bounds the number of dependency keys tracked. Evicting one
+	// invalidates every older decision. Default 1000000.
+	GenerationKeys int
+	// HeartbeatExpected says the datastore's watch sends checkpoints while
+	// idle (Postgres, CockroachDB), so silence longer than LagBound means the
+	// watch is stuck. The memory datastore only speaks when something changes.
+	// Either way, a write of this replica's that the watch has not delivered
+	// within LagBound means the watch is behind.
+	HeartbeatExpected bool
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Metrics receives the cache's metrics; nil records nothing.
+	Metrics *Metrics
+}
+
+func (c *Config) setDefaults() {
+	if c.Size == 0 {
+		c.Size = 100_000
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = 5 * time.Minute
+	}
+	if c.LagBound == 0 {
+		c.LagBound = time.Second
+	}
+	if c.GenerationKeys == 0 {
+		c.GenerationKeys = 1_000_000
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports whether the config is usable.
+func (c *Config) Validate() error {
+	if c.Size < 0 || c.MaxAge < 0 || c.LagBound < 0 || c.GenerationKeys < 0 {
+		return errors.New("cache sizes and durations must not be negative")
+	}
+	return nil
+}
+
+type entry struct {
+	d        engine.Decision
+	keys     []string
+	snapshot uint64    // counter value before the decision was computed
+	born     time.Time // when it was computed
+}
+
+// Cache is an engine.Decider that caches another one.
+type Cache struct {
+	cfg   Config
+	inner engine.Decider
+	m     *Metrics
+
+	entries *lru.Cache[string, *entry]
+	gens    *lru.Cache[string, uint64]   // key -> counter value of its last bump
+	counter atomic.Uint64                // monotonic; every bump takes a new value
+	floor   atomic.Uint64                // decisions with snapshot < floor are stale
+	tokens  *lru.Cache[string, struct{}] // revisions this replica has seen: its writes and the watch's
+	local   *lru.Cache[string, struct{}] // revisions of this replica's own writes, already invalidated
+	flights singleflight.Group
+
+	// watchOK is false until the watch delivers its first message, and again
+	// whenever it breaks or falls behind LagBound. While false, every check
+	// bypasses the cache.
+	watchOK   atomic.Bool
+	stateMu   sync.Mutex
+	state     string    // guarded by stateMu: why the cache is bypassed, "" when serving
+	lastWatch time.Time // guarded by stateMu: when the watch last said anything
+	// pending holds this replica's writes the watch has not delivered yet, by
+	// token, with when they were made; watched holds tokens the watch
+	// delivered first. Both guarded by stateMu.
+	pending map[string]time.Time
+	watched *lru.Cache[string, struct{}]
+}
+
+var _ engine.Decider = (*Cache)(nil)
+var _ engine.Invalidator = (*Cache)(nil)
+
+// New wraps inner. The cache serves nothing until MarkWatchHealthy is called
+// by a watcher (or by a caller that runs without replicas, see AlwaysFresh).
+func New(inner engine.Decider, cfg Config) (*Cache, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Cache{cfg: cfg, inner: inner, m: cfg.Metrics, state: "watch not started"}
+	var err error
+	c.entries, err = lru.NewWithEvict(cfg.Size, func(string, *entry) { c.m.evicted() })
+	if err != nil {
+		return nil, err
+	}
+	c.gens, err = lru.NewWithEvict(cfg.GenerationKeys, func(_ string, v uint64) {
+		// A forgotten key could hide a bump: invalidate everything older.
+		for {
+			f := c.floor.Load()
+			if v <= f || c.floor.CompareAndSwap(f, v) {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.tokens, err = lru.New[string, struct{}](4096); err != nil {
+		return nil, err
+	}
+	if c.local, err = lru.New[string, struct{}](4096); err != nil {
+		return nil, err
+	}
+	if c.watched, err = lru.New[string, struct{}](4096); err != nil {
+		return nil, err
+	}
+	c.pending = map[string]time.Time{}
+	c.m.setFailsafe(true)
+	return c, nil
+}
+
+// Invalidate bumps keys after a write committed at token.
+func (c *Cache) Invalidate(token string, keys []string) {
+	c.bump(keys)
+	c.m.invalidated("local", len(keys))
+	if token != "" {
+		c.tokens.Add(token, struct{}{})
+		c.local.Add(token, struct{}{})
+		c.stateMu.Lock()
+		if _, seen := c.watched.Peek(token); !seen && c.state == "" && len(c.pending) < maxPending {
+			c.pending[token] = c.cfg.Now()
+		}
+		c.stateMu.Unlock()
+	}
+}
+
+// maxPending bounds the writes awaiting the watch; past it the watch is
+// far behind anyway and CheckLag will say so.
+const maxPending = 10_000
+
+// alreadyApplied reports whether a watched revision is one of this replica's
+// own writes, whose keys were bumped when the write returned. One revision is
+// one transaction, so nothing else can hide in it.
+func (c *Cache) alreadyApplied(token string) bool {
+	if token == "" {
+		return false
+	}
+	_, ok := c.local.Peek(token)
+	return ok
+}
+
+func (c *Cache) bump(keys []string) {
+	for _, k := range keys {
+		v := c.counter.Add(1)
+		if k == engine.KeyAll {
+			for {
+				f := c.floor.Load()
+				if v <= f || c.floor.CompareAndSwap(f, v) {
+					break
+				}
+			}
+			continue
+		}
+		c.gens.Add(k, v)
+	}
+}
+
+// Flush invalidates every cached decision.
+func (c *Cache) Flush() { c.bump([]string{engine.KeyAll}) }
+
+// fresh reports whether e may still be served at now.
+func (c *Cache) fresh(e *entry, now time.Time) bool {
+	if e.snapshot < c.floor.Load() {
+		return false
+	}
+	if now.Sub(e.born) >= c.cfg.MaxAge {
+		return false
+	}
+	if !e.d.ValidUntil.IsZero() && !now.Before(e.d.ValidUntil) {
+		return false
+	}
+	for _, k := range e.keys {
+		if g, ok := c.gens.Peek(k); ok && g > e.snapshot {
+			return false
+		}
+	}
+	return true
+}
+
+// Decide answers from the cache when it can, and from inner otherwise.
+func (c *Cache) Decide(ctx context.Context, q engine.Query) (engine.Decision, error) {
+	if !c.watchOK.Load() {
+		c.m.bypassed("failsafe")
+		return c.inner.Decide(ctx, q)
+	}
+	if q.ConsistencyToken != "" {
+		if _, seen := c.tokens.Peek(q.ConsistencyToken); !seen {
+			// The caller wants an answer at least as fresh as a revision this
+			// replica has not seen: ask SpiceDB.
+			c.m.bypassed("consistency_token")
+			return c.inner.Decide(ctx, q)
+		}
+	}
+	key := cacheKey(q)
+	now := c.cfg.Now()
+	if e, ok := c.entries.Get(key); ok {
+		if c.fresh(e, now) {
+			c.m.hit()
+			return e.d, nil
+		}
+		c.entries.Remove(key)
+	}
+	c.m.miss()
+
+	snapshot := c.counter.Load()
+	v, err, shared := c.flights.Do(key+"@"+strconv.FormatUint(snapshot, 10), func() (any, error) {
+		d, err := c.inner.Decide(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		// Never store what the watch may not have covered.
+		if c.watchOK.Load() {
+			c.entries.Add(key, &entry{d: d, keys: engine.DecisionKeys(q, d), snapshot: snapshot, born: now})
+		}
+		return d, nil
+	})
+	if shared {
+		c.m.collapsed()
+	}
+	if err != nil {
+		return engine.Decision{}, err
+	}
+	return v.(engine.Decision), nil
+}
+
+// Len is the number of cached decisions.
+func (c *Cache) Len() int { return c.entries.Len() }
+
+// cacheKey is subject, permission, resource and a hash of the context.
+func cacheKey(q engine.Query) string {
+	var b strings.Builder
+	b.WriteString(q.Subject.String())
+	b.WriteByte('|')
+	b.WriteString(q.Permission)
+	b.WriteByte('|')
+	b.WriteString(q.Resource.String())
+	if len(q.Context.GetFields()) > 0 {
+		raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(q.Context)
+		if err != nil {
+			// Unreachable for a valid Struct; a unique key keeps it uncached-equivalent.
+			raw = []byte(time.Now().String())
+		}
+		sum := sha256.Sum256(raw)
+		b.WriteByte('|')
+		b.WriteString(hex.EncodeToString(sum[:16]))
+	}
+	return b.String()
+}
+
+// ---- watch health ----
+
+// MarkWatchEvent records that the watch said something (a change or a
+// checkpoint) through token. It makes the cache servable again.
+func (c *Cache) MarkWatchEvent(token string) {
+	now := c.cfg.Now()
+	c.stateMu.Lock()
+	c.lastWatch = now
+	recovering := c.state != ""
+	c.state = ""
+	if token != "" {
+		delete(c.pending, token)
+		c.watched.Add(token, struct{}{})
+	}
+	c.stateMu.Unlock()
+	if token != "" {
+		c.tokens.Add(token, struct{}{})
+	}
+	if recovering {
+		c.m.setFailsafe(false)
+	}
+	c.m.setLag(0)
+	c.watchOK.Store(true)
+}
+
+// MarkWatchDown bypasses the cache until the watch delivers again. It flushes
+// everything: changes made while the watch was down may never be seen.
+func (c *Cache) MarkWatchDown(reason string) {
+	c.watchOK.Store(false)
+	c.Flush()
+	c.stateMu.Lock()
+	was := c.state
+	c.state = reason
+	clear(c.pending) // the watch restarts from now and will never deliver them
+	c.stateMu.Unlock()
+	if was == "" {
+		c.m.setFailsafe(true)
+	}
+}
+
+// CheckLag bypasses the cache when the watch is behind by more than LagBound:
+// a write of this replica's has not come back through it, or, where the
+// datastore sends checkpoints while idle, the watch has been silent.
+func (c *Cache) CheckLag() {
+	now := c.cfg.Now()
+	c.stateMu.Lock()
+	last, state := c.lastWatch, c.state
+	var lag time.Duration
+	if c.cfg.HeartbeatExpected && !last.IsZero() {
+		lag = now.Sub(last)
+	}
+	for _, t := range c.pending {
+		lag = max(lag, now.Sub(t))
+	}
+	c.stateMu.Unlock()
+	c.m.setLag(lag.Seconds())
+	if state == "" && lag > c.cfg.LagBound {
+		c.MarkWatchDown("watch lagging by " + lag.Round(time.Millisecond).String())
+	}
+}
+
+// Status reports whether the cache serves, and if not, why.
+func (c *Cache) Status() (serving bool, reason string) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	return c.state == "", c.state
+}
