@@ -8,6 +8,8 @@ import (
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/mandate-dev/mandate/engine"
 )
@@ -58,11 +60,19 @@ func (w *Watcher) Run(ctx context.Context) {
 		}
 		w.Cache.MarkWatchDown("watch broken: " + errString(err))
 		w.Cache.m.watchRestarted()
-		w.Log.Warn("SpiceDB watch stopped; serving uncached until it resumes", "error", err, "retry_in", backoff)
+		wait := backoff
+		if status.Code(err) == codes.Unimplemented {
+			// SpiceDB serves no Watch API, for example on Postgres without
+			// track_commit_timestamp=on. Correct, but never cached.
+			w.Log.Error("SpiceDB has no Watch API; every check is answered uncached (on Postgres, set track_commit_timestamp=on)", "error", err)
+			wait = 30 * time.Second
+		} else {
+			w.Log.Warn("SpiceDB watch stopped; serving uncached until it resumes", "error", err, "retry_in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// propagationBound is how long a revocation on one replica may take to reach
+// another's cache: the Postgres watch polls every 100ms, plus slack for a
+// loaded CI machine. The bench harness measures the real distribution.
+const propagationBound = 2 * time.Second
+
+const (
+	operatorKey = "replica-test-operator"
+	checkerKey  = "replica-test-checker"
+	adminKey    = "replica-test-admin"
+)
+
+type replica struct {
+	name string
+	http string
+	cmd  *exec.Cmd
+	logs *bytes.Buffer
+}
+
+// TestThreeReplicasOnPostgres runs three `mandate serve` processes on one
+// Postgres datastore and shows the cache's freshness rules across them.
+func TestThreeReplicasOnPostgres(t *testing.T) {
+	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
+	}
+	if testing.Short() {
+		t.Skip("builds and runs three servers")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mandate")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building mandate: %v\n%s", err, out)
+	}
+	keys := filepath.Join(dir, "keys.yaml")
+	var kb strings.Builder
+	kb.WriteString("keys:\n")
+	for name, k := range map[string]string{"operator": operatorKey, "checker": checkerKey, "admin": adminKey} {
+		sum := sha256.Sum256([]byte(k))
+		fmt.Fprintf(&kb, "  - {name: test-%s, role: %s, sha256: %s}\n", name, name, hex.EncodeToString(sum[:]))
+	}
+	if err := os.WriteFile(keys, []byte(kb.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	uri := freshDatabase(t, dsn)
+
+	var rs []*replica
+	for i, name := range []string{"A", "B", "C"} {
+		args := []string{"serve", "--keys-file", keys, "--datastore-engine", "postgres", "--datastore-uri", uri,
+			"--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t)}
+		if i == 0 {
+			args = append(args, "--datastore-migrate")
+		}
+		r := &replica{name: name, logs: &bytes.Buffer{}}
+		for j, a := range args {
+			if a == "--http-addr" {
+				r.http = "http://" + args[j+1]
+			}
+		}
+		r.cmd = exec.Command(bin, args...)
+		r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = r.cmd.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { _ = r.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = r.cmd.Process.Kill()
+			}
+			if t.Failed() {
+				t.Logf("replica %s log:\n%s", r.name, r.logs.String())
+			}
+		})
+		// The first replica migrates; the others start once it serves.
+		waitServing(t, r)
+		rs = append(rs, r)
+	}
+	a, b, c := rs[0], rs[1], rs[2]
+
+	post(t, a, "/v1/relationships:write", adminKey, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#reader@user:alice"},
+	}})
+	// Each revocation kind, made on A, denied on B and C within the bound.
+	kinds := []struct {
+		name   string
+		reason string
+		revoke func(task, agent, grant string)
+	}{
+		{"complete", "TASK_COMPLETED", func(task, _, _ string) { post(t, a, "/v1/tasks/"+task+":complete", operatorKey, nil) }},
+		{"delete agent", "AGENT_REVOKED", func(_, agent, _ string) { do(t, a, "DELETE", "/v1/agents/"+agent, operatorKey, nil) }},
+		{"suspend", "AGENT_SUSPENDED", func(_, agent, _ string) { post(t, a, "/v1/agents/"+agent+":suspend", operatorKey, nil) }},
+		{"delete grant", "NO_GRANT", func(_, _, grant string) { do(t, a, "DELETE", "/v1/grants/"+grant, operatorKey, nil) }},
+	}
+	for _, k := range kinds {
+		task, agent, grant := provision(t, a, "15m")
+		check := map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"}
+		for _, r := range []*replica{b, c} {
+			// Twice: the second answer comes from the cache.
+			for i := 0; i < 2; i++ {
+				if out := post(t, r, "/v1/check", checkerKey, check); out["allowed"] != true {
+					t.Fatalf("%s: %s denied before revocation: %v", k.name, r.name, out)
+				}
+			}
+		}
+		k.revoke(task, agent, grant)
+		// Same replica: at once.
+		if out := post(t, a, "/v1/check", checkerKey, check); out["allowed"] != false || out["reason_code"] != k.reason {
+			t.Fatalf("%s: A answered %v right after its own revocation", k.name, out)
+		}
+		for _, r := range []*replica{b, c} {
+			took := waitDeny(t, r, check, k.reason)
+			t.Logf("%s: %s denied %v after the revocation on A", k.name, r.name, took)
+		}
+	}
+
+	// Expiry across replicas, with no write at all.
+	_, agent, _ := provision(t, a, "2s")
+	check := map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"}
+	out := post(t, b, "/v1/check", checkerKey, check)
+	validUntil, err := time.Parse(time.RFC3339Nano, out["valid_until"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post(t, c, "/v1/check", checkerKey, check)
+	for time.Now().Before(validUntil) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, r := range []*replica{b, c} {
+		if out := post(t, r, "/v1/check", checkerKey, check); out["allowed"] != false {
+			t.Fatalf("%s served a cached allow after the grant expired: %v", r.name, out)
+		}
+	}
+
+	// An outside writer: alice loses access with a write on C; A and B follow.
+	_, agent, _ = provision(t, a, "15m")
+	check = map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"}
+	post(t, a, "/v1/check", checkerKey, check)
+	post(t, b, "/v1/check", checkerKey, check)
+	post(t, c, "/v1/relationships:write", adminKey, map[string]any{"updates": []map[string]string{
+		{"operation": "DELETE", "relationship": "repo:acme/api#reader@user:alice"},
+	}})
+	for _, r := range []*replica{a, b} {
+		waitDeny(t, r, check, "PRINCIPAL_LACKS_PERMISSION")
+	}
+
+	// Every replica reports its cache state and the fail-safe gauge.
+	for _, r := range rs {
+		h := get(t, r, "/healthz")
+		if h["status"] != "SERVING" || h["cache"] != "serving" {
+			t.Fatalf("%s health: %v", r.name, h)
+		}
+		if m := getText(t, r, "/metrics"); !strings.Contains(m, "mandate_cache_failsafe 0") || !strings.Contains(m, "mandate_cache_hits_total") {
+			t.Fatalf("%s metrics lack the cache gauges", r.name)
+		}
+	}
+}
+
+func provision(t *testing.T, r *replica, grantTTL string) (task, agent, grant string) {
+	t.Helper()
+	task = post(t, r, "/v1/tasks", operatorKey, map[string]string{"principal": "user:alice", "ttl": "1h"})["task"].(map[string]any)["id"].(string)
+	agent = post(t, r, "/v1/agents", operatorKey, map[string]string{"task": "task:" + task, "name": "a", "ttl": "1h"})["agent"].(map[string]any)["id"].(string)
+	grant = post(t, r, "/v1/grants", operatorKey, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "ttl": grantTTL})["grant"].(map[string]any)["id"].(string)
+	return
+}
+
+func waitDeny(t *testing.T, r *replica, check map[string]string, reason string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		out := post(t, r, "/v1/check", checkerKey, check)
+		if out["allowed"] == false {
+			if out["reason_code"] != reason {
+				t.Fatalf("%s denied with %v, want %s", r.name, out["reason_code"], reason)
+			}
+			return time.Since(start)
+		}
+		if time.Since(start) > propagationBound {
+			t.Fatalf("%s still allowed %v after the revocation", r.name, propagationBound)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func waitServing(t *testing.T, r *replica) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(r.http + "/healthz")
+		if err == nil {
+			var h map[string]string
+			_ = json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && h["cache"] == "serving" {
+				return
+			}
+		}
+		if r.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("replica %s never became healthy:\n%s", r.name, r.logs.String())
+}
+
+func do(t *testing.T, r *replica, method, path, key string, body any) map[string]any {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		j, _ := json.Marshal(body)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, r.http+path, rd)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s on %s: %v", method, path, r.name, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s %s on %s: %d %v", method, path, r.name, resp.StatusCode, out)
+	}
+	return out
+}
+
+func post(t *testing.T, r *replica, path, key string, body any) map[string]any {
+	t.Helper()
+	return do(t, r, "POST", path, key, body)
+}
+
+func get(t *testing.T, r *replica, path string) map[string]any {
+	t.Helper()
+	resp, err := http.Get(r.http + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return out
+}
+
+func getText(t *testing.T, r *replica, path string) string {
+	t.Helper()
+	resp, err := http.Get(r.http + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func freshDatabase(t *testing.T, dsn string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	name := "mandate_replicas_" + hex.EncodeToString(b)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), dsn)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			c.Close(context.Background())
+		}
+	})
+	u, _ := url.Parse(dsn)
+	u.Path = "/" + name
+	return u.String()
+}
