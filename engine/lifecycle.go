@@ -193,14 +193,9 @@ func (e *Engine) CreateTask(ctx context.Context, in CreateTaskInput) (*Task, str
 	}
 	now := e.now()
 	t := &Task{ID: newID(PrefixTask), Principal: principal, Description: in.Description, CreatedAt: now, ExpiresAt: now.Add(ttl), Status: StatusActive}
-	ref := Ref{Type: schema.TypeTask, ID: t.ID}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
-	token, err := e.write(ctx, []*v1.RelationshipUpdate{
-		create(rel(ref, "record", principal, "", schema.CaveatRecord, recordContext(now, t.ExpiresAt, in.Description, ""))),
-		create(rel(ref, "principal", principal, "", "", nil)),
-		create(rel(ref, "open", wildcardAgent, "", schema.CaveatWithinLifetime, lifetimeContext(t.ExpiresAt))),
-	}, nil, nil)
+	token, err := e.write(ctx, creates(TaskRelationships(*t)), nil, nil)
 	if err != nil {
 		return nil, "", err
 	}
@@ -333,17 +328,9 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 	ref := Ref{Type: schema.TypeAgent, ID: a.ID}
 	a.Chain = append(append([]Ref{ref}, chain...), task.Principal)
 
-	updates := []*v1.RelationshipUpdate{
-		create(rel(ref, "record", taskRef, "", schema.CaveatRecord, recordContext(now, expires, in.Name, ""))),
-		create(rel(ref, "task", taskRef, "", "", nil)),
-		create(rel(ref, "enabled", wildcardAgent, "", schema.CaveatWithinLifetime, lifetimeContext(expires))),
-		create(rel(taskRef, "member", ref, "", "", nil)),
-	}
+	updates := creates(AgentRelationships(*a))
 	pre := []*v1.Precondition{mustMatch(taskRef, "open")}
-	if parentRef.IsZero() {
-		updates = append(updates, create(rel(ref, "root", wildcardAgent, "", "", nil)))
-	} else {
-		updates = append(updates, create(rel(ref, "parent", parentRef, "", "", nil)))
+	if !parentRef.IsZero() {
 		pre = append(pre, mustMatch(parentRef, "enabled"), mustNotMatch(parentRef, "suspended"))
 	}
 	token, err := e.write(ctx, updates, pre, precondition("task", "the task was completed, or the parent revoked or suspended, while the agent was being created"))
@@ -612,12 +599,9 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 	}
 
 	g := &Grant{ID: newID(PrefixGrant), Holder: holder, Permission: in.Permission, Resource: resource, CreatedAt: now, ExpiresAt: expires, Status: StatusActive}
-	gref := Ref{Type: schema.TypeGrant, ID: g.ID}
-	updates := []*v1.RelationshipUpdate{
-		touch(rel(resource, grantRel, grantSubject, grantSubjectRel, schema.CaveatGrantLifetime,
-			map[string]any{"expires_at": ts(expires), "grant_id": g.ID})),
-		create(rel(gref, "record", holder, "", schema.CaveatRecord, recordContext(now, expires, "", resource.String()+"#"+in.Permission))),
-	}
+	stored := GrantRelationships(*g)
+	// The grant relationship replaces an earlier one of the same holder; the record is new.
+	updates := []*v1.RelationshipUpdate{touch(stored[0]), create(stored[1])}
 	for _, old := range existing {
 		if oldID := caveatString(old, "grant_id"); oldID != "" && oldID != g.ID {
 			updates = append(updates, del(rel(Ref{Type: schema.TypeGrant, ID: oldID}, "record", holder, "", "", nil)))
