@@ -1,7 +1,6 @@
 package engine
 
 import (
-
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 
 	"github.com/mandate-dev/mandate/schema"
