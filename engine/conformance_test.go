@@ -258,7 +258,7 @@ var conformanceCases = []struct {
 		a := w.agent(task, nil, "1h")
 		g1 := w.mustGrant(ag(a), "read", "repo:acme/api", "5m")
 		g2 := w.mustGrant(ag(a), "read", "repo:acme/api", "15m")
-		if _, err := w.e.GetGrant(context.Background(), g1.ID); kindOf(err) != engine.KindNotFound {
+		if _, _, err := w.e.GetGrant(context.Background(), g1.ID); kindOf(err) != engine.KindNotFound {
 			w.t.Fatalf("replaced grant still readable: %v", err)
 		}
 		d := w.expect(ag(a), "read", "repo:acme/api", engine.ReasonAllowed)

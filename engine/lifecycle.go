@@ -65,6 +65,7 @@ type Grant struct {
 	CreatedAt  time.Time
 	ExpiresAt  time.Time
 	Status     string
+	token      string // the revision it was read at, when read
 }
 
 // ---- records -------------------------------------------------------------
@@ -73,14 +74,15 @@ type Grant struct {
 type taskRecord struct {
 	Task
 	open, completed bool
+	token           string // the revision it was read at
 }
 
 func (e *Engine) readTask(ctx context.Context, id string) (*taskRecord, error) {
-	rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeTask, OptionalResourceId: id})
+	rels, token, err := e.sdb.readRelsAt(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeTask, OptionalResourceId: id})
 	if err != nil {
 		return nil, err
 	}
-	t := &taskRecord{Task: Task{ID: id}}
+	t := &taskRecord{Task: Task{ID: id}, token: token}
 	found := false
 	for _, r := range rels {
 		switch r.GetRelation() {
@@ -121,6 +123,7 @@ type agentRecord struct {
 	enabled   bool
 	suspended bool
 	revoked   bool
+	token     string // the revision it was read at
 }
 
 func (a *agentRecord) status(now time.Time) string {
@@ -136,11 +139,11 @@ func (a *agentRecord) status(now time.Time) string {
 }
 
 func (e *Engine) readAgent(ctx context.Context, id string) (*agentRecord, error) {
-	rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeAgent, OptionalResourceId: id})
+	rels, token, err := e.sdb.readRelsAt(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeAgent, OptionalResourceId: id})
 	if err != nil {
 		return nil, err
 	}
-	a := &agentRecord{ID: id}
+	a := &agentRecord{ID: id, token: token}
 	found := false
 	for _, r := range rels {
 		switch r.GetRelation() {
@@ -202,18 +205,18 @@ func (e *Engine) CreateTask(ctx context.Context, in CreateTaskInput) (*Task, str
 	return t, token, nil
 }
 
-// GetTask reads a task.
-func (e *Engine) GetTask(ctx context.Context, id string) (*Task, error) {
+// GetTask reads a task, and the revision it was read at.
+func (e *Engine) GetTask(ctx context.Context, id string) (*Task, string, error) {
 	if err := ValidateID("id", PrefixTask, id); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
 	t, err := e.readTask(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return &t.Task, nil
+	return &t.Task, t.token, nil
 }
 
 // CompleteTask ends a task. Every agent and grant under it loses access in the
@@ -347,24 +350,24 @@ func fieldNotFound(err error, field string) error {
 	return err
 }
 
-// GetAgent reads an agent with its chain.
-func (e *Engine) GetAgent(ctx context.Context, id string) (*Agent, error) {
+// GetAgent reads an agent with its chain, and the revision it was read at.
+func (e *Engine) GetAgent(ctx context.Context, id string) (*Agent, string, error) {
 	if err := ValidateID("id", PrefixAgent, id); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
 	return e.getAgent(ctx, id)
 }
 
-func (e *Engine) getAgent(ctx context.Context, id string) (*Agent, error) {
+func (e *Engine) getAgent(ctx context.Context, id string) (*Agent, string, error) {
 	rec, err := e.readAgent(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	c, err := e.chainOf(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	a := &Agent{
 		ID: id, Name: rec.Name, Task: Ref{Type: schema.TypeTask, ID: rec.Task}, Principal: c.principal,
@@ -373,7 +376,7 @@ func (e *Engine) getAgent(ctx context.Context, id string) (*Agent, error) {
 	if rec.Parent != "" {
 		a.Parent = Ref{Type: schema.TypeAgent, ID: rec.Parent}
 	}
-	return a, nil
+	return a, rec.token, nil
 }
 
 // RevokeAgent revokes an agent and every agent below it, in one write.
@@ -471,7 +474,7 @@ func (e *Engine) setSuspended(ctx context.Context, id string, suspend bool) (*Ag
 	if err != nil {
 		return nil, "", err
 	}
-	a, err := e.getAgent(ctx, id)
+	a, _, err := e.getAgent(ctx, id)
 	if err != nil {
 		return nil, "", err
 	}
@@ -624,7 +627,7 @@ func subjectFilter(sub Ref, subRel string) *v1.SubjectFilter {
 
 // readGrant reads a grant record and the grant relationship it describes.
 func (e *Engine) readGrant(ctx context.Context, id string) (*Grant, *v1.Relationship, error) {
-	rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeGrant, OptionalResourceId: id, OptionalRelation: "record"})
+	rels, token, err := e.sdb.readRelsAt(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeGrant, OptionalResourceId: id, OptionalRelation: "record"})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -632,7 +635,7 @@ func (e *Engine) readGrant(ctx context.Context, id string) (*Grant, *v1.Relation
 		return nil, nil, notFound("id", "grant %s does not exist", id)
 	}
 	r := rels[0]
-	g := &Grant{ID: id, Holder: Ref{Type: r.GetSubject().GetObject().GetObjectType(), ID: r.GetSubject().GetObject().GetObjectId()}}
+	g := &Grant{ID: id, Holder: Ref{Type: r.GetSubject().GetObject().GetObjectType(), ID: r.GetSubject().GetObject().GetObjectId()}, token: token}
 	g.CreatedAt, _ = caveatTime(r, "created_at")
 	g.ExpiresAt, _ = caveatTime(r, "expires_at")
 	target := caveatString(r, "target")
@@ -674,15 +677,18 @@ func (e *Engine) readGrant(ctx context.Context, id string) (*Grant, *v1.Relation
 	return g, current, nil
 }
 
-// GetGrant reads a grant.
-func (e *Engine) GetGrant(ctx context.Context, id string) (*Grant, error) {
+// GetGrant reads a grant, and the revision it was read at.
+func (e *Engine) GetGrant(ctx context.Context, id string) (*Grant, string, error) {
 	if err := ValidateID("id", PrefixGrant, id); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
 	g, _, err := e.readGrant(ctx, id)
-	return g, err
+	if err != nil {
+		return nil, "", err
+	}
+	return g, g.token, nil
 }
 
 // DeleteGrant removes a grant.

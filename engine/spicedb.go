@@ -106,23 +106,32 @@ func mustNotMatch(res Ref, relation string) *v1.Precondition {
 
 // readRels reads every relationship matching filter, at full consistency.
 func (c *Client) readRels(ctx context.Context, filter *v1.RelationshipFilter) ([]*v1.Relationship, error) {
+	rels, _, err := c.readRelsAt(ctx, filter)
+	return rels, err
+}
+
+// readRelsAt is readRels, also returning the revision it read at (empty when
+// nothing matched).
+func (c *Client) readRelsAt(ctx context.Context, filter *v1.RelationshipFilter) ([]*v1.Relationship, string, error) {
 	stream, err := c.Permissions.ReadRelationships(ctx, &v1.ReadRelationshipsRequest{
 		Consistency:        fullyConsistent,
 		RelationshipFilter: filter,
 	})
 	if err != nil {
-		return nil, backendErr("ReadRelationships", err)
+		return nil, "", backendErr("ReadRelationships", err)
 	}
 	var out []*v1.Relationship
+	var token string
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return out, nil
+			return out, token, nil
 		}
 		if err != nil {
-			return nil, backendErr("ReadRelationships", err)
+			return nil, "", backendErr("ReadRelationships", err)
 		}
 		out = append(out, resp.GetRelationship())
+		token = resp.GetReadAt().GetToken()
 	}
 }
 

@@ -94,11 +94,11 @@ func (h *Handlers) CreateTask(ctx context.Context, r *mandatev1.CreateTaskReques
 }
 
 func (h *Handlers) GetTask(ctx context.Context, r *mandatev1.GetTaskRequest) (*mandatev1.GetTaskResponse, error) {
-	t, err := h.Engine.GetTask(ctx, r.GetId())
+	t, tok, err := h.Engine.GetTask(ctx, r.GetId())
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	return &mandatev1.GetTaskResponse{Task: taskPB(t)}, nil
+	return &mandatev1.GetTaskResponse{Task: taskPB(t), ConsistencyToken: tok}, nil
 }
 
 func (h *Handlers) CompleteTask(ctx context.Context, r *mandatev1.CompleteTaskRequest) (*mandatev1.CompleteTaskResponse, error) {
@@ -120,11 +120,11 @@ func (h *Handlers) CreateAgent(ctx context.Context, r *mandatev1.CreateAgentRequ
 }
 
 func (h *Handlers) GetAgent(ctx context.Context, r *mandatev1.GetAgentRequest) (*mandatev1.GetAgentResponse, error) {
-	a, err := h.Engine.GetAgent(ctx, r.GetId())
+	a, tok, err := h.Engine.GetAgent(ctx, r.GetId())
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	return &mandatev1.GetAgentResponse{Agent: agentPB(a)}, nil
+	return &mandatev1.GetAgentResponse{Agent: agentPB(a), ConsistencyToken: tok}, nil
 }
 
 func (h *Handlers) RevokeAgent(ctx context.Context, r *mandatev1.RevokeAgentRequest) (*mandatev1.RevokeAgentResponse, error) {
@@ -162,11 +162,11 @@ func (h *Handlers) CreateGrant(ctx context.Context, r *mandatev1.CreateGrantRequ
 }
 
 func (h *Handlers) GetGrant(ctx context.Context, r *mandatev1.GetGrantRequest) (*mandatev1.GetGrantResponse, error) {
-	g, err := h.Engine.GetGrant(ctx, r.GetId())
+	g, tok, err := h.Engine.GetGrant(ctx, r.GetId())
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	return &mandatev1.GetGrantResponse{Grant: grantPB(g)}, nil
+	return &mandatev1.GetGrantResponse{Grant: grantPB(g), ConsistencyToken: tok}, nil
 }
 
 func (h *Handlers) DeleteGrant(ctx context.Context, r *mandatev1.DeleteGrantRequest) (*mandatev1.DeleteGrantResponse, error) {

@@ -56,6 +56,10 @@ type Config struct {
 	Cache cache.Config
 	// DisableCache answers every check from SpiceDB.
 	DisableCache bool
+	// BusDSN is a Postgres that replicas share to tell each other about writes
+	// at once (LISTEN/NOTIFY), ahead of SpiceDB's Watch. Default: the embedded
+	// datastore's URI when it is Postgres; "off" disables it.
+	BusDSN string
 	// MaxBodyBytes bounds REST request bodies. Default 1 MiB.
 	MaxBodyBytes int64
 	// Log is the logger. Default slog.Default().
@@ -89,6 +93,7 @@ type Server struct {
 	health     *health.Server
 	cache      *cache.Cache   // nil when disabled
 	watcher    *cache.Watcher // nil when the cache is disabled
+	bus        *cache.Bus     // nil without a shared Postgres
 }
 
 // Complete builds everything Run needs: SpiceDB, the engine, listeners.
@@ -184,6 +189,14 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 			return nil, err
 		}
 		s.engine.SetInvalidator(s.cache)
+		busDSN := c.BusDSN
+		if busDSN == "" && c.SpiceDBEndpoint == "" && c.Embedded.Engine == "postgres" {
+			busDSN = c.Embedded.URI
+		}
+		if busDSN != "" && busDSN != "off" {
+			s.bus = cache.NewBus(busDSN, s.cache, c.Log)
+			s.cache.SetPublisher(s.bus.Publish)
+		}
 		s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema}
 		h.Decider = s.cache
 	}
@@ -285,6 +298,9 @@ func (s *Server) Run(ctx context.Context) error {
 		watchCtx, cancelWatch := context.WithCancel(ctx)
 		defer cancelWatch()
 		go s.watcher.Run(watchCtx)
+		if s.bus != nil {
+			go s.bus.Run(watchCtx)
+		}
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("mandate serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())

@@ -92,6 +92,7 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Cache.MaxAge, "cache-max-age", 5*time.Minute, "longest any cached decision is served, as a safety net")
 	f.DurationVar(&cfg.Cache.LagBound, "watch-lag-bound", time.Second, "bypass the cache while the SpiceDB watch has been silent this long (must exceed SpiceDB's watch heartbeat)")
 	f.BoolVar(&cfg.DisableCache, "disable-cache", false, "answer every check from SpiceDB")
+	f.StringVar(&cfg.BusDSN, "invalidation-bus-dsn", "", "Postgres shared by the replicas to announce writes to each other at once (default: the postgres datastore; \"off\" disables)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -111,7 +111,14 @@ type Cache struct {
 	// delivered first. Both guarded by stateMu.
 	pending map[string]time.Time
 	watched *lru.Cache[string, struct{}]
+
+	// publish, when set, tells other replicas about this replica's writes. Set before serving.
+	publish func(keys []string)
 }
+
+// SetPublisher makes every local invalidation also reach other replicas
+// (see Bus). Call it before serving.
+func (c *Cache) SetPublisher(publish func(keys []string)) { c.publish = publish }
 
 var _ engine.Decider = (*Cache)(nil)
 var _ engine.Invalidator = (*Cache)(nil)
@@ -159,6 +166,9 @@ func New(inner engine.Decider, cfg Config) (*Cache, error) {
 func (c *Cache) Invalidate(token string, keys []string) {
 	c.bump(keys)
 	c.m.invalidated("local", len(keys))
+	if c.publish != nil {
+		c.publish(keys)
+	}
 	if token != "" {
 		c.tokens.Add(token, struct{}{})
 		c.local.Add(token, struct{}{})

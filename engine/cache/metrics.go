@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		bypasses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cache_bypasses_total",
 			Help: "Checks that skipped the cache, by reason (failsafe: the watch is down or lagging; consistency_token: the caller asked for a revision the cache has not seen)."}, []string{"reason"}),
 		invalidations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cache_invalidations_total",
-			Help: "Dependency keys invalidated, by source (local: this replica's writes; watch: SpiceDB's Watch)."}, []string{"source"}),
+			Help: "Dependency keys invalidated, by source (local: this replica's writes; watch: SpiceDB's Watch; notify: another replica, through Postgres NOTIFY)."}, []string{"source"}),
 		collapses:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "cache_singleflight_collapsed_total", Help: "Concurrent identical cache misses that shared another's SpiceDB call."}),
 		watchLag:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "watch_lag_seconds", Help: "Time since the SpiceDB watch last delivered a change or checkpoint."}),
 		failsafe:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "cache_failsafe", Help: "1 while the cache is bypassed because the watch is down or lagging, else 0."}),

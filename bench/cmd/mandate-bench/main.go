@@ -1,0 +1,434 @@
+// Command mandate-bench runs mandate's benchmark scenarios side by side in
+// one invocation, so that ratios are measured on the same machine at the
+// same time, and prints a table and JSON.
+//
+//	go run ./bench/cmd/mandate-bench -duration 5s [-postgres DSN] [-json out.json]
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+	"github.com/authzed/grpcutil"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/mandate-dev/mandate/bench"
+	"github.com/mandate-dev/mandate/engine/embedded"
+	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
+	"github.com/mandate-dev/mandate/service"
+)
+
+const (
+	checkerKey  = "bench-checker"
+	operatorKey = "bench-operator"
+	adminKey    = "bench-admin"
+	spicedbKey  = "bench-spicedb"
+	// unseenToken makes a check bypass the cache: the cache has never seen it.
+	unseenToken = "GhUKEzE3OTU3Nzc1OTc2ODc1NDE3Njg="
+	hotSet      = 100
+)
+
+func main() {
+	var (
+		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
+		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
+		scenarios  = flag.String("scenarios", "a,b,c,d,e,open,f,g", "scenarios to run")
+		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
+		jsonOut    = flag.String("json", "", "write results as JSON to this file")
+		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
+		memEntries = flag.Int("memory-entries", 0, "instead of the scenarios, fill a decision cache with this many decisions and report resident memory")
+	)
+	flag.Parse()
+	if *memEntries > 0 {
+		memoryReport(*memEntries)
+		return
+	}
+	want := map[string]bool{}
+	for _, s := range strings.Split(*scenarios, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	ctx := context.Background()
+	var results []bench.Result
+	add := func(desc string, r bench.Result) {
+		r.Description = desc
+		results = append(results, r)
+		fmt.Fprintf(os.Stderr, "%-28s %-6s %4d %8.0f/s p50 %.3fms p99 %.3fms errors %d\n", r.Scenario, r.Mode, r.InFlight, r.Throughput, r.P50ms, r.P99ms, r.Errors)
+	}
+
+	keys := keysFile()
+	spicedbAddr := freeAddr()
+	srv, stop := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey}})
+	defer stop()
+	conn := dial(srv.GRPCAddr(), checkerKey)
+	opConn := dial(srv.GRPCAddr(), operatorKey)
+	sdbConn := dial(spicedbAddr, spicedbKey)
+	agent := seedHotSet(ctx, srv, opConn)
+
+	health := healthpb.NewHealthClient(conn)
+	checks := mandatev1.NewCheckServiceClient(conn)
+	sdb := v1.NewPermissionsServiceClient(sdbConn)
+	hot := func(i int) string { return fmt.Sprintf("repo:bench/hot%d", i%hotSet) }
+	ops := map[string]bench.Op{
+		"a": func(ctx context.Context, _, _ int) error {
+			_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+			return err
+		},
+		"b": func(ctx context.Context, w, i int) error {
+			resp, err := sdb.CheckPermission(ctx, &v1.CheckPermissionRequest{
+				Resource: &v1.ObjectReference{ObjectType: "repo", ObjectId: fmt.Sprintf("bench/hot%d", (w*7919+i)%hotSet)}, Permission: "read",
+				Subject: &v1.SubjectReference{Object: &v1.ObjectReference{ObjectType: "user", ObjectId: "alice"}},
+			})
+			if err == nil && resp.GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION {
+				err = fmt.Errorf("denied")
+			}
+			return err
+		},
+		"c": func(ctx context.Context, w, i int) error {
+			return allowed(checks.Check(ctx, &mandatev1.CheckRequest{Subject: agent, Permission: "read", Resource: hot(w*7919 + i), ConsistencyToken: unseenToken}))
+		},
+		"d": func(ctx context.Context, w, i int) error {
+			return allowed(checks.Check(ctx, &mandatev1.CheckRequest{Subject: agent, Permission: "read", Resource: hot(w*7919 + i)}))
+		},
+	}
+	httpClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	ops["e"] = func(ctx context.Context, w, i int) error {
+		body := fmt.Sprintf(`{"subject":%q,"permission":"read","resource":%q}`, agent, hot(w*7919+i))
+		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+srv.HTTPAddr()+"/v1/check", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+checkerKey)
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var out struct{ Allowed bool }
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || !out.Allowed {
+			return fmt.Errorf("status %d allowed %v %v", resp.StatusCode, out.Allowed, err)
+		}
+		return nil
+	}
+	desc := map[string]string{
+		"a": "(a) empty gRPC call to mandate (grpc.health.v1 Check): the floor",
+		"b": "(b) SpiceDB CheckPermission, direct, same embedded instance (memory, minimize_latency)",
+		"c": "(c) mandate agent Check, uncached (four legs, fully consistent)",
+		"d": "(d) mandate agent Check, cached, hot set of 100 resources",
+		"e": "(e) mandate agent Check over REST, cached, hot set",
+	}
+	for _, s := range []string{"a", "b", "c", "d", "e"} {
+		if !want[s] {
+			continue
+		}
+		for _, n := range []int{1, 8} {
+			add(desc[s], bench.Closed(ctx, s, n, *warmup, *duration, ops[s]))
+		}
+	}
+	if want["open"] {
+		add("(d) open loop at a fixed rate: latency from when each request was due", bench.Open(ctx, "d-open", 5000, *duration, 10_000, ops["d"]))
+		add("(c) open loop at a fixed rate", bench.Open(ctx, "c-open", 1000, *duration, 10_000, ops["c"]))
+	}
+	if *pgDSN != "" && want["f"] {
+		add("(f) revocation on replica A until B and C both deny, 3 replicas on Postgres", propagation(ctx, *pgDSN, keys, *propRounds))
+	}
+	if *pgDSN != "" && want["g"] {
+		for _, r := range million(ctx, *pgDSN, keys, *warmup, *duration) {
+			add(r.Description, r)
+		}
+	}
+
+	bench.WriteTable(os.Stdout, results)
+	fmt.Println()
+	ratios := targetRatios(results)
+	for _, l := range ratios {
+		fmt.Println(l)
+	}
+	if *jsonOut != "" {
+		f, err := os.Create(*jsonOut)
+		must(err)
+		defer f.Close()
+		must(bench.WriteJSON(f, map[string]any{
+			"date": time.Now().UTC().Format(time.RFC3339), "cores": runtime.NumCPU(), "go": runtime.Version(),
+			"cpu": cpuModel(), "duration": duration.String(), "results": results, "ratios": ratios,
+		}))
+	}
+}
+
+func allowed(resp *mandatev1.CheckResponse, err error) error {
+	if err != nil {
+		return err
+	}
+	if !resp.GetAllowed() {
+		return fmt.Errorf("denied: %s", resp.GetReasonCode())
+	}
+	return nil
+}
+
+func find(rs []bench.Result, name string, inFlight int) *bench.Result {
+	for i := range rs {
+		if rs[i].Scenario == name && rs[i].InFlight == inFlight && rs[i].Mode == "closed" {
+			return &rs[i]
+		}
+	}
+	return nil
+}
+
+func targetRatios(rs []bench.Result) []string {
+	var out []string
+	ratio := func(label string, num, den *bench.Result, f func(*bench.Result) float64, target string) {
+		if num == nil || den == nil || f(den) == 0 {
+			return
+		}
+		out = append(out, fmt.Sprintf("%s = %.2f (target %s)", label, f(num)/f(den), target))
+	}
+	tp := func(r *bench.Result) float64 { return r.Throughput }
+	p50 := func(r *bench.Result) float64 { return r.P50ms }
+	ratio("1: (d)/(a) throughput at 8 in flight", find(rs, "d", 8), find(rs, "a", 8), tp, ">= 0.8")
+	ratio("2a: (d)/(b) throughput at 8 in flight", find(rs, "d", 8), find(rs, "b", 8), tp, ">= 1.25")
+	ratio("2b: (d)/(b) p50 at 1 in flight", find(rs, "d", 1), find(rs, "b", 1), p50, "<= 0.7")
+	ratio("3: (c)/(b) p50 at 1 in flight", find(rs, "c", 1), find(rs, "b", 1), p50, "<= 1.3")
+	for _, r := range rs {
+		if r.Scenario == "f" {
+			out = append(out, fmt.Sprintf("4: (f) p99 = %.1f ms (target <= 50 ms)", r.P99ms))
+		}
+		if r.Scenario == "g" && r.InFlight == 1 {
+			out = append(out, fmt.Sprintf("5: (g) p99 = %.2f ms at 1 in flight (target <= 10 ms)", r.P99ms))
+		}
+	}
+	return out
+}
+
+// ---- setup ----
+
+func keysFile() string {
+	dir, err := os.MkdirTemp("", "mandate-bench")
+	must(err)
+	var b strings.Builder
+	b.WriteString("keys:\n")
+	for role, k := range map[string]string{"checker": checkerKey, "operator": operatorKey, "admin": adminKey} {
+		sum := sha256.Sum256([]byte(k))
+		fmt.Fprintf(&b, "  - {name: bench-%s, role: %s, sha256: %s}\n", role, role, hex.EncodeToString(sum[:]))
+	}
+	p := filepath.Join(dir, "keys.yaml")
+	must(os.WriteFile(p, []byte(b.String()), 0o600))
+	return p
+}
+
+func start(ctx context.Context, cfg service.Config) (*service.Server, func()) {
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	runCtx, cancel := context.WithCancel(ctx)
+	srv, err := cfg.Complete(runCtx)
+	must(err)
+	done := make(chan struct{})
+	go func() { _ = srv.Run(runCtx); close(done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if srv.Cache() == nil {
+			break
+		}
+		if ok, _ := srv.Cache().Status(); ok {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return srv, func() { cancel(); <-done }
+}
+
+func dial(addr, key string) *grpc.ClientConn {
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(key))
+	must(err)
+	return c
+}
+
+// seedHotSet gives alice 100 repos and one agent with a grant on each.
+func seedHotSet(ctx context.Context, srv *service.Server, opConn *grpc.ClientConn) string {
+	e := srv.Engine()
+	var ups []string
+	for i := 0; i < hotSet; i++ {
+		ups = append(ups, fmt.Sprintf("repo:bench/hot%d#reader@user:alice", i))
+	}
+	writeRels(ctx, srv, ups)
+	tasks := mandatev1.NewTaskServiceClient(opConn)
+	agents := mandatev1.NewAgentServiceClient(opConn)
+	grants := mandatev1.NewGrantServiceClient(opConn)
+	t, err := tasks.CreateTask(ctx, &mandatev1.CreateTaskRequest{Principal: "user:alice", Description: "bench", Ttl: "2h"})
+	must(err)
+	a, err := agents.CreateAgent(ctx, &mandatev1.CreateAgentRequest{Task: "task:" + t.GetTask().GetId(), Name: "bench", Ttl: "2h"})
+	must(err)
+	for i := 0; i < hotSet; i++ {
+		_, err := grants.CreateGrant(ctx, &mandatev1.CreateGrantRequest{Holder: "agent:" + a.GetAgent().GetId(), Permission: "read", Resource: fmt.Sprintf("repo:bench/hot%d", i), Ttl: "1h"})
+		must(err)
+	}
+	_ = e
+	return "agent:" + a.GetAgent().GetId()
+}
+
+func writeRels(ctx context.Context, srv *service.Server, rels []string) {
+	var ups []engineUpdate
+	for _, r := range rels {
+		ups = append(ups, engineUpdate{Operation: "TOUCH", Relationship: r})
+	}
+	_, err := srv.Engine().WriteRelationships(ctx, ups)
+	must(err)
+}
+
+// ---- (f) propagation ----
+
+func propagation(ctx context.Context, dsn, keys string, rounds int) bench.Result {
+	uri, drop := freshDB(ctx, dsn)
+	defer drop()
+	must(embedded.Migrate(ctx, "postgres", uri))
+	var srvs []*service.Server
+	for i := 0; i < 3; i++ {
+		s, stop := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "postgres", URI: uri}})
+		defer stop()
+		srvs = append(srvs, s)
+	}
+	a := srvs[0]
+	writeRels(ctx, a, []string{"repo:bench/prop#reader@user:alice"})
+	opA := dial(a.GRPCAddr(), operatorKey)
+	checkers := []mandatev1.CheckServiceClient{mandatev1.NewCheckServiceClient(dial(srvs[1].GRPCAddr(), checkerKey)), mandatev1.NewCheckServiceClient(dial(srvs[2].GRPCAddr(), checkerKey))}
+	tasks, agents, grants := mandatev1.NewTaskServiceClient(opA), mandatev1.NewAgentServiceClient(opA), mandatev1.NewGrantServiceClient(opA)
+	var samples []time.Duration
+	for i := 0; i < rounds; i++ {
+		t, err := tasks.CreateTask(ctx, &mandatev1.CreateTaskRequest{Principal: "user:alice", Ttl: "1h"})
+		must(err)
+		ag, err := agents.CreateAgent(ctx, &mandatev1.CreateAgentRequest{Task: "task:" + t.GetTask().GetId(), Name: "p", Ttl: "1h"})
+		must(err)
+		_, err = grants.CreateGrant(ctx, &mandatev1.CreateGrantRequest{Holder: "agent:" + ag.GetAgent().GetId(), Permission: "read", Resource: "repo:bench/prop", Ttl: "1h"})
+		must(err)
+		req := &mandatev1.CheckRequest{Subject: "agent:" + ag.GetAgent().GetId(), Permission: "read", Resource: "repo:bench/prop"}
+		// Warm B's and C's caches with the allow; wait until both serve it.
+		for _, c := range checkers {
+			for {
+				r, err := c.Check(ctx, req)
+				must(err)
+				if r.GetAllowed() {
+					break
+				}
+			}
+			_, _ = c.Check(ctx, req)
+		}
+		t0 := time.Now()
+		_, err = agents.SuspendAgent(ctx, &mandatev1.SuspendAgentRequest{Id: ag.GetAgent().GetId()})
+		must(err)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var worst time.Duration
+		for _, c := range checkers {
+			wg.Add(1)
+			go func(c mandatev1.CheckServiceClient) {
+				defer wg.Done()
+				for time.Since(t0) < 10*time.Second {
+					r, err := c.Check(ctx, req)
+					if err == nil && !r.GetAllowed() {
+						break
+					}
+					time.Sleep(500 * time.Microsecond)
+				}
+				mu.Lock()
+				worst = max(worst, time.Since(t0))
+				mu.Unlock()
+			}(c)
+		}
+		wg.Wait()
+		samples = append(samples, worst)
+	}
+	return bench.Distribution("f", "", samples)
+}
+
+// ---- (g) 1M relationships on Postgres ----
+
+func million(ctx context.Context, dsn, keys string, warmup, d time.Duration) []bench.Result {
+	uri, drop := freshDB(ctx, dsn)
+	defer drop()
+	must(embedded.Migrate(ctx, "postgres", uri))
+	spicedbAddr := freeAddr()
+	srv, stop := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "postgres", URI: uri, APIAddr: spicedbAddr, APIKey: spicedbKey}})
+	defer stop()
+	t0 := time.Now()
+	ds := bench.Generate(bench.Million)
+	fmt.Fprintf(os.Stderr, "generated %d relationships, %d allowed pairs in %v\n", len(ds.Relationships), len(ds.Allowed), time.Since(t0))
+	t0 = time.Now()
+	must(bench.Import(ctx, v1.NewPermissionsServiceClient(dial(spicedbAddr, spicedbKey)), ds.Relationships))
+	fmt.Fprintf(os.Stderr, "imported into Postgres in %v\n", time.Since(t0))
+	checks := mandatev1.NewCheckServiceClient(dial(srv.GRPCAddr(), checkerKey))
+	op := func(ctx context.Context, w, i int) error {
+		p := ds.Allowed[rand.IntN(len(ds.Allowed))]
+		return allowed(checks.Check(ctx, &mandatev1.CheckRequest{Subject: p.Agent, Permission: "read", Resource: p.Resource, ConsistencyToken: unseenToken}))
+	}
+	var out []bench.Result
+	for _, n := range []int{1, 8} {
+		r := bench.Closed(ctx, "g", n, warmup, d, op)
+		r.Description = fmt.Sprintf("(g) mandate agent Check, uncached, random agent and resource, %d relationships on Postgres", len(ds.Relationships))
+		out = append(out, r)
+	}
+	return out
+}
+
+func freshDB(ctx context.Context, dsn string) (string, func()) {
+	conn, err := pgx.Connect(ctx, dsn)
+	must(err)
+	defer conn.Close(ctx)
+	name := fmt.Sprintf("mandate_bench_%d", time.Now().UnixNano())
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+name)
+	must(err)
+	u, err := url.Parse(dsn)
+	must(err)
+	u.Path = "/" + name
+	return u.String(), func() {
+		c, err := pgx.Connect(context.Background(), dsn)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			c.Close(context.Background())
+		}
+	}
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if k, v, ok := strings.Cut(string(l), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mandate-bench:", err)
+		os.Exit(1)
+	}
+}
+
+var _ = io.Discard
