@@ -297,7 +297,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 	if expires.After(task.ExpiresAt) {
 		expires = task.ExpiresAt
 	}
-	chain := []Ref{}
+	ancestors := []Ref{}
 	if !parentRef.IsZero() {
 		parent, err := e.readAgent(ctx, parentRef.ID)
 		if err != nil {
@@ -317,7 +317,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 			return nil, "", precondition("parent", "delegation chain would exceed the maximum depth of %d agents", e.cfg.MaxChainDepth)
 		}
 		for _, l := range c.agents {
-			chain = append(chain, Ref{Type: schema.TypeAgent, ID: l.id})
+			ancestors = append(ancestors, Ref{Type: schema.TypeAgent, ID: l.id})
 		}
 		if expires.After(parent.ExpiresAt) {
 			expires = parent.ExpiresAt
@@ -329,7 +329,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 		CreatedAt: now, ExpiresAt: expires, Status: StatusActive,
 	}
 	ref := Ref{Type: schema.TypeAgent, ID: a.ID}
-	a.Chain = append(append([]Ref{ref}, chain...), task.Principal)
+	a.Chain = append(append([]Ref{ref}, ancestors...), task.Principal)
 
 	updates := creates(AgentRelationships(*a))
 	pre := []*v1.Precondition{mustMatch(taskRef, "open")}
@@ -339,6 +339,17 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 	token, err := e.write(ctx, updates, pre, precondition("task", "the task was completed, or the parent revoked or suspended, while the agent was being created"))
 	if err != nil {
 		return nil, "", err
+	}
+	// The chain is known and will never change: the agent's first check need not read it.
+	c := &chain{agents: []link{{id: a.ID, expires: expires}}, task: task.ID, taskExpires: task.ExpiresAt, principal: task.Principal}
+	if !parentRef.IsZero() {
+		pc, err := e.chainOf(ctx, parentRef.ID)
+		if err == nil {
+			c.agents = append(c.agents, pc.agents...)
+			e.chains.Add(a.ID, c)
+		}
+	} else {
+		e.chains.Add(a.ID, c)
 	}
 	return a, token, nil
 }
