@@ -82,9 +82,18 @@ type chain struct {
 	task        string
 	taskExpires time.Time
 	principal   Ref
+	chainRefs   []Ref // refs(), computed once; shared read-only by every decision
 }
 
+// refs is the chain as references, agent first, human last. Callers must not modify it.
 func (c *chain) refs() []Ref {
+	if c.chainRefs != nil {
+		return c.chainRefs
+	}
+	return c.buildRefs()
+}
+
+func (c *chain) buildRefs() []Ref {
 	out := make([]Ref, 0, len(c.agents)+1)
 	for _, l := range c.agents {
 		out = append(out, Ref{Type: schema.TypeAgent, ID: l.id})
@@ -137,6 +146,7 @@ func (e *Engine) chainOf(ctx context.Context, id string) (*chain, error) {
 		}
 		cur = a.Parent
 	}
+	c.chainRefs = c.buildRefs()
 	e.chains.Add(id, c)
 	return c, nil
 }

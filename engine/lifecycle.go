@@ -346,9 +346,11 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 		pc, err := e.chainOf(ctx, parentRef.ID)
 		if err == nil {
 			c.agents = append(c.agents, pc.agents...)
+			c.chainRefs = c.buildRefs()
 			e.chains.Add(a.ID, c)
 		}
 	} else {
+		c.chainRefs = c.buildRefs()
 		e.chains.Add(a.ID, c)
 	}
 	return a, token, nil

@@ -15,6 +15,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,7 +81,7 @@ func (c *Config) Validate() error {
 
 type entry struct {
 	d        engine.Decision
-	keys     []string
+	keys     []uint64  // hashes of the dependency keys
 	snapshot uint64    // counter value before the decision was computed
 	born     time.Time // when it was computed
 }
@@ -92,7 +93,7 @@ type Cache struct {
 	m     *Metrics
 
 	entries *lru.Cache[string, *entry]
-	gens    *lru.Cache[string, uint64]   // key -> counter value of its last bump
+	gens    *lru.Cache[uint64, uint64]   // key hash -> counter value of its last bump; a collision only over-invalidates
 	counter atomic.Uint64                // monotonic; every bump takes a new value
 	floor   atomic.Uint64                // decisions with snapshot < floor are stale
 	tokens  *lru.Cache[string, struct{}] // revisions this replica has seen: its writes and the watch's
@@ -136,7 +137,7 @@ func New(inner engine.Decider, cfg Config) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.gens, err = lru.NewWithEvict(cfg.GenerationKeys, func(_ string, v uint64) {
+	c.gens, err = lru.NewWithEvict(cfg.GenerationKeys, func(_ uint64, v uint64) {
 		// A forgotten key could hide a bump: invalidate everything older.
 		for {
 			f := c.floor.Load()
@@ -207,8 +208,20 @@ func (c *Cache) bump(keys []string) {
 			}
 			continue
 		}
-		c.gens.Add(k, v)
+		c.gens.Add(hashKey(k), v)
 	}
+}
+
+var keySeed = maphash.MakeSeed()
+
+func hashKey(k string) uint64 { return maphash.String(keySeed, k) }
+
+func hashKeys(keys []string) []uint64 {
+	out := make([]uint64, len(keys))
+	for i, k := range keys {
+		out[i] = hashKey(k)
+	}
+	return out
 }
 
 // Flush invalidates every cached decision.
@@ -266,7 +279,7 @@ func (c *Cache) Decide(ctx context.Context, q engine.Query) (engine.Decision, er
 		}
 		// Never store what the watch may not have covered.
 		if c.watchOK.Load() {
-			c.entries.Add(key, &entry{d: d, keys: engine.DecisionKeys(q, d), snapshot: snapshot, born: now})
+			c.entries.Add(key, &entry{d: d, keys: hashKeys(engine.DecisionKeys(q, d)), snapshot: snapshot, born: now})
 		}
 		return d, nil
 	})

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mandate-dev/mandate/engine"
@@ -15,26 +16,38 @@ import (
 type engineUpdate = engine.RelationshipUpdate
 
 // shaped is a Decider that answers at once with a decision shaped like a real
-// agent allow (a two-agent chain, a task, one grant, a token), so the cache's
-// own footprint can be measured at 1M entries without 1M SpiceDB checks.
-type shaped struct{}
+// agent allow, so the cache's own footprint can be measured at 1M entries
+// without 1M SpiceDB checks. As in the engine, everything about an agent's
+// chain (its refs, task, principal) is shared by all of its decisions, while
+// grant ids and tokens are per decision.
+type shaped struct {
+	mu     sync.Mutex
+	chains map[string]engine.Decision
+}
 
-func (shaped) Decide(_ context.Context, q engine.Query) (engine.Decision, error) {
-	return engine.Decision{
-		Allowed: true, Reason: engine.ReasonAllowed,
-		Principal:  engine.Ref{Type: "user", ID: "u" + q.Subject.ID[len(q.Subject.ID)-4:]},
-		Task:       engine.Ref{Type: "task", ID: engine.NewID(engine.PrefixTask)},
-		Chain:      []engine.Ref{q.Subject, {Type: "agent", ID: engine.NewID(engine.PrefixAgent)}, {Type: "user", ID: "u1234"}},
-		ValidUntil: time.Now().Add(time.Hour),
-		Grants:     []string{engine.NewID(engine.PrefixGrant)},
-		Token:      "GiAKHjE3OTU3NzgxNDM1NzM0MDIxNjQSCDQyYjNiM2Q3",
-	}, nil
+func (s *shaped) Decide(_ context.Context, q engine.Query) (engine.Decision, error) {
+	s.mu.Lock()
+	d, ok := s.chains[q.Subject.ID]
+	if !ok {
+		d = engine.Decision{
+			Allowed: true, Reason: engine.ReasonAllowed,
+			Principal: engine.Ref{Type: "user", ID: "u" + q.Subject.ID[len(q.Subject.ID)-4:]},
+			Task:      engine.Ref{Type: "task", ID: engine.NewID(engine.PrefixTask)},
+		}
+		d.Chain = []engine.Ref{q.Subject, {Type: "agent", ID: engine.NewID(engine.PrefixAgent)}, d.Principal}
+		s.chains[q.Subject.ID] = d
+	}
+	s.mu.Unlock()
+	d.ValidUntil = time.Now().Add(time.Hour)
+	d.Grants = []string{engine.NewID(engine.PrefixGrant)}
+	d.Token = strings.Clone("GiAKHjE3OTU3NzgxNDM1NzM0MDIxNjQSCDQyYjNiM2Q3")
+	return d, nil
 }
 
 // memoryReport fills a decision cache with n distinct decisions and reports
 // the process's resident memory.
 func memoryReport(n int) {
-	c, err := cache.New(shaped{}, cache.Config{Size: n})
+	c, err := cache.New(&shaped{chains: map[string]engine.Decision{}}, cache.Config{Size: n})
 	must(err)
 	c.MarkWatchEvent("")
 	before := rss()
