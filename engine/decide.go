@@ -32,6 +32,11 @@ const (
 	maxContextFields               = 64
 )
 
+// reservedContext are the parameters of mandate's core caveats. A caller
+// cannot supply them: "now" is mandate's clock, the others come from the
+// stored relationships.
+var reservedContext = []string{reservedContextNow, "expires_at", "grant_id", "created_at", "note", "target"}
+
 // Query is one access question.
 type Query struct {
 	Subject    Ref
@@ -179,8 +184,10 @@ func (e *Engine) ValidateQuery(ctx context.Context, subject, permission, resourc
 		return Query{}, err
 	}
 	if qctx != nil {
-		if _, ok := qctx.GetFields()[reservedContextNow]; ok {
-			return Query{}, invalid("context.now", "is reserved: mandate supplies the time")
+		for _, k := range reservedContext {
+			if _, ok := qctx.GetFields()[k]; ok {
+				return Query{}, invalid("context."+k, "is reserved: mandate's own caveats use it")
+			}
 		}
 		if len(qctx.GetFields()) > maxContextFields {
 			return Query{}, invalid("context", "has more than %d fields", maxContextFields)

@@ -288,6 +288,7 @@ func TestBadInput(t *testing.T) {
 		{"check unknown permission", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "permission": "fly", "resource": "repo:acme/api"}, 400, "permission"},
 		{"check missing permission", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "resource": "repo:acme/api"}, 400, "permission"},
 		{"check reserved context", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"now": "2030-01-01T00:00:00Z"}}, 400, "context.now"},
+		{"check reserved caveat parameter", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"expires_at": "2999-01-01T00:00:00Z"}}, 400, "context.expires_at"},
 		{"bulk empty", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []any{}}, 400, "checks"},
 		{"bulk bad item", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []map[string]string{{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api"}, {"subject": "bad", "permission": "read", "resource": "repo:acme/api"}}}, 400, "checks[1].subject"},
 		{"write core relationship", "POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "agent:" + agent + "#suspended@agent:*"}}}, 400, "updates[0].relationship"},
