@@ -46,22 +46,24 @@ func InvalidationKeys(r *v1.Relationship) []string {
 	return []string{KeyAll}
 }
 
-// DecisionKeys lists the dependency keys a decision relied on.
-func DecisionKeys(q Query, d Decision) []string {
-	keys := []string{KeyAll}
+// DecisionKeys lists the dependency keys a decision relied on: chainKeys
+// depend only on the subject (the catch-all, its agents and task), grantKey
+// on the permission and resource ("" for a user check).
+func DecisionKeys(q Query, d Decision) (chainKeys []string, grantKey string) {
+	chainKeys = []string{KeyAll}
 	if q.Subject.Type != schema.TypeAgent {
-		return keys
+		return chainKeys, ""
 	}
-	keys = append(keys, AgentKey(q.Subject.ID))
+	chainKeys = append(chainKeys, AgentKey(q.Subject.ID))
 	for _, c := range d.Chain {
 		if c.Type == schema.TypeAgent && c.ID != q.Subject.ID {
-			keys = append(keys, AgentKey(c.ID))
+			chainKeys = append(chainKeys, AgentKey(c.ID))
 		}
 	}
 	if !d.Task.IsZero() {
-		keys = append(keys, TaskKey(d.Task.ID))
+		chainKeys = append(chainKeys, TaskKey(d.Task.ID))
 	}
-	return append(keys, GrantKey(q.Resource, q.Permission))
+	return chainKeys, GrantKey(q.Resource, q.Permission)
 }
 
 // Invalidator is told about every write this replica makes, after it commits

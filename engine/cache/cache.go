@@ -13,11 +13,10 @@ package cache
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"hash/maphash"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,11 +78,41 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// entryKey is the first 128 bits of the SHA-256 of subject, permission,
+// resource and context: a fixed-size key instead of a string per entry.
+type entryKey [16]byte
+
+// shape is what every decision of one subject with one outcome has in
+// common. Entries share shapes, which keeps a cached decision small.
+type shape struct {
+	allowed   bool
+	reason    string
+	principal engine.Ref
+	task      engine.Ref
+	chain     []engine.Ref // shared with the engine; read-only
+	keys      []uint64     // hashes of the chain-level dependency keys
+}
+
+// entry is one cached decision. It is immutable once stored.
 type entry struct {
-	d        engine.Decision
-	keys     []uint64  // hashes of the dependency keys
-	snapshot uint64    // counter value before the decision was computed
-	born     time.Time // when it was computed
+	shape      *shape
+	grants     []string
+	token      string
+	validUntil int64  // unix nanoseconds; 0 when nothing expires
+	born       int64  // unix nanoseconds, when it was computed
+	snapshot   uint64 // counter value before the decision was computed
+	grantKey   uint64 // hash of the grant dependency key; 0 for user checks
+}
+
+func (e *entry) decision() engine.Decision {
+	d := engine.Decision{
+		Allowed: e.shape.allowed, Reason: e.shape.reason, Principal: e.shape.principal, Task: e.shape.task,
+		Chain: e.shape.chain, Grants: e.grants, Token: e.token,
+	}
+	if e.validUntil != 0 {
+		d.ValidUntil = time.Unix(0, e.validUntil).UTC()
+	}
+	return d
 }
 
 // Cache is an engine.Decider that caches another one.
@@ -92,7 +121,9 @@ type Cache struct {
 	inner engine.Decider
 	m     *Metrics
 
-	entries *lru.Cache[string, *entry]
+	entries *lru.Cache[entryKey, *entry]
+	shapes  *lru.Cache[string, *shape]   // interned by subject and outcome
+	token   atomic.Pointer[string]       // the last token stored, to share its bytes
 	gens    *lru.Cache[uint64, uint64]   // key hash -> counter value of its last bump; a collision only over-invalidates
 	counter atomic.Uint64                // monotonic; every bump takes a new value
 	floor   atomic.Uint64                // decisions with snapshot < floor are stale
@@ -133,8 +164,11 @@ func New(inner engine.Decider, cfg Config) (*Cache, error) {
 	}
 	c := &Cache{cfg: cfg, inner: inner, m: cfg.Metrics, state: "watch not started"}
 	var err error
-	c.entries, err = lru.NewWithEvict(cfg.Size, func(string, *entry) { c.m.evicted() })
+	c.entries, err = lru.NewWithEvict(cfg.Size, func(entryKey, *entry) { c.m.evicted() })
 	if err != nil {
+		return nil, err
+	}
+	if c.shapes, err = lru.New[string, *shape](min(cfg.Size, 200_000) + 1); err != nil {
 		return nil, err
 	}
 	c.gens, err = lru.NewWithEvict(cfg.GenerationKeys, func(_ uint64, v uint64) {
@@ -228,17 +262,22 @@ func hashKeys(keys []string) []uint64 {
 func (c *Cache) Flush() { c.bump([]string{engine.KeyAll}) }
 
 // fresh reports whether e may still be served at now.
-func (c *Cache) fresh(e *entry, now time.Time) bool {
+func (c *Cache) fresh(e *entry, now int64) bool {
 	if e.snapshot < c.floor.Load() {
 		return false
 	}
-	if now.Sub(e.born) >= c.cfg.MaxAge {
+	if now-e.born >= int64(c.cfg.MaxAge) {
 		return false
 	}
-	if !e.d.ValidUntil.IsZero() && !now.Before(e.d.ValidUntil) {
+	if e.validUntil != 0 && now >= e.validUntil {
 		return false
 	}
-	for _, k := range e.keys {
+	if e.grantKey != 0 {
+		if g, ok := c.gens.Peek(e.grantKey); ok && g > e.snapshot {
+			return false
+		}
+	}
+	for _, k := range e.shape.keys {
 		if g, ok := c.gens.Peek(k); ok && g > e.snapshot {
 			return false
 		}
@@ -263,23 +302,24 @@ func (c *Cache) Decide(ctx context.Context, q engine.Query) (engine.Decision, er
 	key := cacheKey(q)
 	now := c.cfg.Now()
 	if e, ok := c.entries.Get(key); ok {
-		if c.fresh(e, now) {
+		if c.fresh(e, now.UnixNano()) {
 			c.m.hit()
-			return e.d, nil
+			return e.decision(), nil
 		}
 		c.entries.Remove(key)
 	}
 	c.m.miss()
 
 	snapshot := c.counter.Load()
-	v, err, shared := c.flights.Do(key+"@"+strconv.FormatUint(snapshot, 10), func() (any, error) {
+	v, err, shared := c.flights.Do(string(key[:])+strconv.FormatUint(snapshot, 10), func() (any, error) {
 		d, err := c.inner.Decide(ctx, q)
 		if err != nil {
 			return nil, err
 		}
-		// Never store what the watch may not have covered.
-		if c.watchOK.Load() {
-			c.entries.Add(key, &entry{d: d, keys: hashKeys(engine.DecisionKeys(q, d)), snapshot: snapshot, born: now})
+		// Never store what the watch may not have covered, nor an answer that
+		// only says the caller left context out.
+		if c.watchOK.Load() && len(d.MissingContext) == 0 {
+			c.entries.Add(key, c.newEntry(q, d, snapshot, now))
 		}
 		return d, nil
 	})
@@ -292,28 +332,69 @@ func (c *Cache) Decide(ctx context.Context, q engine.Query) (engine.Decision, er
 	return v.(engine.Decision), nil
 }
 
+func (c *Cache) newEntry(q engine.Query, d engine.Decision, snapshot uint64, now time.Time) *entry {
+	chainKeys, grantKey := engine.DecisionKeys(q, d)
+	e := &entry{grants: d.Grants, born: now.UnixNano(), snapshot: snapshot}
+	if grantKey != "" {
+		e.grantKey = hashKey(grantKey)
+	}
+	if !d.ValidUntil.IsZero() {
+		e.validUntil = d.ValidUntil.UnixNano()
+	}
+	e.token = d.Token
+	if last := c.token.Load(); last != nil && *last == d.Token {
+		e.token = *last
+	} else {
+		c.token.Store(&e.token)
+	}
+	skey := q.Subject.String() + "|" + d.Reason
+	if s, ok := c.shapes.Get(skey); ok && s.allowed == d.Allowed && s.principal == d.Principal && s.task == d.Task && sameChain(s.chain, d.Chain) {
+		e.shape = s
+		return e
+	}
+	e.shape = &shape{allowed: d.Allowed, reason: d.Reason, principal: d.Principal, task: d.Task, chain: d.Chain, keys: hashKeys(chainKeys)}
+	c.shapes.Add(skey, e.shape)
+	return e
+}
+
+func sameChain(a, b []engine.Ref) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // Len is the number of cached decisions.
 func (c *Cache) Len() int { return c.entries.Len() }
 
-// cacheKey is subject, permission, resource and a hash of the context.
-func cacheKey(q engine.Query) string {
-	var b strings.Builder
-	b.WriteString(q.Subject.String())
-	b.WriteByte('|')
-	b.WriteString(q.Permission)
-	b.WriteByte('|')
-	b.WriteString(q.Resource.String())
+// cacheKey hashes subject, permission, resource and the context. The hash is
+// cryptographic, so no two questions share an entry by accident or design.
+func cacheKey(q engine.Query) entryKey {
+	var buf [512]byte
+	b := buf[:0]
+	// Every field is length-prefixed, so no two questions encode alike.
+	for _, f := range []string{q.Subject.Type, q.Subject.ID, q.Permission, q.Resource.Type, q.Resource.ID} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
 	if len(q.Context.GetFields()) > 0 {
 		raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(q.Context)
 		if err != nil {
-			// Unreachable for a valid Struct; a unique key keeps it uncached-equivalent.
+			// Unreachable for a valid Struct; a unique key is never shared.
 			raw = []byte(time.Now().String())
 		}
-		sum := sha256.Sum256(raw)
-		b.WriteByte('|')
-		b.WriteString(hex.EncodeToString(sum[:16]))
+		b = binary.AppendUvarint(b, uint64(len(raw)))
+		b = append(b, raw...)
 	}
-	return b.String()
+	sum := sha256.Sum256(b)
+	var k entryKey
+	copy(k[:], sum[:16])
+	return k
 }
 
 // ---- watch health ----
