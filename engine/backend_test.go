@@ -2,15 +2,10 @@ package engine_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 
 	"github.com/mandate-dev/mandate/engine"
@@ -43,32 +38,12 @@ func freshPostgres(t *testing.T) string {
 	if dsn == "" {
 		t.Skipf("%s is not set; skipping the Postgres backend", PostgresEnv)
 	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
+	uri, drop, err := embedded.CreateDatabase(context.Background(), dsn, "mandate_test")
 	if err != nil {
-		t.Fatalf("connecting to %s: %v", PostgresEnv, err)
+		t.Fatalf("creating a database on %s: %v", PostgresEnv, err)
 	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	name := "mandate_test_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("creating database: %v", err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), dsn)
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("parsing %s: %v", PostgresEnv, err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	t.Cleanup(drop)
+	return uri
 }
 
 // startEngine runs an embedded SpiceDB and an engine on it. Extra dial options
@@ -102,5 +77,3 @@ func must[T any](t *testing.T) func(T, string, error) T {
 		return v
 	}
 }
-
-var _ = fmt.Sprintf

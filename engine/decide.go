@@ -349,7 +349,10 @@ func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
 	}
 	for _, p := range pairs {
 		if p.GetError() != nil {
-			return Decision{}, backendErr("CheckBulkPermissions", fmt.Errorf("item error: %s", p.GetError().GetMessage()))
+			// SpiceDB could not answer this item (a datastore failure, for
+			// example): the backend is unavailable, and nothing is allowed.
+			return Decision{}, &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable",
+				Err: fmt.Errorf("CheckBulkPermissions item: %w: %s", ErrUnavailable, p.GetError().GetMessage())}
 		}
 	}
 	d.Token = bulk.GetCheckedAt().GetToken()

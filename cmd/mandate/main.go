@@ -78,6 +78,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Embedded.Engine, "datastore-engine", "memory", "embedded SpiceDB datastore: memory, postgres or cockroachdb")
 	f.StringVar(&cfg.Embedded.URI, "datastore-uri", "", "datastore connection string for postgres or cockroachdb")
 	f.BoolVar(&cfg.Embedded.Migrate, "datastore-migrate", false, "run SpiceDB's datastore migrations to head before serving")
+	f.IntVar(&cfg.Embedded.MaxConns, "datastore-max-conns", 16, "most read connections to a postgres or cockroachdb datastore (writes get half as many)")
 	f.StringVar(&cfg.Embedded.APIAddr, "spicedb-api-addr", "", "also serve the embedded SpiceDB's v1 API on this address, behind --spicedb-api-key (or the development admin key)")
 	f.StringVar(&cfg.Embedded.APIKey, "spicedb-api-key", "", "preshared key for --spicedb-api-addr (or MANDATE_SPICEDB_API_KEY)")
 	f.StringVar(&cfg.SpiceDBEndpoint, "spicedb-endpoint", "", "use a remote SpiceDB at this address instead of the embedded one")

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,11 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/mandate-dev/mandate/engine/embedded"
 )
 
 // propagationBound is how long a revocation on one replica may take to reach
-// another's cache: the Postgres watch polls every 100ms, plus slack for a
+// another's cache: replicas sharing Postgres notify each other at once, and
+// SpiceDB's watch, the guarantee, polls every 100ms; the rest is slack for a
 // loaded CI machine. The bench harness measures the real distribution.
 const propagationBound = 2 * time.Second
 
@@ -292,26 +291,10 @@ func freeAddr(t *testing.T) string {
 
 func freshDatabase(t *testing.T, dsn string) string {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
+	uri, drop, err := embedded.CreateDatabase(context.Background(), dsn, "mandate_replicas")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	name := "mandate_replicas_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), dsn)
-		if err == nil {
-			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			c.Close(context.Background())
-		}
-	})
-	u, _ := url.Parse(dsn)
-	u.Path = "/" + name
-	return u.String()
+	t.Cleanup(drop)
+	return uri
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/authzed/grpcutil"
@@ -16,6 +17,7 @@ import (
 	"github.com/authzed/spicedb/pkg/cmd/util"
 	"github.com/authzed/spicedb/pkg/datastore/migration"
 	"github.com/authzed/spicedb/pkg/migrate"
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -37,6 +39,9 @@ type Config struct {
 	APIKey string
 	// Migrate runs the datastore migrations to head before starting.
 	Migrate bool
+	// MaxConns bounds the SQL datastore's read connections; writes get half
+	// as many. Few are opened until needed. Default 16.
+	MaxConns int
 }
 
 // Validate reports whether the config is usable.
@@ -121,6 +126,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	for _, o := range dsOpts {
 		o(dsConfig)
 	}
+	// SpiceDB opens all its connections up front by default (20 + 10). Several
+	// replicas on one Postgres would then exhaust its max_connections.
+	maxConns := cfg.MaxConns
+	if maxConns <= 0 {
+		maxConns = 16
+	}
+	dsConfig.ReadConnPool.MaxOpenConns, dsConfig.ReadConnPool.MinOpenConns = maxConns, 1
+	dsConfig.WriteConnPool.MaxOpenConns, dsConfig.WriteConnPool.MinOpenConns = max(1, maxConns/2), 1
 
 	sc := server.NewConfigWithOptionsAndDefaults(
 		server.WithPresharedSecureKey(key),
@@ -184,4 +197,35 @@ func randomKey() string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// CreateDatabase makes an empty Postgres database with a random name next to
+// the one dsn names, for tests and benchmarks, and returns its URI and a
+// function that drops it.
+func CreateDatabase(ctx context.Context, dsn, prefix string) (string, func(), error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", nil, fmt.Errorf("parsing the Postgres DSN: %w", err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return "", nil, err
+	}
+	defer conn.Close(ctx)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	name := prefix + "_" + hex.EncodeToString(b)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", nil, err
+	}
+	drop := func() {
+		c, err := pgx.Connect(context.Background(), dsn)
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	}
+	u.Path = "/" + name
+	return u.String(), drop, nil
 }

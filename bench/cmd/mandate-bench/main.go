@@ -18,7 +18,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -403,22 +402,9 @@ func million(ctx context.Context, dsn, keys string, warmup, d time.Duration) []b
 }
 
 func freshDB(ctx context.Context, dsn string) (string, func()) {
-	conn, err := pgx.Connect(ctx, dsn)
+	uri, drop, err := embedded.CreateDatabase(ctx, dsn, "mandate_bench")
 	must(err)
-	defer conn.Close(ctx)
-	name := fmt.Sprintf("mandate_bench_%d", time.Now().UnixNano())
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+name)
-	must(err)
-	u, err := url.Parse(dsn)
-	must(err)
-	u.Path = "/" + name
-	return u.String(), func() {
-		c, err := pgx.Connect(context.Background(), dsn)
-		if err == nil {
-			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			c.Close(context.Background())
-		}
-	}
+	return uri, drop
 }
 
 func analyze(ctx context.Context, uri string) {
