@@ -35,11 +35,27 @@ func (c *counting) Decide(ctx context.Context, q engine.Query) (engine.Decision,
 	return c.inner.Decide(ctx, q)
 }
 
-// watchBreaker kills Watch streams on demand, on the real connection.
+// watchBreaker kills or stalls Watch streams on demand, on the real connection.
 type watchBreaker struct {
 	broken  atomic.Bool
+	stalled atomic.Bool // while set, received watch messages are held back
 	mu      sync.Mutex
 	cancels []context.CancelFunc
+}
+
+// stallable holds back each received message while the breaker is stalled:
+// the stream stays open but the watch falls behind.
+type stallable struct {
+	grpc.ClientStream
+	b *watchBreaker
+}
+
+func (s *stallable) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	for s.b.stalled.Load() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return err
 }
 
 func (b *watchBreaker) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -53,7 +69,11 @@ func (b *watchBreaker) stream(ctx context.Context, desc *grpc.StreamDesc, cc *gr
 	b.mu.Lock()
 	b.cancels = append(b.cancels, cancel)
 	b.mu.Unlock()
-	return streamer(ctx, desc, cc, method, opts...)
+	st, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &stallable{ClientStream: st, b: b}, nil
 }
 
 // breakNow fails every open watch stream and every new one until heal.
@@ -338,6 +358,43 @@ func TestFailSafe(t *testing.T) {
 	if got := metricValue(t, r.reg, "mandate_cache_failsafe"); got != 0 {
 		t.Fatalf("failsafe gauge = %v after recovery, want 0", got)
 	}
+	r.cachedAllow(q)
+}
+
+// Rule 4, lag: a watch that stays open but falls behind (a write of this
+// replica's not seen back within the lag bound) stops the cache too.
+func TestFailSafeOnLag(t *testing.T) {
+	r := newRig(t)
+	_, a, _ := r.agentWithGrant("15m")
+	q := r.query("agent:" + a.ID)
+	r.cachedAllow(q)
+	r.breaker.stalled.Store(true)
+	// A write the watch will not deliver in time.
+	if _, err := r.e.WriteRelationships(context.Background(), []engine.RelationshipUpdate{{Operation: "TOUCH", Relationship: "repo:acme/other#reader@user:bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if ok, why := r.c.Status(); !ok {
+			t.Logf("bypassed: %s", why)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cache kept serving while the watch lagged")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if lag := metricValue(t, r.reg, "mandate_watch_lag_seconds"); lag < 0.5 {
+		t.Fatalf("watch lag gauge = %v, want at least the 0.5s bound", lag)
+	}
+	before := r.inner.calls.Load()
+	r.decide(q)
+	r.decide(q)
+	if r.inner.calls.Load()-before != 2 {
+		t.Fatal("checks were served from the cache while the watch lagged")
+	}
+	r.breaker.stalled.Store(false)
+	r.waitServing()
 	r.cachedAllow(q)
 }
 
