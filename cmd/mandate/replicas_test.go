@@ -49,22 +49,7 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs three servers")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "mandate")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building mandate: %v\n%s", err, out)
-	}
-	keys := filepath.Join(dir, "keys.yaml")
-	var kb strings.Builder
-	kb.WriteString("keys:\n")
-	for name, k := range map[string]string{"operator": operatorKey, "checker": checkerKey, "admin": adminKey} {
-		sum := sha256.Sum256([]byte(k))
-		fmt.Fprintf(&kb, "  - {name: test-%s, role: %s, sha256: %s}\n", name, name, hex.EncodeToString(sum[:]))
-	}
-	if err := os.WriteFile(keys, []byte(kb.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	bin, keys := buildBinary(t)
 	uri := freshDatabase(t, dsn)
 
 	var rs []*replica
@@ -75,29 +60,7 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 			args = append(args, "--datastore-migrate")
 		}
 		r := &replica{name: name, logs: &bytes.Buffer{}}
-		for j, a := range args {
-			if a == "--http-addr" {
-				r.http = "http://" + args[j+1]
-			}
-		}
-		r.cmd = exec.Command(bin, args...)
-		r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
-		if err := r.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = r.cmd.Process.Signal(os.Interrupt)
-			done := make(chan struct{})
-			go func() { _ = r.cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = r.cmd.Process.Kill()
-			}
-			if t.Failed() {
-				t.Logf("replica %s log:\n%s", r.name, r.logs.String())
-			}
-		})
+		r.start(t, bin, args)
 		// The first replica migrates; the others start once it serves.
 		waitServing(t, r)
 		rs = append(rs, r)
@@ -180,6 +143,56 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 			t.Fatalf("%s metrics lack the cache gauges", r.name)
 		}
 	}
+}
+
+// buildBinary builds mandate once per test run and writes a keys file.
+func buildBinary(t *testing.T) (bin, keys string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin = filepath.Join(dir, "mandate")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building mandate: %v\n%s", err, out)
+	}
+	keys = filepath.Join(dir, "keys.yaml")
+	var kb strings.Builder
+	kb.WriteString("keys:\n")
+	for name, k := range map[string]string{"operator": operatorKey, "checker": checkerKey, "admin": adminKey} {
+		sum := sha256.Sum256([]byte(k))
+		fmt.Fprintf(&kb, "  - {name: test-%s, role: %s, sha256: %s}\n", name, name, hex.EncodeToString(sum[:]))
+	}
+	if err := os.WriteFile(keys, []byte(kb.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return bin, keys
+}
+
+// start runs `mandate serve` and stops it when the test ends.
+func (r *replica) start(t *testing.T, bin string, args []string) {
+	t.Helper()
+	for j, a := range args {
+		if a == "--http-addr" {
+			r.http = "http://" + args[j+1]
+		}
+	}
+	r.cmd = exec.Command(bin, args...)
+	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = r.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = r.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = r.cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("replica %s log:\n%s", r.name, r.logs.String())
+		}
+	})
 }
 
 func provision(t *testing.T, r *replica, grantTTL string) (task, agent, grant string) {

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mandate-dev/mandate/schema"
+)
+
+// TestCLI drives the client commands against a running `mandate serve`, over gRPC.
+func TestCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the server")
+	}
+	bin, keys := buildBinary(t)
+	grpcAddr := freeAddr(t)
+	r := &replica{name: "cli", logs: &bytes.Buffer{}}
+	r.start(t, bin, []string{"serve", "--keys-file", keys, "--grpc-addr", grpcAddr, "--http-addr", freeAddr(t)})
+	waitServing(t, r)
+
+	run := func(key string, args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, append(args, "--addr", grpcAddr, "--key", key)...)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return string(out), exit.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+
+	// An admin applies the default schema plus a new resource type.
+	file := filepath.Join(t.TempDir(), "schema.zed")
+	extended := schema.Default + `
+definition doc {
+	relation viewer: user
+	relation view_grant: agent with grant_lifetime | task#member with grant_lifetime
+	permission view = viewer
+}
+`
+	if err := os.WriteFile(file, []byte(extended), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := run(adminKey, "schema", "apply", file); code != 0 || !strings.Contains(out, "schema written") {
+		t.Fatalf("schema apply: %d %s", code, out)
+	}
+	if out, code := run(checkerKey, "schema", "apply", file); code == 0 || !strings.Contains(out, "PermissionDenied") {
+		t.Fatalf("schema apply with a checker key: %d %s", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.zed")
+	if err := os.WriteFile(bad, []byte("definition user {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := run(adminKey, "schema", "apply", bad); code == 0 || !strings.Contains(out, "InvalidArgument") {
+		t.Fatalf("schema apply dropping the core: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "schema", "read"); code != 0 || !strings.Contains(out, "definition doc") {
+		t.Fatalf("schema read: %d %s", code, out)
+	}
+
+	post(t, r, "/v1/relationships:write", adminKey, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "doc:readme#viewer@user:alice"},
+	}})
+	if out, code := run(checkerKey, "check", "user:alice", "view", "doc:readme"); code != 0 || !strings.HasPrefix(out, "ALLOW ALLOWED") {
+		t.Fatalf("check allowed: %d %s", code, out)
+	}
+	if out, code := run(checkerKey, "check", "user:bob", "view", "doc:readme", "-o", "json"); code != 3 || !strings.Contains(out, `"reason_code": "NO_PERMISSION"`) {
+		t.Fatalf("check denied: %d %s", code, out)
+	}
+	if out, code := run("wrong-key", "check", "user:alice", "view", "doc:readme"); code != 1 || !strings.Contains(out, "Unauthenticated") {
+		t.Fatalf("check with a wrong key: %d %s", code, out)
+	}
+	if out, code := run(checkerKey, "check", "alice", "view", "doc:readme"); code != 1 || !strings.Contains(out, "subject") {
+		t.Fatalf("check with a malformed subject: %d %s", code, out)
+	}
+}
