@@ -64,6 +64,8 @@ type Decision struct {
 	MissingContext []string
 	// Token is the ZedToken the decision was made at.
 	Token string
+	// Cached says the answer came from the decision cache.
+	Cached bool
 }
 
 // Decider answers queries. The engine implements it against SpiceDB;

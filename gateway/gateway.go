@@ -59,6 +59,7 @@ func New(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Handler, 
 		mandatev1.RegisterCheckServiceHandler,
 		mandatev1.RegisterSchemaServiceHandler,
 		mandatev1.RegisterRelationshipServiceHandler,
+		mandatev1.RegisterAuditServiceHandler,
 	} {
 		if err := register(ctx, mux, conn); err != nil {
 			return nil, fmt.Errorf("registering REST handlers: %w", err)

@@ -161,6 +161,7 @@ var methodRoles = map[string][]Role{
 	"/mandate.v1.SchemaService/WriteSchema":              {RoleAdmin},
 	"/mandate.v1.RelationshipService/ReadRelationships":  {RoleReviewer, RoleAdmin},
 	"/mandate.v1.RelationshipService/WriteRelationships": {RoleAdmin},
+	"/mandate.v1.AuditService/ListAudit":                 {RoleReviewer, RoleAdmin},
 }
 
 // unauthenticatedPrefixes are methods anyone may call.

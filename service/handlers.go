@@ -6,14 +6,17 @@ package service
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/audit"
 	"github.com/mandate-dev/mandate/engine/cache"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
@@ -29,6 +32,7 @@ type Handlers struct {
 	mandatev1.UnimplementedCheckServiceServer
 	mandatev1.UnimplementedSchemaServiceServer
 	mandatev1.UnimplementedRelationshipServiceServer
+	mandatev1.UnimplementedAuditServiceServer
 
 	Engine *engine.Engine
 	// Decider answers checks; it is Engine itself or a decorator around it.
@@ -36,6 +40,10 @@ type Handlers struct {
 	Log     *slog.Logger
 	// Metrics records check latency; nil records nothing.
 	Metrics *cache.Metrics
+	// Audit records decisions and changes; nil when audit is off.
+	Audit *audit.Recorder
+	// AuditStore answers audit queries; nil when audit is off.
+	AuditStore audit.Store
 }
 
 func (h *Handlers) err(ctx context.Context, err error) error { return toStatus(ctx, h.Log, err) }
@@ -90,6 +98,11 @@ func (h *Handlers) CreateTask(ctx context.Context, r *mandatev1.CreateTaskReques
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
+	if err := h.recordChange(ctx, "task.create", "task:"+t.ID, map[string]any{
+		"principal": t.Principal.String(), "task": "task:" + t.ID, "expires_at": t.ExpiresAt.Format(time.RFC3339Nano), "description": t.Description,
+	}); err != nil {
+		return nil, err
+	}
 	return &mandatev1.CreateTaskResponse{Task: taskPB(t), ConsistencyToken: tok}, nil
 }
 
@@ -106,6 +119,11 @@ func (h *Handlers) CompleteTask(ctx context.Context, r *mandatev1.CompleteTaskRe
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
+	if err := h.recordChange(ctx, "task.complete", "task:"+t.ID, map[string]any{
+		"principal": t.Principal.String(), "task": "task:" + t.ID, "after": t.Status,
+	}); err != nil {
+		return nil, err
+	}
 	return &mandatev1.CompleteTaskResponse{Task: taskPB(t), ConsistencyToken: tok}, nil
 }
 
@@ -115,6 +133,12 @@ func (h *Handlers) CreateAgent(ctx context.Context, r *mandatev1.CreateAgentRequ
 	a, tok, err := h.Engine.CreateAgent(ctx, engine.CreateAgentInput{Task: r.GetTask(), Parent: r.GetParent(), Name: r.GetName(), TTL: r.GetTtl()})
 	if err != nil {
 		return nil, h.err(ctx, err)
+	}
+	if err := h.recordChange(ctx, "agent.create", "agent:"+a.ID, map[string]any{
+		"principal": a.Principal.String(), "task": a.Task.String(), "parent": refString(a.Parent), "chain": refStrings(a.Chain),
+		"name": a.Name, "expires_at": a.ExpiresAt.Format(time.RFC3339Nano),
+	}); err != nil {
+		return nil, err
 	}
 	return &mandatev1.CreateAgentResponse{Agent: agentPB(a), ConsistencyToken: tok}, nil
 }
@@ -132,6 +156,9 @@ func (h *Handlers) RevokeAgent(ctx context.Context, r *mandatev1.RevokeAgentRequ
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
+	if err := h.recordChange(ctx, "agent.revoke", "agent:"+r.GetId(), map[string]any{"revoked": refStrings(revoked)}); err != nil {
+		return nil, err
+	}
 	return &mandatev1.RevokeAgentResponse{Revoked: refStrings(revoked), ConsistencyToken: tok}, nil
 }
 
@@ -139,6 +166,9 @@ func (h *Handlers) SuspendAgent(ctx context.Context, r *mandatev1.SuspendAgentRe
 	a, tok, err := h.Engine.SuspendAgent(ctx, r.GetId())
 	if err != nil {
 		return nil, h.err(ctx, err)
+	}
+	if err := h.recordChange(ctx, "agent.suspend", "agent:"+a.ID, map[string]any{"principal": a.Principal.String(), "task": a.Task.String(), "after": a.Status}); err != nil {
+		return nil, err
 	}
 	return &mandatev1.SuspendAgentResponse{Agent: agentPB(a), ConsistencyToken: tok}, nil
 }
@@ -148,6 +178,9 @@ func (h *Handlers) ResumeAgent(ctx context.Context, r *mandatev1.ResumeAgentRequ
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
+	if err := h.recordChange(ctx, "agent.resume", "agent:"+a.ID, map[string]any{"principal": a.Principal.String(), "task": a.Task.String(), "after": a.Status}); err != nil {
+		return nil, err
+	}
 	return &mandatev1.ResumeAgentResponse{Agent: agentPB(a), ConsistencyToken: tok}, nil
 }
 
@@ -156,7 +189,19 @@ func (h *Handlers) ResumeAgent(ctx context.Context, r *mandatev1.ResumeAgentRequ
 func (h *Handlers) CreateGrant(ctx context.Context, r *mandatev1.CreateGrantRequest) (*mandatev1.CreateGrantResponse, error) {
 	g, tok, err := h.Engine.CreateGrant(ctx, engine.CreateGrantInput{Holder: r.GetHolder(), Permission: r.GetPermission(), Resource: r.GetResource(), TTL: r.GetTtl()})
 	if err != nil {
+		if e, ok := err.(*engine.Error); ok && e.Reason == engine.ReasonEscalation {
+			if rerr := h.recordChange(ctx, "grant.refused", r.GetHolder(), map[string]any{
+				"holder": r.GetHolder(), "permission": r.GetPermission(), "resource": r.GetResource(), "ttl": r.GetTtl(), "why": e.Msg,
+			}); rerr != nil {
+				return nil, rerr
+			}
+		}
 		return nil, h.err(ctx, err)
+	}
+	if err := h.recordChange(ctx, "grant.create", "grant:"+g.ID, map[string]any{
+		"holder": g.Holder.String(), "permission": g.Permission, "resource": g.Resource.String(), "expires_at": g.ExpiresAt.Format(time.RFC3339Nano),
+	}); err != nil {
+		return nil, err
 	}
 	return &mandatev1.CreateGrantResponse{Grant: grantPB(g), ConsistencyToken: tok}, nil
 }
@@ -173,6 +218,9 @@ func (h *Handlers) DeleteGrant(ctx context.Context, r *mandatev1.DeleteGrantRequ
 	tok, err := h.Engine.DeleteGrant(ctx, r.GetId())
 	if err != nil {
 		return nil, h.err(ctx, err)
+	}
+	if err := h.recordChange(ctx, "grant.delete", "grant:"+r.GetId(), map[string]any{"before": "grant:" + r.GetId(), "after": ""}); err != nil {
+		return nil, err
 	}
 	return &mandatev1.DeleteGrantResponse{Id: r.GetId(), ConsistencyToken: tok}, nil
 }
@@ -226,11 +274,23 @@ func (h *Handlers) Check(ctx context.Context, r *mandatev1.CheckRequest) (*manda
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
+	return h.checkOne(ctx, r, q)
+}
+
+// checkOne decides, records the decision, and only then answers.
+func (h *Handlers) checkOne(ctx context.Context, r *mandatev1.CheckRequest, q engine.Query) (*mandatev1.CheckResponse, error) {
+	start := time.Now()
 	d, err := h.decide(ctx, q)
+	id := decisionID()
+	if aerr := h.recordCheck(ctx, id, r, q, d, err, time.Since(start)); aerr != nil {
+		return nil, aerr
+	}
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	return decisionPB(d), nil
+	resp := decisionPB(d)
+	resp.DecisionId = id
+	return resp, nil
 }
 
 // decide asks the decider and records the latency by result.
@@ -267,14 +327,14 @@ func (h *Handlers) CheckBulk(ctx context.Context, r *mandatev1.CheckBulkRequest)
 	}
 	out := &mandatev1.CheckBulkResponse{Results: make([]*mandatev1.CheckResponse, len(qs))}
 	for i, q := range qs {
-		d, err := h.decide(ctx, q)
+		resp, err := h.checkOne(ctx, r.GetChecks()[i], q)
 		if err != nil {
 			// One failed item fails the call: a partial answer could be read as an allow.
-			return nil, h.err(ctx, err)
+			return nil, err
 		}
-		out.Results[i] = decisionPB(d)
-		if d.Token != "" {
-			out.ConsistencyToken = d.Token
+		out.Results[i] = resp
+		if resp.GetConsistencyToken() != "" {
+			out.ConsistencyToken = resp.GetConsistencyToken()
 		}
 	}
 	return out, nil
@@ -286,6 +346,10 @@ func (h *Handlers) WriteSchema(ctx context.Context, r *mandatev1.WriteSchemaRequ
 	tok, err := h.Engine.WriteSchema(ctx, r.GetSchema())
 	if err != nil {
 		return nil, h.err(ctx, err)
+	}
+	sum := sha256.Sum256([]byte(r.GetSchema()))
+	if err := h.recordChange(ctx, "schema.write", "schema", map[string]any{"sha256": hex.EncodeToString(sum[:]), "bytes": len(r.GetSchema()), "consistency_token": tok}); err != nil {
+		return nil, err
 	}
 	return &mandatev1.WriteSchemaResponse{ConsistencyToken: tok}, nil
 }
@@ -306,6 +370,13 @@ func (h *Handlers) WriteRelationships(ctx context.Context, r *mandatev1.WriteRel
 	tok, err := h.Engine.WriteRelationships(ctx, ups)
 	if err != nil {
 		return nil, h.err(ctx, err)
+	}
+	updates := make([]any, len(ups))
+	for i, u := range ups {
+		updates[i] = strings.ToUpper(u.Operation) + " " + u.Relationship
+	}
+	if err := h.recordChange(ctx, "relationships.write", "relationships", map[string]any{"updates": updates, "consistency_token": tok}); err != nil {
+		return nil, err
 	}
 	return &mandatev1.WriteRelationshipsResponse{ConsistencyToken: tok}, nil
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/audit"
 	"github.com/mandate-dev/mandate/engine/cache"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	"github.com/mandate-dev/mandate/gateway"
@@ -62,8 +65,30 @@ type Config struct {
 	BusDSN string
 	// MaxBodyBytes bounds REST request bodies. Default 1 MiB.
 	MaxBodyBytes int64
+	// Audit configures the audit trail.
+	Audit AuditConfig
 	// Log is the logger. Default slog.Default().
 	Log *slog.Logger
+}
+
+// AuditConfig configures where decisions and changes are recorded.
+type AuditConfig struct {
+	// Mode is "batched" (default), "strict" (a check waits until its record
+	// is durable) or "off".
+	Mode string
+	// DSN is the Postgres or CockroachDB that keeps the records. Default: the
+	// embedded datastore's when it is Postgres or CockroachDB; otherwise the
+	// records stay in memory.
+	DSN string
+	// SpoolPath is where records wait while the database is unreachable.
+	// Default: a file in the system temp directory, named after the gRPC port.
+	SpoolPath string
+	// MemoryRecords bounds the in-memory store. Default 100000.
+	MemoryRecords int
+	// File, when set, also appends every record as JSON lines ("-": stdout).
+	File string
+	// OCSF, when set, also appends every record as an OCSF API Activity event ("-": stdout).
+	OCSF string
 }
 
 // Validate reports whether the config is usable.
@@ -91,9 +116,11 @@ type Server struct {
 	httpServer *http.Server
 	httpLis    net.Listener
 	health     *health.Server
-	cache      *cache.Cache   // nil when disabled
-	watcher    *cache.Watcher // nil when the cache is disabled
-	bus        *cache.Bus     // nil without a shared Postgres
+	cache      *cache.Cache    // nil when disabled
+	watcher    *cache.Watcher  // nil when the cache is disabled
+	bus        *cache.Bus      // nil without a shared Postgres
+	recorder   *audit.Recorder // nil when audit is off
+	auditDone  chan struct{}   // closed when the recorder has flushed everything
 }
 
 // Complete builds everything Run needs: SpiceDB, the engine, listeners.
@@ -210,6 +237,7 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	mandatev1.RegisterCheckServiceServer(s.grpcServer, h)
 	mandatev1.RegisterSchemaServiceServer(s.grpcServer, h)
 	mandatev1.RegisterRelationshipServiceServer(s.grpcServer, h)
+	mandatev1.RegisterAuditServiceServer(s.grpcServer, h)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 
@@ -218,6 +246,9 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	}
 	if s.httpLis, err = net.Listen("tcp", c.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("--http-addr: %w", err)
+	}
+	if err := s.setupAudit(ctx, c, h, reg); err != nil {
+		return nil, err
 	}
 
 	// The gateway reaches the gRPC server in-process, through the same interceptors.
@@ -258,6 +289,57 @@ func waitForEngine(ctx context.Context, cfg engine.Config, sdb *engine.Client, l
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+func (s *Server) setupAudit(ctx context.Context, c Config, h *Handlers, reg prometheus.Registerer) error {
+	a := c.Audit
+	if a.Mode == "off" {
+		return nil
+	}
+	dsn := a.DSN
+	if dsn == "" && c.SpiceDBEndpoint == "" && (c.Embedded.Engine == "postgres" || c.Embedded.Engine == "cockroachdb") {
+		dsn = c.Embedded.URI
+	}
+	var store audit.Store
+	spool := ""
+	if dsn != "" {
+		pg, err := audit.OpenPostgres(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		s.closers = append(s.closers, func() error { pg.Close(); return nil })
+		store = pg
+		spool = a.SpoolPath
+		if spool == "" {
+			_, port, _ := net.SplitHostPort(s.GRPCAddr())
+			spool = filepath.Join(os.TempDir(), "mandate-audit-"+port+".spool")
+		}
+	} else {
+		store = audit.NewMemoryStore(a.MemoryRecords)
+	}
+	var sinks []audit.Sink
+	for _, sk := range []struct {
+		path string
+		ocsf bool
+	}{{a.File, false}, {a.OCSF, true}} {
+		if sk.path == "" {
+			continue
+		}
+		ls, err := audit.OpenLineSink(sk.path, sk.ocsf)
+		if err != nil {
+			return fmt.Errorf("audit sink %s: %w", sk.path, err)
+		}
+		s.closers = append(s.closers, ls.Close)
+		sinks = append(sinks, ls)
+	}
+	rec, err := audit.NewRecorder(audit.Config{Store: store, Mode: a.Mode, SpoolPath: spool, Sinks: sinks, Log: c.Log, Metrics: audit.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	s.recorder, s.auditDone = rec, make(chan struct{})
+	h.Audit, h.AuditStore = rec, store
+	go func() { rec.Run(context.Background()); close(s.auditDone) }()
+	return nil
 }
 
 // healthz reports SpiceDB reachability and the cache's state.
@@ -321,12 +403,23 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-shutCtx.Done():
 		s.grpcServer.Stop()
 	}
+	// Every buffered audit record is written before the stores close.
+	s.flushAudit()
 	s.Close()
 	return err
 }
 
+func (s *Server) flushAudit() {
+	if s.recorder == nil {
+		return
+	}
+	s.recorder.Close()
+	<-s.auditDone
+}
+
 // Close releases everything Complete acquired. It is safe to call twice.
 func (s *Server) Close() {
+	s.flushAudit()
 	for _, c := range s.closers {
 		_ = c()
 	}

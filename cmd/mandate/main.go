@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -40,7 +41,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd())
+	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd(), auditCmd())
 	return root
 }
 
@@ -94,6 +95,12 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Cache.LagBound, "watch-lag-bound", time.Second, "bypass the cache while the SpiceDB watch has been silent this long (must exceed SpiceDB's watch heartbeat)")
 	f.BoolVar(&cfg.DisableCache, "disable-cache", false, "answer every check from SpiceDB")
 	f.StringVar(&cfg.BusDSN, "invalidation-bus-dsn", "", "Postgres shared by the replicas to announce writes to each other at once (default: the postgres datastore; \"off\" disables)")
+	f.StringVar(&cfg.Audit.Mode, "audit-mode", "batched", "batched, strict (a check waits until its record is durable) or off")
+	f.StringVar(&cfg.Audit.DSN, "audit-dsn", "", "Postgres or CockroachDB for the audit trail (default: the postgres/cockroachdb datastore; otherwise in memory)")
+	f.StringVar(&cfg.Audit.SpoolPath, "audit-spool", "", "file where audit records wait while the audit database is unreachable (default: in the temp directory)")
+	f.IntVar(&cfg.Audit.MemoryRecords, "audit-memory-records", 100_000, "records kept by the in-memory audit store")
+	f.StringVar(&cfg.Audit.File, "audit-file", "", "also append every audit record as JSON lines to this file (\"-\" for stdout)")
+	f.StringVar(&cfg.Audit.OCSF, "audit-ocsf", "", "also append every audit record as an OCSF API Activity (6003) event to this file (\"-\" for stdout)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -148,11 +155,16 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 }
 
 func printJSON(cmd *cobra.Command, m proto.Message) error {
-	b, err := protojson.MarshalOptions{UseProtoNames: true, Multiline: true, Indent: "  "}.Marshal(m)
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(cmd.OutOrStdout(), string(b))
+	// protojson varies its whitespace on purpose; scripts get stable output.
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), out.String())
 	return nil
 }
 
@@ -260,5 +272,69 @@ func checkCmd() *cobra.Command {
 	cmd.Flags().StringVar(&correlationID, "correlation-id", "", "correlation id linking related actions")
 	cmd.Flags().StringVar(&reason, "reason", "", "the agent's stated reasoning")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func auditCmd() *cobra.Command {
+	var cf clientFlags
+	var req mandatev1.ListAuditRequest
+	var output string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "List audit records, newest first: what an agent did, for whom, why",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			client := mandatev1.NewAuditServiceClient(conn)
+			var all []*mandatev1.AuditRecord
+			for {
+				resp, err := client.ListAudit(cmd.Context(), &req)
+				if err != nil {
+					return err
+				}
+				all = append(all, resp.GetRecords()...)
+				if resp.GetNextPageToken() == "" || (limit > 0 && len(all) >= limit) {
+					break
+				}
+				req.PageToken = resp.GetNextPageToken()
+			}
+			if limit > 0 && len(all) > limit {
+				all = all[:limit]
+			}
+			if output == "json" {
+				return printJSON(cmd, &mandatev1.ListAuditResponse{Records: all})
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%-27s %-6s %-8s %-27s %-16s %-28s %-20s %s\n", "TIME", "KIND", "RESULT", "SUBJECT/TARGET", "PERMISSION/ACTION", "RESOURCE", "PRINCIPAL", "CORRELATION")
+			for _, r := range all {
+				who, what, result := r.GetSubject(), r.GetPermission(), r.GetDecision()
+				if r.GetKind() == "change" {
+					who, what, result = r.GetTarget(), r.GetAction(), "-"
+				} else if r.GetReasonCode() != "" && r.GetDecision() != "allow" {
+					result = r.GetDecision() + ":" + r.GetReasonCode()
+				}
+				fmt.Fprintf(w, "%-27s %-6s %-8s %-27s %-16s %-28s %-20s %s\n", r.GetTime().AsTime().Format("2006-01-02T15:04:05.000Z07:00"),
+					r.GetKind(), result, who, what, r.GetResource(), r.GetPrincipal(), r.GetCorrelationId())
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&req.Agent, "agent", "", "agent:<id>")
+	f.StringVar(&req.Principal, "principal", "", "user:<id>")
+	f.StringVar(&req.Task, "task", "", "task:<id>")
+	f.StringVar(&req.CorrelationId, "correlation-id", "", "correlation id")
+	f.StringVar(&req.Decision, "decision", "", "allow, deny or error")
+	f.StringVar(&req.Resource, "resource", "", "type:id")
+	f.StringVar(&req.Since, "since", "", "RFC 3339 time or duration back from now (30d, 12h)")
+	f.StringVar(&req.Until, "until", "", "RFC 3339 time or duration back from now")
+	f.IntVar(&limit, "limit", 200, "most records to print (0: all)")
+	f.StringVarP(&output, "output", "o", "table", "table or json")
 	return cmd
 }

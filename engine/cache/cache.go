@@ -107,7 +107,7 @@ type entry struct {
 func (e *entry) decision() engine.Decision {
 	d := engine.Decision{
 		Allowed: e.shape.allowed, Reason: e.shape.reason, Principal: e.shape.principal, Task: e.shape.task,
-		Chain: e.shape.chain, Grants: e.grants, Token: e.token,
+		Chain: e.shape.chain, Grants: e.grants, Token: e.token, Cached: true,
 	}
 	if e.validUntil != 0 {
 		d.ValidUntil = time.Unix(0, e.validUntil).UTC()

@@ -2226,6 +2226,408 @@ func (x *ReadRelationshipsResponse) GetConsistencyToken() string {
 	return ""
 }
 
+// AuditRecord is one decision or one change.
+type AuditRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the decision id (dec_…) or change id (chg_…).
+	Id   string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// kind is "check" or "change".
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// decision is "allow", "deny" or "error" for a check.
+	Decision   string `protobuf:"bytes,4,opt,name=decision,proto3" json:"decision,omitempty"`
+	ReasonCode string `protobuf:"bytes,5,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	// failed_leg is identity, task, grant or attenuation for a deny.
+	FailedLeg  string   `protobuf:"bytes,6,opt,name=failed_leg,json=failedLeg,proto3" json:"failed_leg,omitempty"`
+	Subject    string   `protobuf:"bytes,7,opt,name=subject,proto3" json:"subject,omitempty"`
+	Chain      []string `protobuf:"bytes,8,rep,name=chain,proto3" json:"chain,omitempty"`
+	Principal  string   `protobuf:"bytes,9,opt,name=principal,proto3" json:"principal,omitempty"`
+	Task       string   `protobuf:"bytes,10,opt,name=task,proto3" json:"task,omitempty"`
+	Permission string   `protobuf:"bytes,11,opt,name=permission,proto3" json:"permission,omitempty"`
+	Resource   string   `protobuf:"bytes,12,opt,name=resource,proto3" json:"resource,omitempty"`
+	// grants are the ids of the grants an allow relied on.
+	Grants []string `protobuf:"bytes,13,rep,name=grants,proto3" json:"grants,omitempty"`
+	// reason is the agent's stated reasoning.
+	Reason        string `protobuf:"bytes,14,opt,name=reason,proto3" json:"reason,omitempty"`
+	CorrelationId string `protobuf:"bytes,15,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	RequestId     string `protobuf:"bytes,16,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// caller is the name of the key that made the call.
+	Caller           string `protobuf:"bytes,17,opt,name=caller,proto3" json:"caller,omitempty"`
+	ConsistencyToken string `protobuf:"bytes,18,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	LatencyUs        int64  `protobuf:"varint,19,opt,name=latency_us,json=latencyUs,proto3" json:"latency_us,omitempty"`
+	Cached           bool   `protobuf:"varint,20,opt,name=cached,proto3" json:"cached,omitempty"`
+	// action names a change, for example "agent.revoke".
+	Action string `protobuf:"bytes,21,opt,name=action,proto3" json:"action,omitempty"`
+	// target is the object a change acted on.
+	Target string `protobuf:"bytes,22,opt,name=target,proto3" json:"target,omitempty"`
+	// details carries a change's before and after identifiers.
+	Details       *structpb.Struct `protobuf:"bytes,23,opt,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *AuditRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetReasonCode() string {
+	if x != nil {
+		return x.ReasonCode
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetFailedLeg() string {
+	if x != nil {
+		return x.FailedLeg
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetPermission() string {
+	if x != nil {
+		return x.Permission
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetGrants() []string {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetCorrelationId() string {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetLatencyUs() int64 {
+	if x != nil {
+		return x.LatencyUs
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetCached() bool {
+	if x != nil {
+		return x.Cached
+	}
+	return false
+}
+
+func (x *AuditRecord) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetDetails() *structpb.Struct {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+type ListAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// agent matches the checked agent or the agent a change acted on.
+	Agent         string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Principal     string `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	Task          string `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	CorrelationId string `protobuf:"bytes,4,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	// decision is allow, deny or error.
+	Decision string `protobuf:"bytes,5,opt,name=decision,proto3" json:"decision,omitempty"`
+	Resource string `protobuf:"bytes,6,opt,name=resource,proto3" json:"resource,omitempty"`
+	// since and until are RFC 3339 times or durations back from now ("30d", "12h").
+	Since         string `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	Until         string `protobuf:"bytes,8,opt,name=until,proto3" json:"until,omitempty"`
+	PageSize      uint32 `protobuf:"varint,9,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,10,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListAuditRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetCorrelationId() string {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetUntil() string {
+	if x != nil {
+		return x.Until
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*AuditRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListAuditResponse) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ListAuditResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_mandate_v1_mandate_proto protoreflect.FileDescriptor
 
 const file_mandate_v1_mandate_proto_rawDesc = "" +
@@ -2387,7 +2789,54 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x19ReadRelationshipsResponse\x12$\n" +
 	"\rrelationships\x18\x01 \x03(\tR\rrelationships\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12+\n" +
-	"\x11consistency_token\x18\x03 \x01(\tR\x10consistencyToken2\xc3\x02\n" +
+	"\x11consistency_token\x18\x03 \x01(\tR\x10consistencyToken\"\xb0\x05\n" +
+	"\vAuditRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x1a\n" +
+	"\bdecision\x18\x04 \x01(\tR\bdecision\x12\x1f\n" +
+	"\vreason_code\x18\x05 \x01(\tR\n" +
+	"reasonCode\x12\x1d\n" +
+	"\n" +
+	"failed_leg\x18\x06 \x01(\tR\tfailedLeg\x12\x18\n" +
+	"\asubject\x18\a \x01(\tR\asubject\x12\x14\n" +
+	"\x05chain\x18\b \x03(\tR\x05chain\x12\x1c\n" +
+	"\tprincipal\x18\t \x01(\tR\tprincipal\x12\x12\n" +
+	"\x04task\x18\n" +
+	" \x01(\tR\x04task\x12\x1e\n" +
+	"\n" +
+	"permission\x18\v \x01(\tR\n" +
+	"permission\x12\x1a\n" +
+	"\bresource\x18\f \x01(\tR\bresource\x12\x16\n" +
+	"\x06grants\x18\r \x03(\tR\x06grants\x12\x16\n" +
+	"\x06reason\x18\x0e \x01(\tR\x06reason\x12%\n" +
+	"\x0ecorrelation_id\x18\x0f \x01(\tR\rcorrelationId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x10 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06caller\x18\x11 \x01(\tR\x06caller\x12+\n" +
+	"\x11consistency_token\x18\x12 \x01(\tR\x10consistencyToken\x12\x1d\n" +
+	"\n" +
+	"latency_us\x18\x13 \x01(\x03R\tlatencyUs\x12\x16\n" +
+	"\x06cached\x18\x14 \x01(\bR\x06cached\x12\x16\n" +
+	"\x06action\x18\x15 \x01(\tR\x06action\x12\x16\n" +
+	"\x06target\x18\x16 \x01(\tR\x06target\x121\n" +
+	"\adetails\x18\x17 \x01(\v2\x17.google.protobuf.StructR\adetails\"\xa1\x02\n" +
+	"\x10ListAuditRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x12\n" +
+	"\x04task\x18\x03 \x01(\tR\x04task\x12%\n" +
+	"\x0ecorrelation_id\x18\x04 \x01(\tR\rcorrelationId\x12\x1a\n" +
+	"\bdecision\x18\x05 \x01(\tR\bdecision\x12\x1a\n" +
+	"\bresource\x18\x06 \x01(\tR\bresource\x12\x14\n" +
+	"\x05since\x18\a \x01(\tR\x05since\x12\x14\n" +
+	"\x05until\x18\b \x01(\tR\x05until\x12\x1b\n" +
+	"\tpage_size\x18\t \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\n" +
+	" \x01(\tR\tpageToken\"n\n" +
+	"\x11ListAuditResponse\x121\n" +
+	"\arecords\x18\x01 \x03(\v2\x17.mandate.v1.AuditRecordR\arecords\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xc3\x02\n" +
 	"\vTaskService\x12a\n" +
 	"\n" +
 	"CreateTask\x12\x1d.mandate.v1.CreateTaskRequest\x1a\x1e.mandate.v1.CreateTaskResponse\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/tasks\x12Z\n" +
@@ -2416,7 +2865,9 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"/v1/schema2\x9c\x02\n" +
 	"\x13RelationshipService\x12\x87\x01\n" +
 	"\x12WriteRelationships\x12%.mandate.v1.WriteRelationshipsRequest\x1a&.mandate.v1.WriteRelationshipsResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/relationships:write\x12{\n" +
-	"\x11ReadRelationships\x12$.mandate.v1.ReadRelationshipsRequest\x1a%.mandate.v1.ReadRelationshipsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/relationshipsB\xba\x02\x92A\xfb\x01\x12\xac\x01\n" +
+	"\x11ReadRelationships\x12$.mandate.v1.ReadRelationshipsRequest\x1a%.mandate.v1.ReadRelationshipsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/relationships2k\n" +
+	"\fAuditService\x12[\n" +
+	"\tListAudit\x12\x1c.mandate.v1.ListAuditRequest\x1a\x1d.mandate.v1.ListAuditResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/v1/auditB\xba\x02\x92A\xfb\x01\x12\xac\x01\n" +
 	"\amandate\x12\x9c\x01A policy decision point for AI agents: per-instance agent identity, task-scoped short-lived grants, delegation chains and one-action revocation, on SpiceDB.2\x02v1Z<\n" +
 	":\n" +
 	"\x06bearer\x120\b\x02\x12\x1bAuthorization: Bearer <key>\x1a\rAuthorization \x02b\f\n" +
@@ -2436,7 +2887,7 @@ func file_mandate_v1_mandate_proto_rawDescGZIP() []byte {
 	return file_mandate_v1_mandate_proto_rawDescData
 }
 
-var file_mandate_v1_mandate_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_mandate_v1_mandate_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_mandate_v1_mandate_proto_goTypes = []any{
 	(*Task)(nil),                       // 0: mandate.v1.Task
 	(*CreateTaskRequest)(nil),          // 1: mandate.v1.CreateTaskRequest
@@ -2476,69 +2927,77 @@ var file_mandate_v1_mandate_proto_goTypes = []any{
 	(*WriteRelationshipsResponse)(nil), // 35: mandate.v1.WriteRelationshipsResponse
 	(*ReadRelationshipsRequest)(nil),   // 36: mandate.v1.ReadRelationshipsRequest
 	(*ReadRelationshipsResponse)(nil),  // 37: mandate.v1.ReadRelationshipsResponse
-	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),            // 39: google.protobuf.Struct
+	(*AuditRecord)(nil),                // 38: mandate.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 39: mandate.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 40: mandate.v1.ListAuditResponse
+	(*timestamppb.Timestamp)(nil),      // 41: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),            // 42: google.protobuf.Struct
 }
 var file_mandate_v1_mandate_proto_depIdxs = []int32{
-	38, // 0: mandate.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	38, // 1: mandate.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 0: mandate.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	41, // 1: mandate.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: mandate.v1.CreateTaskResponse.task:type_name -> mandate.v1.Task
 	0,  // 3: mandate.v1.GetTaskResponse.task:type_name -> mandate.v1.Task
 	0,  // 4: mandate.v1.CompleteTaskResponse.task:type_name -> mandate.v1.Task
-	38, // 5: mandate.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	38, // 6: mandate.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 5: mandate.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	41, // 6: mandate.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
 	7,  // 7: mandate.v1.CreateAgentResponse.agent:type_name -> mandate.v1.Agent
 	7,  // 8: mandate.v1.GetAgentResponse.agent:type_name -> mandate.v1.Agent
 	7,  // 9: mandate.v1.SuspendAgentResponse.agent:type_name -> mandate.v1.Agent
 	7,  // 10: mandate.v1.ResumeAgentResponse.agent:type_name -> mandate.v1.Agent
-	38, // 11: mandate.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	38, // 12: mandate.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 11: mandate.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	41, // 12: mandate.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
 	18, // 13: mandate.v1.CreateGrantResponse.grant:type_name -> mandate.v1.Grant
 	18, // 14: mandate.v1.GetGrantResponse.grant:type_name -> mandate.v1.Grant
-	39, // 15: mandate.v1.CheckRequest.context:type_name -> google.protobuf.Struct
-	38, // 16: mandate.v1.CheckResponse.valid_until:type_name -> google.protobuf.Timestamp
+	42, // 15: mandate.v1.CheckRequest.context:type_name -> google.protobuf.Struct
+	41, // 16: mandate.v1.CheckResponse.valid_until:type_name -> google.protobuf.Timestamp
 	25, // 17: mandate.v1.CheckBulkRequest.checks:type_name -> mandate.v1.CheckRequest
 	26, // 18: mandate.v1.CheckBulkResponse.results:type_name -> mandate.v1.CheckResponse
 	33, // 19: mandate.v1.WriteRelationshipsRequest.updates:type_name -> mandate.v1.RelationshipUpdate
-	1,  // 20: mandate.v1.TaskService.CreateTask:input_type -> mandate.v1.CreateTaskRequest
-	3,  // 21: mandate.v1.TaskService.GetTask:input_type -> mandate.v1.GetTaskRequest
-	5,  // 22: mandate.v1.TaskService.CompleteTask:input_type -> mandate.v1.CompleteTaskRequest
-	8,  // 23: mandate.v1.AgentService.CreateAgent:input_type -> mandate.v1.CreateAgentRequest
-	10, // 24: mandate.v1.AgentService.GetAgent:input_type -> mandate.v1.GetAgentRequest
-	12, // 25: mandate.v1.AgentService.RevokeAgent:input_type -> mandate.v1.RevokeAgentRequest
-	14, // 26: mandate.v1.AgentService.SuspendAgent:input_type -> mandate.v1.SuspendAgentRequest
-	16, // 27: mandate.v1.AgentService.ResumeAgent:input_type -> mandate.v1.ResumeAgentRequest
-	19, // 28: mandate.v1.GrantService.CreateGrant:input_type -> mandate.v1.CreateGrantRequest
-	21, // 29: mandate.v1.GrantService.GetGrant:input_type -> mandate.v1.GetGrantRequest
-	23, // 30: mandate.v1.GrantService.DeleteGrant:input_type -> mandate.v1.DeleteGrantRequest
-	25, // 31: mandate.v1.CheckService.Check:input_type -> mandate.v1.CheckRequest
-	27, // 32: mandate.v1.CheckService.CheckBulk:input_type -> mandate.v1.CheckBulkRequest
-	29, // 33: mandate.v1.SchemaService.WriteSchema:input_type -> mandate.v1.WriteSchemaRequest
-	31, // 34: mandate.v1.SchemaService.ReadSchema:input_type -> mandate.v1.ReadSchemaRequest
-	34, // 35: mandate.v1.RelationshipService.WriteRelationships:input_type -> mandate.v1.WriteRelationshipsRequest
-	36, // 36: mandate.v1.RelationshipService.ReadRelationships:input_type -> mandate.v1.ReadRelationshipsRequest
-	2,  // 37: mandate.v1.TaskService.CreateTask:output_type -> mandate.v1.CreateTaskResponse
-	4,  // 38: mandate.v1.TaskService.GetTask:output_type -> mandate.v1.GetTaskResponse
-	6,  // 39: mandate.v1.TaskService.CompleteTask:output_type -> mandate.v1.CompleteTaskResponse
-	9,  // 40: mandate.v1.AgentService.CreateAgent:output_type -> mandate.v1.CreateAgentResponse
-	11, // 41: mandate.v1.AgentService.GetAgent:output_type -> mandate.v1.GetAgentResponse
-	13, // 42: mandate.v1.AgentService.RevokeAgent:output_type -> mandate.v1.RevokeAgentResponse
-	15, // 43: mandate.v1.AgentService.SuspendAgent:output_type -> mandate.v1.SuspendAgentResponse
-	17, // 44: mandate.v1.AgentService.ResumeAgent:output_type -> mandate.v1.ResumeAgentResponse
-	20, // 45: mandate.v1.GrantService.CreateGrant:output_type -> mandate.v1.CreateGrantResponse
-	22, // 46: mandate.v1.GrantService.GetGrant:output_type -> mandate.v1.GetGrantResponse
-	24, // 47: mandate.v1.GrantService.DeleteGrant:output_type -> mandate.v1.DeleteGrantResponse
-	26, // 48: mandate.v1.CheckService.Check:output_type -> mandate.v1.CheckResponse
-	28, // 49: mandate.v1.CheckService.CheckBulk:output_type -> mandate.v1.CheckBulkResponse
-	30, // 50: mandate.v1.SchemaService.WriteSchema:output_type -> mandate.v1.WriteSchemaResponse
-	32, // 51: mandate.v1.SchemaService.ReadSchema:output_type -> mandate.v1.ReadSchemaResponse
-	35, // 52: mandate.v1.RelationshipService.WriteRelationships:output_type -> mandate.v1.WriteRelationshipsResponse
-	37, // 53: mandate.v1.RelationshipService.ReadRelationships:output_type -> mandate.v1.ReadRelationshipsResponse
-	37, // [37:54] is the sub-list for method output_type
-	20, // [20:37] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	41, // 20: mandate.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	42, // 21: mandate.v1.AuditRecord.details:type_name -> google.protobuf.Struct
+	38, // 22: mandate.v1.ListAuditResponse.records:type_name -> mandate.v1.AuditRecord
+	1,  // 23: mandate.v1.TaskService.CreateTask:input_type -> mandate.v1.CreateTaskRequest
+	3,  // 24: mandate.v1.TaskService.GetTask:input_type -> mandate.v1.GetTaskRequest
+	5,  // 25: mandate.v1.TaskService.CompleteTask:input_type -> mandate.v1.CompleteTaskRequest
+	8,  // 26: mandate.v1.AgentService.CreateAgent:input_type -> mandate.v1.CreateAgentRequest
+	10, // 27: mandate.v1.AgentService.GetAgent:input_type -> mandate.v1.GetAgentRequest
+	12, // 28: mandate.v1.AgentService.RevokeAgent:input_type -> mandate.v1.RevokeAgentRequest
+	14, // 29: mandate.v1.AgentService.SuspendAgent:input_type -> mandate.v1.SuspendAgentRequest
+	16, // 30: mandate.v1.AgentService.ResumeAgent:input_type -> mandate.v1.ResumeAgentRequest
+	19, // 31: mandate.v1.GrantService.CreateGrant:input_type -> mandate.v1.CreateGrantRequest
+	21, // 32: mandate.v1.GrantService.GetGrant:input_type -> mandate.v1.GetGrantRequest
+	23, // 33: mandate.v1.GrantService.DeleteGrant:input_type -> mandate.v1.DeleteGrantRequest
+	25, // 34: mandate.v1.CheckService.Check:input_type -> mandate.v1.CheckRequest
+	27, // 35: mandate.v1.CheckService.CheckBulk:input_type -> mandate.v1.CheckBulkRequest
+	29, // 36: mandate.v1.SchemaService.WriteSchema:input_type -> mandate.v1.WriteSchemaRequest
+	31, // 37: mandate.v1.SchemaService.ReadSchema:input_type -> mandate.v1.ReadSchemaRequest
+	34, // 38: mandate.v1.RelationshipService.WriteRelationships:input_type -> mandate.v1.WriteRelationshipsRequest
+	36, // 39: mandate.v1.RelationshipService.ReadRelationships:input_type -> mandate.v1.ReadRelationshipsRequest
+	39, // 40: mandate.v1.AuditService.ListAudit:input_type -> mandate.v1.ListAuditRequest
+	2,  // 41: mandate.v1.TaskService.CreateTask:output_type -> mandate.v1.CreateTaskResponse
+	4,  // 42: mandate.v1.TaskService.GetTask:output_type -> mandate.v1.GetTaskResponse
+	6,  // 43: mandate.v1.TaskService.CompleteTask:output_type -> mandate.v1.CompleteTaskResponse
+	9,  // 44: mandate.v1.AgentService.CreateAgent:output_type -> mandate.v1.CreateAgentResponse
+	11, // 45: mandate.v1.AgentService.GetAgent:output_type -> mandate.v1.GetAgentResponse
+	13, // 46: mandate.v1.AgentService.RevokeAgent:output_type -> mandate.v1.RevokeAgentResponse
+	15, // 47: mandate.v1.AgentService.SuspendAgent:output_type -> mandate.v1.SuspendAgentResponse
+	17, // 48: mandate.v1.AgentService.ResumeAgent:output_type -> mandate.v1.ResumeAgentResponse
+	20, // 49: mandate.v1.GrantService.CreateGrant:output_type -> mandate.v1.CreateGrantResponse
+	22, // 50: mandate.v1.GrantService.GetGrant:output_type -> mandate.v1.GetGrantResponse
+	24, // 51: mandate.v1.GrantService.DeleteGrant:output_type -> mandate.v1.DeleteGrantResponse
+	26, // 52: mandate.v1.CheckService.Check:output_type -> mandate.v1.CheckResponse
+	28, // 53: mandate.v1.CheckService.CheckBulk:output_type -> mandate.v1.CheckBulkResponse
+	30, // 54: mandate.v1.SchemaService.WriteSchema:output_type -> mandate.v1.WriteSchemaResponse
+	32, // 55: mandate.v1.SchemaService.ReadSchema:output_type -> mandate.v1.ReadSchemaResponse
+	35, // 56: mandate.v1.RelationshipService.WriteRelationships:output_type -> mandate.v1.WriteRelationshipsResponse
+	37, // 57: mandate.v1.RelationshipService.ReadRelationships:output_type -> mandate.v1.ReadRelationshipsResponse
+	40, // 58: mandate.v1.AuditService.ListAudit:output_type -> mandate.v1.ListAuditResponse
+	41, // [41:59] is the sub-list for method output_type
+	23, // [23:41] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_mandate_v1_mandate_proto_init() }
@@ -2552,9 +3011,9 @@ func file_mandate_v1_mandate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mandate_v1_mandate_proto_rawDesc), len(file_mandate_v1_mandate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   41,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_mandate_v1_mandate_proto_goTypes,
 		DependencyIndexes: file_mandate_v1_mandate_proto_depIdxs,
