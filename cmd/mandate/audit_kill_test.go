@@ -103,3 +103,44 @@ func TestStrictAuditSurvivesKill9(t *testing.T) {
 	}
 	t.Logf("%d acknowledged checks, all recorded (%d records stored)", len(acked), len(stored))
 }
+
+// TestGracefulShutdownFlushesAudit: in batched mode a check is acknowledged
+// before its record is written; a graceful shutdown writes every one.
+func TestGracefulShutdownFlushesAudit(t *testing.T) {
+	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
+	}
+	if testing.Short() {
+		t.Skip("builds and runs the server")
+	}
+	bin, keys := buildBinary(t)
+	auditDB := freshDatabase(t, dsn)
+	args := func() []string {
+		return []string{"serve", "--keys-file", keys, "--audit-mode", "batched", "--audit-dsn", auditDB,
+			"--audit-spool", filepath.Join(t.TempDir(), "spool"), "--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t)}
+	}
+	first := &replica{name: "first", logs: &bytes.Buffer{}}
+	first.start(t, bin, args())
+	waitServing(t, first)
+	post(t, first, "/v1/relationships:write", adminKey, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#reader@user:alice"},
+	}})
+	const n = 300
+	for i := 0; i < n; i++ {
+		post(t, first, "/v1/check", checkerKey, map[string]string{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api", "correlation_id": "graceful"})
+	}
+	if err := first.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.cmd.Wait(); err != nil {
+		t.Fatalf("graceful shutdown: %v\n%s", err, first.logs.String())
+	}
+	second := &replica{name: "second", logs: &bytes.Buffer{}}
+	second.start(t, bin, args())
+	waitServing(t, second)
+	out := do(t, second, "GET", "/v1/audit?page_size=1000&correlation_id=graceful", adminKey, nil)
+	if recs, _ := out["records"].([]any); len(recs) != n {
+		t.Fatalf("%d of %d acknowledged checks recorded after a graceful shutdown", len(recs), n)
+	}
+}

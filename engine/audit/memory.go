@@ -11,7 +11,9 @@ import (
 type MemoryStore struct {
 	mu    sync.RWMutex
 	max   int
-	recs  []Record // guarded by mu; oldest first, at most max
+	ring  []*Record // guarded by mu; a ring of at most max records
+	next  int      // guarded by mu; where the next record goes
+	full  bool     // guarded by mu; the ring has wrapped
 	index map[string]bool
 }
 
@@ -23,22 +25,26 @@ func NewMemoryStore(max int) *MemoryStore {
 	return &MemoryStore{max: max, index: map[string]bool{}}
 }
 
-// Write implements Store.
+// Write implements Store. Past max records, the oldest are forgotten.
 func (m *MemoryStore) Write(_ context.Context, rs []Record) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, r := range rs {
+	for i := range rs {
+		r := &rs[i] // the batch is not reused after a write
 		if m.index[r.ID] {
 			continue
 		}
-		m.index[r.ID] = true
-		m.recs = append(m.recs, r)
-	}
-	if over := len(m.recs) - m.max; over > 0 {
-		for _, r := range m.recs[:over] {
-			delete(m.index, r.ID)
+		if m.full {
+			delete(m.index, m.ring[m.next].ID)
+			m.ring[m.next] = r
+		} else {
+			m.ring = append(m.ring, r)
 		}
-		m.recs = append([]Record(nil), m.recs[over:]...)
+		m.index[r.ID] = true
+		m.next++
+		if m.next == m.max {
+			m.next, m.full = 0, true
+		}
 	}
 	return nil
 }
@@ -48,12 +54,12 @@ func (m *MemoryStore) Query(_ context.Context, f Filter) ([]Record, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	// Records arrive nearly in time order; sort a view to be exact.
-	idx := make([]int, len(m.recs))
+	idx := make([]int, len(m.ring))
 	for i := range idx {
 		idx[i] = i
 	}
 	sort.SliceStable(idx, func(a, b int) bool {
-		ra, rb := &m.recs[idx[a]], &m.recs[idx[b]]
+		ra, rb := m.ring[idx[a]], m.ring[idx[b]]
 		if !ra.Time.Equal(rb.Time) {
 			return ra.Time.After(rb.Time)
 		}
@@ -61,7 +67,7 @@ func (m *MemoryStore) Query(_ context.Context, f Filter) ([]Record, error) {
 	})
 	var out []Record
 	for _, i := range idx {
-		r := &m.recs[i]
+		r := m.ring[i]
 		if f.After != nil && !f.After.Before(r) {
 			continue
 		}
@@ -80,5 +86,5 @@ func (m *MemoryStore) Query(_ context.Context, f Filter) ([]Record, error) {
 func (m *MemoryStore) Len() int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return len(m.recs)
+	return len(m.ring)
 }

@@ -304,7 +304,7 @@ func (r *Recorder) replay() {
 				return
 			}
 			total += len(batch)
-			batch = batch[:0]
+			batch = nil // stores may keep the slice they were given
 		}
 	}
 	if len(batch) > 0 {

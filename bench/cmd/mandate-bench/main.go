@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -52,13 +53,20 @@ func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
 		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,c,d,e,open,f,g", "scenarios to run")
+		scenarios  = flag.String("scenarios", "a,b,c,d,e,open,audit,f,g", "scenarios to run")
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
 		memEntries = flag.Int("memory-entries", 0, "instead of the scenarios, fill a decision cache with this many decisions and report resident memory")
+		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and load generator share the process)")
 	)
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		must(err)
+		must(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	if *memEntries > 0 {
 		memoryReport(*memEntries)
 		return
@@ -145,6 +153,19 @@ func main() {
 		add("(d) open loop at a fixed rate: latency from when each request was due", bench.Open(ctx, "d-open", 5000, *duration, 10_000, ops["d"]))
 		add("(c) open loop at a fixed rate", bench.Open(ctx, "c-open", 1000, *duration, 10_000, ops["c"]))
 	}
+	if want["audit"] {
+		// The same cached check on a server with audit off, back to back with
+		// the default server (audit batched, in memory).
+		off, stopOff := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory"}, Audit: service.AuditConfig{Mode: "off"}})
+		offAgent := seedHotSet(ctx, off, dial(off.GRPCAddr(), operatorKey))
+		offChecks := mandatev1.NewCheckServiceClient(dial(off.GRPCAddr(), checkerKey))
+		opOff := func(ctx context.Context, w, i int) error {
+			return allowed(offChecks.Check(ctx, &mandatev1.CheckRequest{Subject: offAgent, Permission: "read", Resource: hot(w*7919 + i)}))
+		}
+		add("(d) with audit batched (the default, memory store)", bench.Closed(ctx, "d-audit-on", 8, *warmup, *duration, ops["d"]))
+		add("(d) with audit off", bench.Closed(ctx, "d-audit-off", 8, *warmup, *duration, opOff))
+		stopOff()
+	}
 	if *pgDSN != "" && want["f"] {
 		add("(f) revocation on replica A until B and C both deny, 3 replicas on Postgres", propagation(ctx, *pgDSN, keys, *propRounds))
 	}
@@ -204,6 +225,7 @@ func targetRatios(rs []bench.Result) []string {
 	ratio("2a: (d)/(b) throughput at 8 in flight", find(rs, "d", 8), find(rs, "b", 8), tp, ">= 1.25")
 	ratio("2b: (d)/(b) p50 at 1 in flight", find(rs, "d", 1), find(rs, "b", 1), p50, "<= 0.7")
 	ratio("3: (c)/(b) p50 at 1 in flight", find(rs, "c", 1), find(rs, "b", 1), p50, "<= 1.3")
+	ratio("audit: (d) audit batched / audit off, throughput at 8 in flight", find(rs, "d-audit-on", 8), find(rs, "d-audit-off", 8), tp, ">= 0.9")
 	for _, r := range rs {
 		if r.Scenario == "f" {
 			out = append(out, fmt.Sprintf("4: (f) p99 = %.1f ms (target <= 50 ms)", r.P99ms))
