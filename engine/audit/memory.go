@@ -12,8 +12,8 @@ type MemoryStore struct {
 	mu    sync.RWMutex
 	max   int
 	ring  []*Record // guarded by mu; a ring of at most max records
-	next  int      // guarded by mu; where the next record goes
-	full  bool     // guarded by mu; the ring has wrapped
+	next  int       // guarded by mu; where the next record goes
+	full  bool      // guarded by mu; the ring has wrapped
 	index map[string]bool
 }
 
