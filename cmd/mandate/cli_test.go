@@ -81,4 +81,19 @@ definition doc {
 	if out, code := run(checkerKey, "check", "alice", "view", "doc:readme"); code != 1 || !strings.Contains(out, "subject") {
 		t.Fatalf("check with a malformed subject: %d %s", code, out)
 	}
+
+	// The audit trail has both checks and the schema change.
+	out, code := run(adminKey, "audit", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"action": "schema.write"`) || !strings.Contains(out, `"reason_code": "NO_PERMISSION"`) {
+		t.Fatalf("audit -o json: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "audit", "--decision", "allow"); code != 0 || !strings.Contains(out, "user:alice") || strings.Contains(out, "user:bob") {
+		t.Fatalf("audit --decision allow: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "audit", "--since", "yesterday"); code != 1 || !strings.Contains(out, "since") {
+		t.Fatalf("audit with a bad --since: %d %s", code, out)
+	}
+	if out, code := run(checkerKey, "audit"); code != 1 || !strings.Contains(out, "PermissionDenied") {
+		t.Fatalf("audit with a checker key: %d %s", code, out)
+	}
 }

@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -395,4 +397,66 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return 0
+}
+
+func TestLineSinksAndOCSF(t *testing.T) {
+	dir := t.TempDir()
+	native, err := audit.OpenLineSink(filepath.Join(dir, "audit.jsonl"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ocsf, err := audit.OpenLineSink(filepath.Join(dir, "ocsf.jsonl"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := []audit.Record{
+		{ID: "dec_1", Time: t0, Kind: audit.KindCheck, Decision: audit.DecisionDeny, ReasonCode: "NO_GRANT", FailedLeg: "grant",
+			Subject: "agent:agt_1", Principal: "user:alice", Task: "task:tsk_1", Permission: "deploy", Resource: "environment:production",
+			Reason: "ship it", CorrelationID: "deploy-42", RequestID: "req_1", Caller: "ci-runner"},
+		{ID: "chg_1", Time: t0, Kind: audit.KindChange, Action: "agent.revoke", Target: "agent:agt_1", Caller: "ops"},
+	}
+	for _, s := range []*audit.LineSink{native, ocsf} {
+		if err := s.Emit(recs); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := func(name string) []map[string]any {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []map[string]any
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			out = append(out, m)
+		}
+		return out
+	}
+	if n := lines("audit.jsonl"); len(n) != 2 || n[0]["correlation_id"] != "deploy-42" || n[1]["action"] != "agent.revoke" {
+		t.Fatalf("native lines: %v", n)
+	}
+	o := lines("ocsf.jsonl")
+	check, change := o[0], o[1]
+	if check["class_uid"] != 6003.0 || check["activity_id"] != 2.0 || check["type_uid"] != 600302.0 || check["status_id"] != 2.0 || check["message"] != "ship it" {
+		t.Fatalf("OCSF check event: %v", check)
+	}
+	actor := check["actor"].(map[string]any)
+	if actor["user"].(map[string]any)["uid"] != "agent:agt_1" || actor["invoked_by"] != "user:alice" || actor["app_name"] != "ci-runner" {
+		t.Fatalf("OCSF actor: %v", actor)
+	}
+	if md := check["metadata"].(map[string]any); md["correlation_uid"] != "deploy-42" || md["uid"] != "dec_1" {
+		t.Fatalf("OCSF metadata: %v", md)
+	}
+	if res := check["resources"].([]any)[0].(map[string]any); res["uid"] != "environment:production" || res["type"] != "environment" {
+		t.Fatalf("OCSF resources: %v", res)
+	}
+	if change["activity_id"] != 4.0 || change["status_id"] != 1.0 || change["api"].(map[string]any)["operation"] != "agent.revoke" {
+		t.Fatalf("OCSF change event: %v", change)
+	}
 }

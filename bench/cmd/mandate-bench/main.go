@@ -349,9 +349,9 @@ func propagation(ctx context.Context, dsn, keys string, rounds int) bench.Result
 			}
 			_, _ = c.Check(ctx, req)
 		}
+		// B and C poll from the moment the revocation is sent, so the time
+		// counts from its start and not from when A finished answering.
 		t0 := time.Now()
-		_, err = agents.SuspendAgent(ctx, &mandatev1.SuspendAgentRequest{Id: ag.GetAgent().GetId()})
-		must(err)
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		var worst time.Duration
@@ -371,6 +371,8 @@ func propagation(ctx context.Context, dsn, keys string, rounds int) bench.Result
 				mu.Unlock()
 			}(c)
 		}
+		_, err = agents.SuspendAgent(ctx, &mandatev1.SuspendAgentRequest{Id: ag.GetAgent().GetId()})
+		must(err)
 		wg.Wait()
 		samples = append(samples, worst)
 	}
