@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -30,7 +29,7 @@ func (h *Handlers) base(ctx context.Context, id, kind string) audit.Record {
 
 // recordCheck writes the audit record of one decision. In strict mode it
 // waits until the record is durable and fails the check if it cannot be.
-func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.CheckRequest, q engine.Query, d engine.Decision, derr error, took time.Duration) error {
+func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.CheckRequest, d engine.Decision, derr error, took time.Duration) error {
 	if h.Audit == nil {
 		return nil
 	}
@@ -50,7 +49,6 @@ func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.Ch
 		r.Principal, r.Task = refString(d.Principal), refString(d.Task)
 		r.ConsistencyToken, r.Cached = d.Token, d.Cached
 	}
-	_ = q
 	if err := h.Audit.Record(ctx, r, h.Audit.Strict()); err != nil {
 		return status.Errorf(codes.Unavailable, "the decision could not be recorded durably (audit mode strict): %v", err)
 	}
@@ -193,4 +191,3 @@ func normalizeDetails(m map[string]any) map[string]any {
 	return out
 }
 
-var _ = strings.HasPrefix

@@ -282,7 +282,7 @@ func (h *Handlers) checkOne(ctx context.Context, r *mandatev1.CheckRequest, q en
 	start := time.Now()
 	d, err := h.decide(ctx, q)
 	id := decisionID()
-	if aerr := h.recordCheck(ctx, id, r, q, d, err, time.Since(start)); aerr != nil {
+	if aerr := h.recordCheck(ctx, id, r, d, err, time.Since(start)); aerr != nil {
 		return nil, aerr
 	}
 	if err != nil {

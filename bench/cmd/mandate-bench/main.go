@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -282,7 +281,6 @@ func dial(addr, key string) *grpc.ClientConn {
 
 // seedHotSet gives alice 100 repos and one agent with a grant on each.
 func seedHotSet(ctx context.Context, srv *service.Server, opConn *grpc.ClientConn) string {
-	e := srv.Engine()
 	var ups []string
 	for i := 0; i < hotSet; i++ {
 		ups = append(ups, fmt.Sprintf("repo:bench/hot%d#reader@user:alice", i))
@@ -299,7 +297,6 @@ func seedHotSet(ctx context.Context, srv *service.Server, opConn *grpc.ClientCon
 		_, err := grants.CreateGrant(ctx, &mandatev1.CreateGrantRequest{Holder: "agent:" + a.GetAgent().GetId(), Permission: "read", Resource: fmt.Sprintf("repo:bench/hot%d", i), Ttl: "1h"})
 		must(err)
 	}
-	_ = e
 	return "agent:" + a.GetAgent().GetId()
 }
 
@@ -466,4 +463,3 @@ func must(err error) {
 	}
 }
 
-var _ = io.Discard
