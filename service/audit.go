@@ -190,4 +190,3 @@ func normalizeDetails(m map[string]any) map[string]any {
 	}
 	return out
 }
-

@@ -462,4 +462,3 @@ func must(err error) {
 		os.Exit(1)
 	}
 }
-
