@@ -41,10 +41,11 @@ func New(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Handler, 
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	marshaler := &runtime.JSONPb{
+	// HTTPBodyMarshaler serves google.api.HttpBody responses (the CSV report) as they are.
+	marshaler := &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-	}
+	}}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
 		runtime.WithIncomingHeaderMatcher(incomingHeaders),
@@ -60,6 +61,7 @@ func New(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Handler, 
 		mandatev1.RegisterSchemaServiceHandler,
 		mandatev1.RegisterRelationshipServiceHandler,
 		mandatev1.RegisterAuditServiceHandler,
+		mandatev1.RegisterReviewServiceHandler,
 	} {
 		if err := register(ctx, mux, conn); err != nil {
 			return nil, fmt.Errorf("registering REST handlers: %w", err)

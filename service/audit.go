@@ -144,6 +144,9 @@ func (h *Handlers) ListAudit(ctx context.Context, r *mandatev1.ListAuditRequest)
 		}
 		f.After = c
 	}
+	if err := h.syncAudit(ctx); err != nil {
+		return nil, err
+	}
 	recs, err := h.AuditStore.Query(ctx, f)
 	if err != nil {
 		return nil, h.err(ctx, &engine.Error{Kind: engine.KindUnavailable, Msg: "audit store unavailable", Err: errors.Join(engine.ErrUnavailable, err)})
@@ -189,4 +192,15 @@ func normalizeDetails(m map[string]any) map[string]any {
 		}
 	}
 	return out
+}
+
+// syncAudit makes every record acknowledged so far visible to the query that follows.
+func (h *Handlers) syncAudit(ctx context.Context) error {
+	if h.Audit == nil {
+		return nil
+	}
+	if err := h.Audit.Sync(ctx); err != nil {
+		return status.Errorf(codes.Unavailable, "audit records could not be made durable: %v", err)
+	}
+	return nil
 }

@@ -162,6 +162,13 @@ var methodRoles = map[string][]Role{
 	"/mandate.v1.RelationshipService/ReadRelationships":  {RoleReviewer, RoleAdmin},
 	"/mandate.v1.RelationshipService/WriteRelationships": {RoleAdmin},
 	"/mandate.v1.AuditService/ListAudit":                 {RoleReviewer, RoleAdmin},
+	"/mandate.v1.ReviewService/ListAgents":               {RoleReviewer, RoleAdmin},
+	"/mandate.v1.ReviewService/ListAgentAccess":          {RoleReviewer, RoleAdmin},
+	"/mandate.v1.ReviewService/ListPrincipalAgents":      {RoleReviewer, RoleAdmin},
+	"/mandate.v1.ReviewService/Explain":                  {RoleReviewer, RoleAdmin},
+	"/mandate.v1.ReviewService/ListUnusedGrants":         {RoleReviewer, RoleAdmin},
+	"/mandate.v1.ReviewService/GetReviewReport":          {RoleReviewer, RoleAdmin},
+	"/mandate.v1.ReviewService/GetReviewReportCSV":       {RoleReviewer, RoleAdmin},
 }
 
 // unauthenticatedPrefixes are methods anyone may call.

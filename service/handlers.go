@@ -33,6 +33,7 @@ type Handlers struct {
 	mandatev1.UnimplementedSchemaServiceServer
 	mandatev1.UnimplementedRelationshipServiceServer
 	mandatev1.UnimplementedAuditServiceServer
+	mandatev1.UnimplementedReviewServiceServer
 
 	Engine *engine.Engine
 	// Decider answers checks; it is Engine itself or a decorator around it.

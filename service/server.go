@@ -238,6 +238,7 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	mandatev1.RegisterSchemaServiceServer(s.grpcServer, h)
 	mandatev1.RegisterRelationshipServiceServer(s.grpcServer, h)
 	mandatev1.RegisterAuditServiceServer(s.grpcServer, h)
+	mandatev1.RegisterReviewServiceServer(s.grpcServer, h)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 

@@ -52,8 +52,9 @@ type Sink interface {
 }
 
 type item struct {
-	r    Record
-	done chan error // nil: nobody waits
+	r       Record
+	done    chan error // nil: nobody waits
+	barrier bool       // no record: done once everything queued before it is durable
 }
 
 // Recorder batches records to a Store, spooling them to a local file while
@@ -138,6 +139,25 @@ func (r *Recorder) Record(ctx context.Context, rec Record, wait bool) error {
 	}
 }
 
+// Sync returns once every record queued before it is durable, so a query
+// that follows sees them.
+func (r *Recorder) Sync(ctx context.Context) error {
+	it := item{barrier: true, done: make(chan error, 1)}
+	select {
+	case r.queue <- it:
+	case <-r.stopped:
+		return errors.New("audit: recorder stopped")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Run flushes until Close. Batches go to the store unless the spool holds
 // records, which are replayed first so the store receives everything in order.
 func (r *Recorder) Run(ctx context.Context) {
@@ -198,9 +218,11 @@ func (r *Recorder) Close() {
 }
 
 func (r *Recorder) flush(batch []item) {
-	recs := make([]Record, len(batch))
-	for i, it := range batch {
-		recs[i] = it.r
+	recs := make([]Record, 0, len(batch))
+	for _, it := range batch {
+		if !it.barrier {
+			recs = append(recs, it.r)
+		}
 	}
 	err := r.write(recs)
 	for _, it := range batch {
@@ -212,6 +234,9 @@ func (r *Recorder) flush(batch []item) {
 
 // write stores records, or spools them. It fails only if neither worked.
 func (r *Recorder) write(recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
 	r.spoolMu.Lock()
 	pending := r.spooled
 	r.spoolMu.Unlock()

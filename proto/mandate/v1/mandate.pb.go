@@ -9,6 +9,7 @@ package mandatev1
 import (
 	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -2628,12 +2629,1185 @@ func (x *ListAuditResponse) GetNextPageToken() string {
 	return ""
 }
 
+type ListAgentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// principal is "user:<id>".
+	Principal string `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// task is "task:<id>".
+	Task string `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	// status is active, suspended, revoked or expired.
+	Status        string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	PageSize      uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsRequest) Reset() {
+	*x = ListAgentsRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsRequest) ProtoMessage() {}
+
+func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListAgentsRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAgentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListAgentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsResponse) Reset() {
+	*x = ListAgentsResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsResponse) ProtoMessage() {}
+
+func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListAgentsResponse) GetAgents() []*Agent {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *ListAgentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// AccessEntry is one resource and permission an agent can reach now, and why.
+type AccessEntry struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Resource   string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Permission string                 `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	// grants are the live grants that give it to the agent (held by it or its task).
+	Grants []string `protobuf:"bytes,3,rep,name=grants,proto3" json:"grants,omitempty"`
+	// holders hold those grants: the agent or its task.
+	Holders []string `protobuf:"bytes,4,rep,name=holders,proto3" json:"holders,omitempty"`
+	Task    string   `protobuf:"bytes,5,opt,name=task,proto3" json:"task,omitempty"`
+	// valid_until is the earliest expiry among the task, the agents of the chain and the grants.
+	ValidUntil *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
+	// principal_holds is true: the human holds the permission now (entries are listed only when a check would allow).
+	PrincipalHolds bool `protobuf:"varint,7,opt,name=principal_holds,json=principalHolds,proto3" json:"principal_holds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AccessEntry) Reset() {
+	*x = AccessEntry{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessEntry) ProtoMessage() {}
+
+func (x *AccessEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessEntry.ProtoReflect.Descriptor instead.
+func (*AccessEntry) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *AccessEntry) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetPermission() string {
+	if x != nil {
+		return x.Permission
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetGrants() []string {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *AccessEntry) GetHolders() []string {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+func (x *AccessEntry) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetValidUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ValidUntil
+	}
+	return nil
+}
+
+func (x *AccessEntry) GetPrincipalHolds() bool {
+	if x != nil {
+		return x.PrincipalHolds
+	}
+	return false
+}
+
+type ListAgentAccessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ResourceType  string                 `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	Permission    string                 `protobuf:"bytes,3,opt,name=permission,proto3" json:"permission,omitempty"`
+	PageSize      uint32                 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentAccessRequest) Reset() {
+	*x = ListAgentAccessRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentAccessRequest) ProtoMessage() {}
+
+func (x *ListAgentAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentAccessRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentAccessRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListAgentAccessRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ListAgentAccessRequest) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *ListAgentAccessRequest) GetPermission() string {
+	if x != nil {
+		return x.Permission
+	}
+	return ""
+}
+
+func (x *ListAgentAccessRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAgentAccessRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListAgentAccessResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Agent            string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Chain            []string               `protobuf:"bytes,2,rep,name=chain,proto3" json:"chain,omitempty"`
+	Access           []*AccessEntry         `protobuf:"bytes,3,rep,name=access,proto3" json:"access,omitempty"`
+	NextPageToken    string                 `protobuf:"bytes,4,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	ConsistencyToken string                 `protobuf:"bytes,5,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ListAgentAccessResponse) Reset() {
+	*x = ListAgentAccessResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentAccessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentAccessResponse) ProtoMessage() {}
+
+func (x *ListAgentAccessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentAccessResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentAccessResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListAgentAccessResponse) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ListAgentAccessResponse) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *ListAgentAccessResponse) GetAccess() []*AccessEntry {
+	if x != nil {
+		return x.Access
+	}
+	return nil
+}
+
+func (x *ListAgentAccessResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListAgentAccessResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
+}
+
+// AgentNode is an agent with the sub-agents below it.
+type AgentNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Children      []*AgentNode           `protobuf:"bytes,2,rep,name=children,proto3" json:"children,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentNode) Reset() {
+	*x = AgentNode{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentNode) ProtoMessage() {}
+
+func (x *AgentNode) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentNode.ProtoReflect.Descriptor instead.
+func (*AgentNode) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *AgentNode) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AgentNode) GetChildren() []*AgentNode {
+	if x != nil {
+		return x.Children
+	}
+	return nil
+}
+
+type ListPrincipalAgentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the bare user id, as in /v1/principals/alice/agents.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPrincipalAgentsRequest) Reset() {
+	*x = ListPrincipalAgentsRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPrincipalAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPrincipalAgentsRequest) ProtoMessage() {}
+
+func (x *ListPrincipalAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPrincipalAgentsRequest.ProtoReflect.Descriptor instead.
+func (*ListPrincipalAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ListPrincipalAgentsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListPrincipalAgentsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Principal string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	Tasks     []*Task                `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// agents are the top-level agents of those tasks, each with its sub-agents.
+	Agents        []*AgentNode `protobuf:"bytes,3,rep,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPrincipalAgentsResponse) Reset() {
+	*x = ListPrincipalAgentsResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPrincipalAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPrincipalAgentsResponse) ProtoMessage() {}
+
+func (x *ListPrincipalAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPrincipalAgentsResponse.ProtoReflect.Descriptor instead.
+func (*ListPrincipalAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ListPrincipalAgentsResponse) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ListPrincipalAgentsResponse) GetTasks() []*Task {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *ListPrincipalAgentsResponse) GetAgents() []*AgentNode {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+// Leg is one leg of a check: whether it passed, why, and the expiries it involves.
+type Leg struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is identity, task, grant or attenuation (or permission, for a user).
+	Name   string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Passed bool   `protobuf:"varint,2,opt,name=passed,proto3" json:"passed,omitempty"`
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// path names the relationships that granted it or that were missing.
+	Path []string `protobuf:"bytes,4,rep,name=path,proto3" json:"path,omitempty"`
+	// expires_at is the earliest expiry this leg depends on.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leg) Reset() {
+	*x = Leg{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leg) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leg) ProtoMessage() {}
+
+func (x *Leg) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leg.ProtoReflect.Descriptor instead.
+func (*Leg) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *Leg) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Leg) GetPassed() bool {
+	if x != nil {
+		return x.Passed
+	}
+	return false
+}
+
+func (x *Leg) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *Leg) GetPath() []string {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *Leg) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type ExplainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Permission    string                 `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	Resource      string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Context       *structpb.Struct       `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ExplainRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetPermission() string {
+	if x != nil {
+		return x.Permission
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetContext() *structpb.Struct {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+type ExplainResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Allowed    bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	ReasonCode string                 `protobuf:"bytes,2,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	Legs       []*Leg                 `protobuf:"bytes,3,rep,name=legs,proto3" json:"legs,omitempty"`
+	// would_change says what would flip the answer.
+	WouldChange   []string `protobuf:"bytes,4,rep,name=would_change,json=wouldChange,proto3" json:"would_change,omitempty"`
+	Chain         []string `protobuf:"bytes,5,rep,name=chain,proto3" json:"chain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ExplainResponse) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *ExplainResponse) GetReasonCode() string {
+	if x != nil {
+		return x.ReasonCode
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetLegs() []*Leg {
+	if x != nil {
+		return x.Legs
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetWouldChange() []string {
+	if x != nil {
+		return x.WouldChange
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+type UnusedGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Grant         *Grant                 `protobuf:"bytes,1,opt,name=grant,proto3" json:"grant,omitempty"`
+	Principal     string                 `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	Task          string                 `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnusedGrant) Reset() {
+	*x = UnusedGrant{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnusedGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnusedGrant) ProtoMessage() {}
+
+func (x *UnusedGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnusedGrant.ProtoReflect.Descriptor instead.
+func (*UnusedGrant) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *UnusedGrant) GetGrant() *Grant {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+func (x *UnusedGrant) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *UnusedGrant) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+type ListUnusedGrantsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// since is a duration back from now ("30d") or an RFC 3339 time. Default 30d.
+	Since         string `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	Principal     string `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	Agent         string `protobuf:"bytes,3,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUnusedGrantsRequest) Reset() {
+	*x = ListUnusedGrantsRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUnusedGrantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUnusedGrantsRequest) ProtoMessage() {}
+
+func (x *ListUnusedGrantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUnusedGrantsRequest.ProtoReflect.Descriptor instead.
+func (*ListUnusedGrantsRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListUnusedGrantsRequest) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
+
+func (x *ListUnusedGrantsRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ListUnusedGrantsRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+type ListUnusedGrantsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Grants        []*UnusedGrant         `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUnusedGrantsResponse) Reset() {
+	*x = ListUnusedGrantsResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUnusedGrantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUnusedGrantsResponse) ProtoMessage() {}
+
+func (x *ListUnusedGrantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUnusedGrantsResponse.ProtoReflect.Descriptor instead.
+func (*ListUnusedGrantsResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ListUnusedGrantsResponse) GetGrants() []*UnusedGrant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+// AgentReport is one agent's page of the access review.
+type AgentReport struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Agent    *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	CanReach []*AccessEntry         `protobuf:"bytes,2,rep,name=can_reach,json=canReach,proto3" json:"can_reach,omitempty"`
+	// used lists "<permission> <resource>" pairs allowed in the window.
+	Used         []string `protobuf:"bytes,3,rep,name=used,proto3" json:"used,omitempty"`
+	UnusedGrants []*Grant `protobuf:"bytes,4,rep,name=unused_grants,json=unusedGrants,proto3" json:"unused_grants,omitempty"`
+	// denials lists the denied checks in the window, newest first.
+	Denials       []*AuditRecord `protobuf:"bytes,5,rep,name=denials,proto3" json:"denials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentReport) Reset() {
+	*x = AgentReport{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentReport) ProtoMessage() {}
+
+func (x *AgentReport) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentReport.ProtoReflect.Descriptor instead.
+func (*AgentReport) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *AgentReport) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AgentReport) GetCanReach() []*AccessEntry {
+	if x != nil {
+		return x.CanReach
+	}
+	return nil
+}
+
+func (x *AgentReport) GetUsed() []string {
+	if x != nil {
+		return x.Used
+	}
+	return nil
+}
+
+func (x *AgentReport) GetUnusedGrants() []*Grant {
+	if x != nil {
+		return x.UnusedGrants
+	}
+	return nil
+}
+
+func (x *AgentReport) GetDenials() []*AuditRecord {
+	if x != nil {
+		return x.Denials
+	}
+	return nil
+}
+
+type GetReviewReportRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Principal string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// since is a duration back from now ("30d") or an RFC 3339 time. Default 30d.
+	Since         string `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReviewReportRequest) Reset() {
+	*x = GetReviewReportRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReviewReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReviewReportRequest) ProtoMessage() {}
+
+func (x *GetReviewReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReviewReportRequest.ProtoReflect.Descriptor instead.
+func (*GetReviewReportRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *GetReviewReportRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *GetReviewReportRequest) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
+
+type GetReviewReportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GeneratedAt   *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=generated_at,json=generatedAt,proto3" json:"generated_at,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Agents        []*AgentReport         `protobuf:"bytes,3,rep,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReviewReportResponse) Reset() {
+	*x = GetReviewReportResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReviewReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReviewReportResponse) ProtoMessage() {}
+
+func (x *GetReviewReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReviewReportResponse.ProtoReflect.Descriptor instead.
+func (*GetReviewReportResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *GetReviewReportResponse) GetGeneratedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GeneratedAt
+	}
+	return nil
+}
+
+func (x *GetReviewReportResponse) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetReviewReportResponse) GetAgents() []*AgentReport {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+type GetReviewReportCSVRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Principal     string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	Since         string                 `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReviewReportCSVRequest) Reset() {
+	*x = GetReviewReportCSVRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReviewReportCSVRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReviewReportCSVRequest) ProtoMessage() {}
+
+func (x *GetReviewReportCSVRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReviewReportCSVRequest.ProtoReflect.Descriptor instead.
+func (*GetReviewReportCSVRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *GetReviewReportCSVRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *GetReviewReportCSVRequest) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
+
 var File_mandate_v1_mandate_proto protoreflect.FileDescriptor
 
 const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\n" +
 	"\x18mandate/v1/mandate.proto\x12\n" +
-	"mandate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xe4\x01\n" +
+	"mandate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xe4\x01\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12 \n" +
@@ -2836,7 +4010,99 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	" \x01(\tR\tpageToken\"n\n" +
 	"\x11ListAuditResponse\x121\n" +
 	"\arecords\x18\x01 \x03(\v2\x17.mandate.v1.AuditRecordR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xc3\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x99\x01\n" +
+	"\x11ListAgentsRequest\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x12\n" +
+	"\x04task\x18\x02 \x01(\tR\x04task\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"g\n" +
+	"\x12ListAgentsResponse\x12)\n" +
+	"\x06agents\x18\x01 \x03(\v2\x11.mandate.v1.AgentR\x06agents\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf5\x01\n" +
+	"\vAccessEntry\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\tR\bresource\x12\x1e\n" +
+	"\n" +
+	"permission\x18\x02 \x01(\tR\n" +
+	"permission\x12\x16\n" +
+	"\x06grants\x18\x03 \x03(\tR\x06grants\x12\x18\n" +
+	"\aholders\x18\x04 \x03(\tR\aholders\x12\x12\n" +
+	"\x04task\x18\x05 \x01(\tR\x04task\x12;\n" +
+	"\vvalid_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"validUntil\x12'\n" +
+	"\x0fprincipal_holds\x18\a \x01(\bR\x0eprincipalHolds\"\xa9\x01\n" +
+	"\x16ListAgentAccessRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
+	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x1e\n" +
+	"\n" +
+	"permission\x18\x03 \x01(\tR\n" +
+	"permission\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xcb\x01\n" +
+	"\x17ListAgentAccessResponse\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x14\n" +
+	"\x05chain\x18\x02 \x03(\tR\x05chain\x12/\n" +
+	"\x06access\x18\x03 \x03(\v2\x17.mandate.v1.AccessEntryR\x06access\x12&\n" +
+	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken\x12+\n" +
+	"\x11consistency_token\x18\x05 \x01(\tR\x10consistencyToken\"g\n" +
+	"\tAgentNode\x12'\n" +
+	"\x05agent\x18\x01 \x01(\v2\x11.mandate.v1.AgentR\x05agent\x121\n" +
+	"\bchildren\x18\x02 \x03(\v2\x15.mandate.v1.AgentNodeR\bchildren\",\n" +
+	"\x1aListPrincipalAgentsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x92\x01\n" +
+	"\x1bListPrincipalAgentsResponse\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12&\n" +
+	"\x05tasks\x18\x02 \x03(\v2\x10.mandate.v1.TaskR\x05tasks\x12-\n" +
+	"\x06agents\x18\x03 \x03(\v2\x15.mandate.v1.AgentNodeR\x06agents\"\x98\x01\n" +
+	"\x03Leg\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06passed\x18\x02 \x01(\bR\x06passed\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x12\n" +
+	"\x04path\x18\x04 \x03(\tR\x04path\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x99\x01\n" +
+	"\x0eExplainRequest\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1e\n" +
+	"\n" +
+	"permission\x18\x02 \x01(\tR\n" +
+	"permission\x12\x1a\n" +
+	"\bresource\x18\x03 \x01(\tR\bresource\x121\n" +
+	"\acontext\x18\x04 \x01(\v2\x17.google.protobuf.StructR\acontext\"\xaa\x01\n" +
+	"\x0fExplainResponse\x12\x18\n" +
+	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
+	"\vreason_code\x18\x02 \x01(\tR\n" +
+	"reasonCode\x12#\n" +
+	"\x04legs\x18\x03 \x03(\v2\x0f.mandate.v1.LegR\x04legs\x12!\n" +
+	"\fwould_change\x18\x04 \x03(\tR\vwouldChange\x12\x14\n" +
+	"\x05chain\x18\x05 \x03(\tR\x05chain\"h\n" +
+	"\vUnusedGrant\x12'\n" +
+	"\x05grant\x18\x01 \x01(\v2\x11.mandate.v1.GrantR\x05grant\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x12\n" +
+	"\x04task\x18\x03 \x01(\tR\x04task\"c\n" +
+	"\x17ListUnusedGrantsRequest\x12\x14\n" +
+	"\x05since\x18\x01 \x01(\tR\x05since\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x14\n" +
+	"\x05agent\x18\x03 \x01(\tR\x05agent\"K\n" +
+	"\x18ListUnusedGrantsResponse\x12/\n" +
+	"\x06grants\x18\x01 \x03(\v2\x17.mandate.v1.UnusedGrantR\x06grants\"\xeb\x01\n" +
+	"\vAgentReport\x12'\n" +
+	"\x05agent\x18\x01 \x01(\v2\x11.mandate.v1.AgentR\x05agent\x124\n" +
+	"\tcan_reach\x18\x02 \x03(\v2\x17.mandate.v1.AccessEntryR\bcanReach\x12\x12\n" +
+	"\x04used\x18\x03 \x03(\tR\x04used\x126\n" +
+	"\runused_grants\x18\x04 \x03(\v2\x11.mandate.v1.GrantR\funusedGrants\x121\n" +
+	"\adenials\x18\x05 \x03(\v2\x17.mandate.v1.AuditRecordR\adenials\"L\n" +
+	"\x16GetReviewReportRequest\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x14\n" +
+	"\x05since\x18\x02 \x01(\tR\x05since\"\xbb\x01\n" +
+	"\x17GetReviewReportResponse\x12=\n" +
+	"\fgenerated_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vgeneratedAt\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12/\n" +
+	"\x06agents\x18\x03 \x03(\v2\x17.mandate.v1.AgentReportR\x06agents\"O\n" +
+	"\x19GetReviewReportCSVRequest\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x14\n" +
+	"\x05since\x18\x02 \x01(\tR\x05since2\xc3\x02\n" +
 	"\vTaskService\x12a\n" +
 	"\n" +
 	"CreateTask\x12\x1d.mandate.v1.CreateTaskRequest\x1a\x1e.mandate.v1.CreateTaskResponse\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/tasks\x12Z\n" +
@@ -2867,7 +4133,17 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x12WriteRelationships\x12%.mandate.v1.WriteRelationshipsRequest\x1a&.mandate.v1.WriteRelationshipsResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/relationships:write\x12{\n" +
 	"\x11ReadRelationships\x12$.mandate.v1.ReadRelationshipsRequest\x1a%.mandate.v1.ReadRelationshipsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/relationships2k\n" +
 	"\fAuditService\x12[\n" +
-	"\tListAudit\x12\x1c.mandate.v1.ListAuditRequest\x1a\x1d.mandate.v1.ListAuditResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/v1/auditB\xba\x02\x92A\xfb\x01\x12\xac\x01\n" +
+	"\tListAudit\x12\x1c.mandate.v1.ListAuditRequest\x1a\x1d.mandate.v1.ListAuditResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/v1/audit2\xbf\x06\n" +
+	"\rReviewService\x12_\n" +
+	"\n" +
+	"ListAgents\x12\x1d.mandate.v1.ListAgentsRequest\x1a\x1e.mandate.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/agents\x12z\n" +
+	"\x0fListAgentAccess\x12\".mandate.v1.ListAgentAccessRequest\x1a#.mandate.v1.ListAgentAccessResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/agents/{id}/access\x12\x8a\x01\n" +
+	"\x13ListPrincipalAgents\x12&.mandate.v1.ListPrincipalAgentsRequest\x1a'.mandate.v1.ListPrincipalAgentsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/principals/{id}/agents\x12Z\n" +
+	"\aExplain\x12\x1a.mandate.v1.ExplainRequest\x1a\x1b.mandate.v1.ExplainResponse\"\x16\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/explain\x12\x7f\n" +
+	"\x10ListUnusedGrants\x12#.mandate.v1.ListUnusedGrantsRequest\x1a$.mandate.v1.ListUnusedGrantsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/review/unused-grants\x12u\n" +
+	"\x0fGetReviewReport\x12\".mandate.v1.GetReviewReportRequest\x1a#.mandate.v1.GetReviewReportResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/review/report\x12p\n" +
+	"\x12GetReviewReportCSV\x12%.mandate.v1.GetReviewReportCSVRequest\x1a\x14.google.api.HttpBody\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/review/report.csvB\xba\x02\x92A\xfb\x01\x12\xac\x01\n" +
 	"\amandate\x12\x9c\x01A policy decision point for AI agents: per-instance agent identity, task-scoped short-lived grants, delegation chains and one-action revocation, on SpiceDB.2\x02v1Z<\n" +
 	":\n" +
 	"\x06bearer\x120\b\x02\x12\x1bAuthorization: Bearer <key>\x1a\rAuthorization \x02b\f\n" +
@@ -2887,117 +4163,169 @@ func file_mandate_v1_mandate_proto_rawDescGZIP() []byte {
 	return file_mandate_v1_mandate_proto_rawDescData
 }
 
-var file_mandate_v1_mandate_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_mandate_v1_mandate_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_mandate_v1_mandate_proto_goTypes = []any{
-	(*Task)(nil),                       // 0: mandate.v1.Task
-	(*CreateTaskRequest)(nil),          // 1: mandate.v1.CreateTaskRequest
-	(*CreateTaskResponse)(nil),         // 2: mandate.v1.CreateTaskResponse
-	(*GetTaskRequest)(nil),             // 3: mandate.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),            // 4: mandate.v1.GetTaskResponse
-	(*CompleteTaskRequest)(nil),        // 5: mandate.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),       // 6: mandate.v1.CompleteTaskResponse
-	(*Agent)(nil),                      // 7: mandate.v1.Agent
-	(*CreateAgentRequest)(nil),         // 8: mandate.v1.CreateAgentRequest
-	(*CreateAgentResponse)(nil),        // 9: mandate.v1.CreateAgentResponse
-	(*GetAgentRequest)(nil),            // 10: mandate.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),           // 11: mandate.v1.GetAgentResponse
-	(*RevokeAgentRequest)(nil),         // 12: mandate.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),        // 13: mandate.v1.RevokeAgentResponse
-	(*SuspendAgentRequest)(nil),        // 14: mandate.v1.SuspendAgentRequest
-	(*SuspendAgentResponse)(nil),       // 15: mandate.v1.SuspendAgentResponse
-	(*ResumeAgentRequest)(nil),         // 16: mandate.v1.ResumeAgentRequest
-	(*ResumeAgentResponse)(nil),        // 17: mandate.v1.ResumeAgentResponse
-	(*Grant)(nil),                      // 18: mandate.v1.Grant
-	(*CreateGrantRequest)(nil),         // 19: mandate.v1.CreateGrantRequest
-	(*CreateGrantResponse)(nil),        // 20: mandate.v1.CreateGrantResponse
-	(*GetGrantRequest)(nil),            // 21: mandate.v1.GetGrantRequest
-	(*GetGrantResponse)(nil),           // 22: mandate.v1.GetGrantResponse
-	(*DeleteGrantRequest)(nil),         // 23: mandate.v1.DeleteGrantRequest
-	(*DeleteGrantResponse)(nil),        // 24: mandate.v1.DeleteGrantResponse
-	(*CheckRequest)(nil),               // 25: mandate.v1.CheckRequest
-	(*CheckResponse)(nil),              // 26: mandate.v1.CheckResponse
-	(*CheckBulkRequest)(nil),           // 27: mandate.v1.CheckBulkRequest
-	(*CheckBulkResponse)(nil),          // 28: mandate.v1.CheckBulkResponse
-	(*WriteSchemaRequest)(nil),         // 29: mandate.v1.WriteSchemaRequest
-	(*WriteSchemaResponse)(nil),        // 30: mandate.v1.WriteSchemaResponse
-	(*ReadSchemaRequest)(nil),          // 31: mandate.v1.ReadSchemaRequest
-	(*ReadSchemaResponse)(nil),         // 32: mandate.v1.ReadSchemaResponse
-	(*RelationshipUpdate)(nil),         // 33: mandate.v1.RelationshipUpdate
-	(*WriteRelationshipsRequest)(nil),  // 34: mandate.v1.WriteRelationshipsRequest
-	(*WriteRelationshipsResponse)(nil), // 35: mandate.v1.WriteRelationshipsResponse
-	(*ReadRelationshipsRequest)(nil),   // 36: mandate.v1.ReadRelationshipsRequest
-	(*ReadRelationshipsResponse)(nil),  // 37: mandate.v1.ReadRelationshipsResponse
-	(*AuditRecord)(nil),                // 38: mandate.v1.AuditRecord
-	(*ListAuditRequest)(nil),           // 39: mandate.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 40: mandate.v1.ListAuditResponse
-	(*timestamppb.Timestamp)(nil),      // 41: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),            // 42: google.protobuf.Struct
+	(*Task)(nil),                        // 0: mandate.v1.Task
+	(*CreateTaskRequest)(nil),           // 1: mandate.v1.CreateTaskRequest
+	(*CreateTaskResponse)(nil),          // 2: mandate.v1.CreateTaskResponse
+	(*GetTaskRequest)(nil),              // 3: mandate.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),             // 4: mandate.v1.GetTaskResponse
+	(*CompleteTaskRequest)(nil),         // 5: mandate.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),        // 6: mandate.v1.CompleteTaskResponse
+	(*Agent)(nil),                       // 7: mandate.v1.Agent
+	(*CreateAgentRequest)(nil),          // 8: mandate.v1.CreateAgentRequest
+	(*CreateAgentResponse)(nil),         // 9: mandate.v1.CreateAgentResponse
+	(*GetAgentRequest)(nil),             // 10: mandate.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),            // 11: mandate.v1.GetAgentResponse
+	(*RevokeAgentRequest)(nil),          // 12: mandate.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),         // 13: mandate.v1.RevokeAgentResponse
+	(*SuspendAgentRequest)(nil),         // 14: mandate.v1.SuspendAgentRequest
+	(*SuspendAgentResponse)(nil),        // 15: mandate.v1.SuspendAgentResponse
+	(*ResumeAgentRequest)(nil),          // 16: mandate.v1.ResumeAgentRequest
+	(*ResumeAgentResponse)(nil),         // 17: mandate.v1.ResumeAgentResponse
+	(*Grant)(nil),                       // 18: mandate.v1.Grant
+	(*CreateGrantRequest)(nil),          // 19: mandate.v1.CreateGrantRequest
+	(*CreateGrantResponse)(nil),         // 20: mandate.v1.CreateGrantResponse
+	(*GetGrantRequest)(nil),             // 21: mandate.v1.GetGrantRequest
+	(*GetGrantResponse)(nil),            // 22: mandate.v1.GetGrantResponse
+	(*DeleteGrantRequest)(nil),          // 23: mandate.v1.DeleteGrantRequest
+	(*DeleteGrantResponse)(nil),         // 24: mandate.v1.DeleteGrantResponse
+	(*CheckRequest)(nil),                // 25: mandate.v1.CheckRequest
+	(*CheckResponse)(nil),               // 26: mandate.v1.CheckResponse
+	(*CheckBulkRequest)(nil),            // 27: mandate.v1.CheckBulkRequest
+	(*CheckBulkResponse)(nil),           // 28: mandate.v1.CheckBulkResponse
+	(*WriteSchemaRequest)(nil),          // 29: mandate.v1.WriteSchemaRequest
+	(*WriteSchemaResponse)(nil),         // 30: mandate.v1.WriteSchemaResponse
+	(*ReadSchemaRequest)(nil),           // 31: mandate.v1.ReadSchemaRequest
+	(*ReadSchemaResponse)(nil),          // 32: mandate.v1.ReadSchemaResponse
+	(*RelationshipUpdate)(nil),          // 33: mandate.v1.RelationshipUpdate
+	(*WriteRelationshipsRequest)(nil),   // 34: mandate.v1.WriteRelationshipsRequest
+	(*WriteRelationshipsResponse)(nil),  // 35: mandate.v1.WriteRelationshipsResponse
+	(*ReadRelationshipsRequest)(nil),    // 36: mandate.v1.ReadRelationshipsRequest
+	(*ReadRelationshipsResponse)(nil),   // 37: mandate.v1.ReadRelationshipsResponse
+	(*AuditRecord)(nil),                 // 38: mandate.v1.AuditRecord
+	(*ListAuditRequest)(nil),            // 39: mandate.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),           // 40: mandate.v1.ListAuditResponse
+	(*ListAgentsRequest)(nil),           // 41: mandate.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),          // 42: mandate.v1.ListAgentsResponse
+	(*AccessEntry)(nil),                 // 43: mandate.v1.AccessEntry
+	(*ListAgentAccessRequest)(nil),      // 44: mandate.v1.ListAgentAccessRequest
+	(*ListAgentAccessResponse)(nil),     // 45: mandate.v1.ListAgentAccessResponse
+	(*AgentNode)(nil),                   // 46: mandate.v1.AgentNode
+	(*ListPrincipalAgentsRequest)(nil),  // 47: mandate.v1.ListPrincipalAgentsRequest
+	(*ListPrincipalAgentsResponse)(nil), // 48: mandate.v1.ListPrincipalAgentsResponse
+	(*Leg)(nil),                         // 49: mandate.v1.Leg
+	(*ExplainRequest)(nil),              // 50: mandate.v1.ExplainRequest
+	(*ExplainResponse)(nil),             // 51: mandate.v1.ExplainResponse
+	(*UnusedGrant)(nil),                 // 52: mandate.v1.UnusedGrant
+	(*ListUnusedGrantsRequest)(nil),     // 53: mandate.v1.ListUnusedGrantsRequest
+	(*ListUnusedGrantsResponse)(nil),    // 54: mandate.v1.ListUnusedGrantsResponse
+	(*AgentReport)(nil),                 // 55: mandate.v1.AgentReport
+	(*GetReviewReportRequest)(nil),      // 56: mandate.v1.GetReviewReportRequest
+	(*GetReviewReportResponse)(nil),     // 57: mandate.v1.GetReviewReportResponse
+	(*GetReviewReportCSVRequest)(nil),   // 58: mandate.v1.GetReviewReportCSVRequest
+	(*timestamppb.Timestamp)(nil),       // 59: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),             // 60: google.protobuf.Struct
+	(*httpbody.HttpBody)(nil),           // 61: google.api.HttpBody
 }
 var file_mandate_v1_mandate_proto_depIdxs = []int32{
-	41, // 0: mandate.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	41, // 1: mandate.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 0: mandate.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	59, // 1: mandate.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: mandate.v1.CreateTaskResponse.task:type_name -> mandate.v1.Task
 	0,  // 3: mandate.v1.GetTaskResponse.task:type_name -> mandate.v1.Task
 	0,  // 4: mandate.v1.CompleteTaskResponse.task:type_name -> mandate.v1.Task
-	41, // 5: mandate.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	41, // 6: mandate.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 5: mandate.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	59, // 6: mandate.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
 	7,  // 7: mandate.v1.CreateAgentResponse.agent:type_name -> mandate.v1.Agent
 	7,  // 8: mandate.v1.GetAgentResponse.agent:type_name -> mandate.v1.Agent
 	7,  // 9: mandate.v1.SuspendAgentResponse.agent:type_name -> mandate.v1.Agent
 	7,  // 10: mandate.v1.ResumeAgentResponse.agent:type_name -> mandate.v1.Agent
-	41, // 11: mandate.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	41, // 12: mandate.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 11: mandate.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	59, // 12: mandate.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
 	18, // 13: mandate.v1.CreateGrantResponse.grant:type_name -> mandate.v1.Grant
 	18, // 14: mandate.v1.GetGrantResponse.grant:type_name -> mandate.v1.Grant
-	42, // 15: mandate.v1.CheckRequest.context:type_name -> google.protobuf.Struct
-	41, // 16: mandate.v1.CheckResponse.valid_until:type_name -> google.protobuf.Timestamp
+	60, // 15: mandate.v1.CheckRequest.context:type_name -> google.protobuf.Struct
+	59, // 16: mandate.v1.CheckResponse.valid_until:type_name -> google.protobuf.Timestamp
 	25, // 17: mandate.v1.CheckBulkRequest.checks:type_name -> mandate.v1.CheckRequest
 	26, // 18: mandate.v1.CheckBulkResponse.results:type_name -> mandate.v1.CheckResponse
 	33, // 19: mandate.v1.WriteRelationshipsRequest.updates:type_name -> mandate.v1.RelationshipUpdate
-	41, // 20: mandate.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	42, // 21: mandate.v1.AuditRecord.details:type_name -> google.protobuf.Struct
+	59, // 20: mandate.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	60, // 21: mandate.v1.AuditRecord.details:type_name -> google.protobuf.Struct
 	38, // 22: mandate.v1.ListAuditResponse.records:type_name -> mandate.v1.AuditRecord
-	1,  // 23: mandate.v1.TaskService.CreateTask:input_type -> mandate.v1.CreateTaskRequest
-	3,  // 24: mandate.v1.TaskService.GetTask:input_type -> mandate.v1.GetTaskRequest
-	5,  // 25: mandate.v1.TaskService.CompleteTask:input_type -> mandate.v1.CompleteTaskRequest
-	8,  // 26: mandate.v1.AgentService.CreateAgent:input_type -> mandate.v1.CreateAgentRequest
-	10, // 27: mandate.v1.AgentService.GetAgent:input_type -> mandate.v1.GetAgentRequest
-	12, // 28: mandate.v1.AgentService.RevokeAgent:input_type -> mandate.v1.RevokeAgentRequest
-	14, // 29: mandate.v1.AgentService.SuspendAgent:input_type -> mandate.v1.SuspendAgentRequest
-	16, // 30: mandate.v1.AgentService.ResumeAgent:input_type -> mandate.v1.ResumeAgentRequest
-	19, // 31: mandate.v1.GrantService.CreateGrant:input_type -> mandate.v1.CreateGrantRequest
-	21, // 32: mandate.v1.GrantService.GetGrant:input_type -> mandate.v1.GetGrantRequest
-	23, // 33: mandate.v1.GrantService.DeleteGrant:input_type -> mandate.v1.DeleteGrantRequest
-	25, // 34: mandate.v1.CheckService.Check:input_type -> mandate.v1.CheckRequest
-	27, // 35: mandate.v1.CheckService.CheckBulk:input_type -> mandate.v1.CheckBulkRequest
-	29, // 36: mandate.v1.SchemaService.WriteSchema:input_type -> mandate.v1.WriteSchemaRequest
-	31, // 37: mandate.v1.SchemaService.ReadSchema:input_type -> mandate.v1.ReadSchemaRequest
-	34, // 38: mandate.v1.RelationshipService.WriteRelationships:input_type -> mandate.v1.WriteRelationshipsRequest
-	36, // 39: mandate.v1.RelationshipService.ReadRelationships:input_type -> mandate.v1.ReadRelationshipsRequest
-	39, // 40: mandate.v1.AuditService.ListAudit:input_type -> mandate.v1.ListAuditRequest
-	2,  // 41: mandate.v1.TaskService.CreateTask:output_type -> mandate.v1.CreateTaskResponse
-	4,  // 42: mandate.v1.TaskService.GetTask:output_type -> mandate.v1.GetTaskResponse
-	6,  // 43: mandate.v1.TaskService.CompleteTask:output_type -> mandate.v1.CompleteTaskResponse
-	9,  // 44: mandate.v1.AgentService.CreateAgent:output_type -> mandate.v1.CreateAgentResponse
-	11, // 45: mandate.v1.AgentService.GetAgent:output_type -> mandate.v1.GetAgentResponse
-	13, // 46: mandate.v1.AgentService.RevokeAgent:output_type -> mandate.v1.RevokeAgentResponse
-	15, // 47: mandate.v1.AgentService.SuspendAgent:output_type -> mandate.v1.SuspendAgentResponse
-	17, // 48: mandate.v1.AgentService.ResumeAgent:output_type -> mandate.v1.ResumeAgentResponse
-	20, // 49: mandate.v1.GrantService.CreateGrant:output_type -> mandate.v1.CreateGrantResponse
-	22, // 50: mandate.v1.GrantService.GetGrant:output_type -> mandate.v1.GetGrantResponse
-	24, // 51: mandate.v1.GrantService.DeleteGrant:output_type -> mandate.v1.DeleteGrantResponse
-	26, // 52: mandate.v1.CheckService.Check:output_type -> mandate.v1.CheckResponse
-	28, // 53: mandate.v1.CheckService.CheckBulk:output_type -> mandate.v1.CheckBulkResponse
-	30, // 54: mandate.v1.SchemaService.WriteSchema:output_type -> mandate.v1.WriteSchemaResponse
-	32, // 55: mandate.v1.SchemaService.ReadSchema:output_type -> mandate.v1.ReadSchemaResponse
-	35, // 56: mandate.v1.RelationshipService.WriteRelationships:output_type -> mandate.v1.WriteRelationshipsResponse
-	37, // 57: mandate.v1.RelationshipService.ReadRelationships:output_type -> mandate.v1.ReadRelationshipsResponse
-	40, // 58: mandate.v1.AuditService.ListAudit:output_type -> mandate.v1.ListAuditResponse
-	41, // [41:59] is the sub-list for method output_type
-	23, // [23:41] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	7,  // 23: mandate.v1.ListAgentsResponse.agents:type_name -> mandate.v1.Agent
+	59, // 24: mandate.v1.AccessEntry.valid_until:type_name -> google.protobuf.Timestamp
+	43, // 25: mandate.v1.ListAgentAccessResponse.access:type_name -> mandate.v1.AccessEntry
+	7,  // 26: mandate.v1.AgentNode.agent:type_name -> mandate.v1.Agent
+	46, // 27: mandate.v1.AgentNode.children:type_name -> mandate.v1.AgentNode
+	0,  // 28: mandate.v1.ListPrincipalAgentsResponse.tasks:type_name -> mandate.v1.Task
+	46, // 29: mandate.v1.ListPrincipalAgentsResponse.agents:type_name -> mandate.v1.AgentNode
+	59, // 30: mandate.v1.Leg.expires_at:type_name -> google.protobuf.Timestamp
+	60, // 31: mandate.v1.ExplainRequest.context:type_name -> google.protobuf.Struct
+	49, // 32: mandate.v1.ExplainResponse.legs:type_name -> mandate.v1.Leg
+	18, // 33: mandate.v1.UnusedGrant.grant:type_name -> mandate.v1.Grant
+	52, // 34: mandate.v1.ListUnusedGrantsResponse.grants:type_name -> mandate.v1.UnusedGrant
+	7,  // 35: mandate.v1.AgentReport.agent:type_name -> mandate.v1.Agent
+	43, // 36: mandate.v1.AgentReport.can_reach:type_name -> mandate.v1.AccessEntry
+	18, // 37: mandate.v1.AgentReport.unused_grants:type_name -> mandate.v1.Grant
+	38, // 38: mandate.v1.AgentReport.denials:type_name -> mandate.v1.AuditRecord
+	59, // 39: mandate.v1.GetReviewReportResponse.generated_at:type_name -> google.protobuf.Timestamp
+	59, // 40: mandate.v1.GetReviewReportResponse.since:type_name -> google.protobuf.Timestamp
+	55, // 41: mandate.v1.GetReviewReportResponse.agents:type_name -> mandate.v1.AgentReport
+	1,  // 42: mandate.v1.TaskService.CreateTask:input_type -> mandate.v1.CreateTaskRequest
+	3,  // 43: mandate.v1.TaskService.GetTask:input_type -> mandate.v1.GetTaskRequest
+	5,  // 44: mandate.v1.TaskService.CompleteTask:input_type -> mandate.v1.CompleteTaskRequest
+	8,  // 45: mandate.v1.AgentService.CreateAgent:input_type -> mandate.v1.CreateAgentRequest
+	10, // 46: mandate.v1.AgentService.GetAgent:input_type -> mandate.v1.GetAgentRequest
+	12, // 47: mandate.v1.AgentService.RevokeAgent:input_type -> mandate.v1.RevokeAgentRequest
+	14, // 48: mandate.v1.AgentService.SuspendAgent:input_type -> mandate.v1.SuspendAgentRequest
+	16, // 49: mandate.v1.AgentService.ResumeAgent:input_type -> mandate.v1.ResumeAgentRequest
+	19, // 50: mandate.v1.GrantService.CreateGrant:input_type -> mandate.v1.CreateGrantRequest
+	21, // 51: mandate.v1.GrantService.GetGrant:input_type -> mandate.v1.GetGrantRequest
+	23, // 52: mandate.v1.GrantService.DeleteGrant:input_type -> mandate.v1.DeleteGrantRequest
+	25, // 53: mandate.v1.CheckService.Check:input_type -> mandate.v1.CheckRequest
+	27, // 54: mandate.v1.CheckService.CheckBulk:input_type -> mandate.v1.CheckBulkRequest
+	29, // 55: mandate.v1.SchemaService.WriteSchema:input_type -> mandate.v1.WriteSchemaRequest
+	31, // 56: mandate.v1.SchemaService.ReadSchema:input_type -> mandate.v1.ReadSchemaRequest
+	34, // 57: mandate.v1.RelationshipService.WriteRelationships:input_type -> mandate.v1.WriteRelationshipsRequest
+	36, // 58: mandate.v1.RelationshipService.ReadRelationships:input_type -> mandate.v1.ReadRelationshipsRequest
+	39, // 59: mandate.v1.AuditService.ListAudit:input_type -> mandate.v1.ListAuditRequest
+	41, // 60: mandate.v1.ReviewService.ListAgents:input_type -> mandate.v1.ListAgentsRequest
+	44, // 61: mandate.v1.ReviewService.ListAgentAccess:input_type -> mandate.v1.ListAgentAccessRequest
+	47, // 62: mandate.v1.ReviewService.ListPrincipalAgents:input_type -> mandate.v1.ListPrincipalAgentsRequest
+	50, // 63: mandate.v1.ReviewService.Explain:input_type -> mandate.v1.ExplainRequest
+	53, // 64: mandate.v1.ReviewService.ListUnusedGrants:input_type -> mandate.v1.ListUnusedGrantsRequest
+	56, // 65: mandate.v1.ReviewService.GetReviewReport:input_type -> mandate.v1.GetReviewReportRequest
+	58, // 66: mandate.v1.ReviewService.GetReviewReportCSV:input_type -> mandate.v1.GetReviewReportCSVRequest
+	2,  // 67: mandate.v1.TaskService.CreateTask:output_type -> mandate.v1.CreateTaskResponse
+	4,  // 68: mandate.v1.TaskService.GetTask:output_type -> mandate.v1.GetTaskResponse
+	6,  // 69: mandate.v1.TaskService.CompleteTask:output_type -> mandate.v1.CompleteTaskResponse
+	9,  // 70: mandate.v1.AgentService.CreateAgent:output_type -> mandate.v1.CreateAgentResponse
+	11, // 71: mandate.v1.AgentService.GetAgent:output_type -> mandate.v1.GetAgentResponse
+	13, // 72: mandate.v1.AgentService.RevokeAgent:output_type -> mandate.v1.RevokeAgentResponse
+	15, // 73: mandate.v1.AgentService.SuspendAgent:output_type -> mandate.v1.SuspendAgentResponse
+	17, // 74: mandate.v1.AgentService.ResumeAgent:output_type -> mandate.v1.ResumeAgentResponse
+	20, // 75: mandate.v1.GrantService.CreateGrant:output_type -> mandate.v1.CreateGrantResponse
+	22, // 76: mandate.v1.GrantService.GetGrant:output_type -> mandate.v1.GetGrantResponse
+	24, // 77: mandate.v1.GrantService.DeleteGrant:output_type -> mandate.v1.DeleteGrantResponse
+	26, // 78: mandate.v1.CheckService.Check:output_type -> mandate.v1.CheckResponse
+	28, // 79: mandate.v1.CheckService.CheckBulk:output_type -> mandate.v1.CheckBulkResponse
+	30, // 80: mandate.v1.SchemaService.WriteSchema:output_type -> mandate.v1.WriteSchemaResponse
+	32, // 81: mandate.v1.SchemaService.ReadSchema:output_type -> mandate.v1.ReadSchemaResponse
+	35, // 82: mandate.v1.RelationshipService.WriteRelationships:output_type -> mandate.v1.WriteRelationshipsResponse
+	37, // 83: mandate.v1.RelationshipService.ReadRelationships:output_type -> mandate.v1.ReadRelationshipsResponse
+	40, // 84: mandate.v1.AuditService.ListAudit:output_type -> mandate.v1.ListAuditResponse
+	42, // 85: mandate.v1.ReviewService.ListAgents:output_type -> mandate.v1.ListAgentsResponse
+	45, // 86: mandate.v1.ReviewService.ListAgentAccess:output_type -> mandate.v1.ListAgentAccessResponse
+	48, // 87: mandate.v1.ReviewService.ListPrincipalAgents:output_type -> mandate.v1.ListPrincipalAgentsResponse
+	51, // 88: mandate.v1.ReviewService.Explain:output_type -> mandate.v1.ExplainResponse
+	54, // 89: mandate.v1.ReviewService.ListUnusedGrants:output_type -> mandate.v1.ListUnusedGrantsResponse
+	57, // 90: mandate.v1.ReviewService.GetReviewReport:output_type -> mandate.v1.GetReviewReportResponse
+	61, // 91: mandate.v1.ReviewService.GetReviewReportCSV:output_type -> google.api.HttpBody
+	67, // [67:92] is the sub-list for method output_type
+	42, // [42:67] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_mandate_v1_mandate_proto_init() }
@@ -3011,9 +4339,9 @@ func file_mandate_v1_mandate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mandate_v1_mandate_proto_rawDesc), len(file_mandate_v1_mandate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   59,
 			NumExtensions: 0,
-			NumServices:   7,
+			NumServices:   8,
 		},
 		GoTypes:           file_mandate_v1_mandate_proto_goTypes,
 		DependencyIndexes: file_mandate_v1_mandate_proto_depIdxs,

@@ -8,6 +8,7 @@ package mandatev1
 
 import (
 	context "context"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -1210,6 +1211,358 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAudit",
 			Handler:    _AuditService_ListAudit_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "mandate/v1/mandate.proto",
+}
+
+const (
+	ReviewService_ListAgents_FullMethodName          = "/mandate.v1.ReviewService/ListAgents"
+	ReviewService_ListAgentAccess_FullMethodName     = "/mandate.v1.ReviewService/ListAgentAccess"
+	ReviewService_ListPrincipalAgents_FullMethodName = "/mandate.v1.ReviewService/ListPrincipalAgents"
+	ReviewService_Explain_FullMethodName             = "/mandate.v1.ReviewService/Explain"
+	ReviewService_ListUnusedGrants_FullMethodName    = "/mandate.v1.ReviewService/ListUnusedGrants"
+	ReviewService_GetReviewReport_FullMethodName     = "/mandate.v1.ReviewService/GetReviewReport"
+	ReviewService_GetReviewReportCSV_FullMethodName  = "/mandate.v1.ReviewService/GetReviewReportCSV"
+)
+
+// ReviewServiceClient is the client API for ReviewService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ReviewService answers access reviewers: what each agent can reach, why,
+// and what it actually used.
+type ReviewServiceClient interface {
+	// ListAgents lists agent instances with their chain, task, expiry and status.
+	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
+	// ListAgentAccess lists every resource and permission an agent can reach now.
+	ListAgentAccess(ctx context.Context, in *ListAgentAccessRequest, opts ...grpc.CallOption) (*ListAgentAccessResponse, error)
+	// ListPrincipalAgents returns everything acting for one human, as a tree.
+	ListPrincipalAgents(ctx context.Context, in *ListPrincipalAgentsRequest, opts ...grpc.CallOption) (*ListPrincipalAgentsResponse, error)
+	// Explain says, leg by leg, why a check is allowed or denied and what would change it.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
+	// ListUnusedGrants lists live grants the audit trail shows were never exercised in a window.
+	ListUnusedGrants(ctx context.Context, in *ListUnusedGrantsRequest, opts ...grpc.CallOption) (*ListUnusedGrantsResponse, error)
+	// GetReviewReport returns one document per agent for the periodic access review.
+	GetReviewReport(ctx context.Context, in *GetReviewReportRequest, opts ...grpc.CallOption) (*GetReviewReportResponse, error)
+	// GetReviewReportCSV is the same report as CSV.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	GetReviewReportCSV(ctx context.Context, in *GetReviewReportCSVRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error)
+}
+
+type reviewServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewReviewServiceClient(cc grpc.ClientConnInterface) ReviewServiceClient {
+	return &reviewServiceClient{cc}
+}
+
+func (c *reviewServiceClient) ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAgentsResponse)
+	err := c.cc.Invoke(ctx, ReviewService_ListAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reviewServiceClient) ListAgentAccess(ctx context.Context, in *ListAgentAccessRequest, opts ...grpc.CallOption) (*ListAgentAccessResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAgentAccessResponse)
+	err := c.cc.Invoke(ctx, ReviewService_ListAgentAccess_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reviewServiceClient) ListPrincipalAgents(ctx context.Context, in *ListPrincipalAgentsRequest, opts ...grpc.CallOption) (*ListPrincipalAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPrincipalAgentsResponse)
+	err := c.cc.Invoke(ctx, ReviewService_ListPrincipalAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reviewServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, ReviewService_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reviewServiceClient) ListUnusedGrants(ctx context.Context, in *ListUnusedGrantsRequest, opts ...grpc.CallOption) (*ListUnusedGrantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUnusedGrantsResponse)
+	err := c.cc.Invoke(ctx, ReviewService_ListUnusedGrants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reviewServiceClient) GetReviewReport(ctx context.Context, in *GetReviewReportRequest, opts ...grpc.CallOption) (*GetReviewReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetReviewReportResponse)
+	err := c.cc.Invoke(ctx, ReviewService_GetReviewReport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reviewServiceClient) GetReviewReportCSV(ctx context.Context, in *GetReviewReportCSVRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(httpbody.HttpBody)
+	err := c.cc.Invoke(ctx, ReviewService_GetReviewReportCSV_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ReviewServiceServer is the server API for ReviewService service.
+// All implementations must embed UnimplementedReviewServiceServer
+// for forward compatibility.
+//
+// ReviewService answers access reviewers: what each agent can reach, why,
+// and what it actually used.
+type ReviewServiceServer interface {
+	// ListAgents lists agent instances with their chain, task, expiry and status.
+	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
+	// ListAgentAccess lists every resource and permission an agent can reach now.
+	ListAgentAccess(context.Context, *ListAgentAccessRequest) (*ListAgentAccessResponse, error)
+	// ListPrincipalAgents returns everything acting for one human, as a tree.
+	ListPrincipalAgents(context.Context, *ListPrincipalAgentsRequest) (*ListPrincipalAgentsResponse, error)
+	// Explain says, leg by leg, why a check is allowed or denied and what would change it.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
+	// ListUnusedGrants lists live grants the audit trail shows were never exercised in a window.
+	ListUnusedGrants(context.Context, *ListUnusedGrantsRequest) (*ListUnusedGrantsResponse, error)
+	// GetReviewReport returns one document per agent for the periodic access review.
+	GetReviewReport(context.Context, *GetReviewReportRequest) (*GetReviewReportResponse, error)
+	// GetReviewReportCSV is the same report as CSV.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	GetReviewReportCSV(context.Context, *GetReviewReportCSVRequest) (*httpbody.HttpBody, error)
+	mustEmbedUnimplementedReviewServiceServer()
+}
+
+// UnimplementedReviewServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedReviewServiceServer struct{}
+
+func (UnimplementedReviewServiceServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAgents not implemented")
+}
+func (UnimplementedReviewServiceServer) ListAgentAccess(context.Context, *ListAgentAccessRequest) (*ListAgentAccessResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAgentAccess not implemented")
+}
+func (UnimplementedReviewServiceServer) ListPrincipalAgents(context.Context, *ListPrincipalAgentsRequest) (*ListPrincipalAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPrincipalAgents not implemented")
+}
+func (UnimplementedReviewServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
+}
+func (UnimplementedReviewServiceServer) ListUnusedGrants(context.Context, *ListUnusedGrantsRequest) (*ListUnusedGrantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUnusedGrants not implemented")
+}
+func (UnimplementedReviewServiceServer) GetReviewReport(context.Context, *GetReviewReportRequest) (*GetReviewReportResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetReviewReport not implemented")
+}
+func (UnimplementedReviewServiceServer) GetReviewReportCSV(context.Context, *GetReviewReportCSVRequest) (*httpbody.HttpBody, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetReviewReportCSV not implemented")
+}
+func (UnimplementedReviewServiceServer) mustEmbedUnimplementedReviewServiceServer() {}
+func (UnimplementedReviewServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafeReviewServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ReviewServiceServer will
+// result in compilation errors.
+type UnsafeReviewServiceServer interface {
+	mustEmbedUnimplementedReviewServiceServer()
+}
+
+func RegisterReviewServiceServer(s grpc.ServiceRegistrar, srv ReviewServiceServer) {
+	// If the following call panics, it indicates UnimplementedReviewServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ReviewService_ServiceDesc, srv)
+}
+
+func _ReviewService_ListAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).ListAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_ListAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).ListAgents(ctx, req.(*ListAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReviewService_ListAgentAccess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAgentAccessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).ListAgentAccess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_ListAgentAccess_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).ListAgentAccess(ctx, req.(*ListAgentAccessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReviewService_ListPrincipalAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPrincipalAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).ListPrincipalAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_ListPrincipalAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).ListPrincipalAgents(ctx, req.(*ListPrincipalAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReviewService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReviewService_ListUnusedGrants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUnusedGrantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).ListUnusedGrants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_ListUnusedGrants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).ListUnusedGrants(ctx, req.(*ListUnusedGrantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReviewService_GetReviewReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetReviewReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).GetReviewReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_GetReviewReport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).GetReviewReport(ctx, req.(*GetReviewReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReviewService_GetReviewReportCSV_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetReviewReportCSVRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).GetReviewReportCSV(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_GetReviewReportCSV_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).GetReviewReportCSV(ctx, req.(*GetReviewReportCSVRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// ReviewService_ServiceDesc is the grpc.ServiceDesc for ReviewService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ReviewService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "mandate.v1.ReviewService",
+	HandlerType: (*ReviewServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListAgents",
+			Handler:    _ReviewService_ListAgents_Handler,
+		},
+		{
+			MethodName: "ListAgentAccess",
+			Handler:    _ReviewService_ListAgentAccess_Handler,
+		},
+		{
+			MethodName: "ListPrincipalAgents",
+			Handler:    _ReviewService_ListPrincipalAgents_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _ReviewService_Explain_Handler,
+		},
+		{
+			MethodName: "ListUnusedGrants",
+			Handler:    _ReviewService_ListUnusedGrants_Handler,
+		},
+		{
+			MethodName: "GetReviewReport",
+			Handler:    _ReviewService_GetReviewReport_Handler,
+		},
+		{
+			MethodName: "GetReviewReportCSV",
+			Handler:    _ReviewService_GetReviewReportCSV_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,661 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+
+	"github.com/mandate-dev/mandate/schema"
+)
+
+// ---- listing agents ------------------------------------------------------
+
+// AgentFilter selects agents. Empty fields match everything.
+type AgentFilter struct {
+	Principal string // "user:<id>"
+	Task      string // "task:<id>"
+	Status    string
+}
+
+var agentStatuses = map[string]bool{StatusActive: true, StatusSuspended: true, StatusRevoked: true, StatusExpired: true}
+
+// AgentIDs lists the ids of the agents a filter's principal or task selects,
+// sorted; statuses are applied by the caller page by page.
+func (e *Engine) AgentIDs(ctx context.Context, f AgentFilter) ([]string, error) {
+	if f.Status != "" && !agentStatuses[f.Status] {
+		return nil, invalid("status", "%q is not active, suspended, revoked or expired", f.Status)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 4*e.cfg.CallTimeout)
+	defer cancel()
+	var tasks []string
+	switch {
+	case f.Task != "":
+		ref, err := ParseRef("task", f.Task)
+		if err != nil {
+			return nil, err
+		}
+		if ref.Type != schema.TypeTask {
+			return nil, invalid("task", "must be a task reference (task:<id>)")
+		}
+		tasks = []string{ref.ID}
+	case f.Principal != "":
+		ref, err := ParseRef("principal", f.Principal)
+		if err != nil {
+			return nil, err
+		}
+		if ref.Type != schema.TypeUser {
+			return nil, invalid("principal", "must be a user reference (user:<id>)")
+		}
+		rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeTask, OptionalRelation: "principal",
+			OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: schema.TypeUser, OptionalSubjectId: ref.ID}})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rels {
+			tasks = append(tasks, r.GetResource().GetObjectId())
+		}
+		if len(tasks) == 0 {
+			return nil, nil
+		}
+	}
+	var ids []string
+	if tasks == nil {
+		rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeAgent, OptionalRelation: "task"})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rels {
+			ids = append(ids, r.GetResource().GetObjectId())
+		}
+	}
+	for _, t := range tasks {
+		rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeAgent, OptionalRelation: "task",
+			OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: schema.TypeTask, OptionalSubjectId: t}})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rels {
+			ids = append(ids, r.GetResource().GetObjectId())
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// ListAgents returns up to pageSize agents after the id `after` that match f.
+func (e *Engine) ListAgents(ctx context.Context, f AgentFilter, after string, pageSize int) ([]*Agent, string, error) {
+	ids, err := e.AgentIDs(ctx, f)
+	if err != nil {
+		return nil, "", err
+	}
+	start := sort.SearchStrings(ids, after)
+	if start < len(ids) && ids[start] == after {
+		start++
+	}
+	var out []*Agent
+	for _, id := range ids[start:] {
+		a, _, err := e.GetAgent(ctx, id)
+		if err != nil {
+			return nil, "", err
+		}
+		if f.Status != "" && a.Status != f.Status {
+			continue
+		}
+		out = append(out, a)
+		if len(out) == pageSize {
+			return out, id, nil
+		}
+	}
+	return out, "", nil
+}
+
+// AgentNode is an agent and the agents below it.
+type AgentNode struct {
+	Agent    *Agent
+	Children []*AgentNode
+}
+
+// PrincipalAgents returns a human's tasks and, per task, the tree of agents.
+func (e *Engine) PrincipalAgents(ctx context.Context, userID string) ([]*Task, []*AgentNode, error) {
+	if userID == "" || len(userID) > maxIDLen || !idRE.MatchString(userID) {
+		return nil, nil, invalid("id", "%q is not a user id", userID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 4*e.cfg.CallTimeout)
+	defer cancel()
+	rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeTask, OptionalRelation: "principal",
+		OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: schema.TypeUser, OptionalSubjectId: userID}})
+	if err != nil {
+		return nil, nil, err
+	}
+	var tasks []*Task
+	nodes := map[string]*AgentNode{}
+	var order []string
+	for _, r := range rels {
+		t, err := e.readTask(ctx, r.GetResource().GetObjectId())
+		if err != nil {
+			return nil, nil, err
+		}
+		tasks = append(tasks, &t.Task)
+		ids, err := e.AgentIDs(ctx, AgentFilter{Task: "task:" + t.ID})
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, id := range ids {
+			a, _, err := e.getAgent(ctx, id)
+			if err != nil {
+				return nil, nil, err
+			}
+			nodes[id] = &AgentNode{Agent: a}
+			order = append(order, id)
+		}
+	}
+	sort.Slice(tasks, func(i, j int) bool { return tasks[i].CreatedAt.Before(tasks[j].CreatedAt) })
+	var roots []*AgentNode
+	for _, id := range order {
+		n := nodes[id]
+		if p := nodes[n.Agent.Parent.ID]; !n.Agent.Parent.IsZero() && p != nil {
+			p.Children = append(p.Children, n)
+		} else {
+			roots = append(roots, n)
+		}
+	}
+	return tasks, roots, nil
+}
+
+// ---- what an agent can reach ---------------------------------------------
+
+// Access is one resource and permission an agent can reach now.
+type Access struct {
+	Resource   Ref
+	Permission string
+	Grants     []string
+	Holders    []Ref
+	ValidUntil time.Time
+}
+
+// AgentAccess lists every resource and permission the agent can reach now,
+// across every grantable permission of every resource type (or the ones the
+// filters name). It starts from SpiceDB's LookupResources on the grant
+// relations, then applies the four legs of Check to the candidates in bulk,
+// so it never lists what Check would deny. The listing is read at one
+// revision, returned as the token.
+func (e *Engine) AgentAccess(ctx context.Context, agentID, resourceType, permission string) ([]Access, []Ref, string, error) {
+	if err := ValidateID("id", PrefixAgent, agentID); err != nil {
+		return nil, nil, "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*e.cfg.CallTimeout)
+	defer cancel()
+	info := e.Schema()
+	if resourceType != "" && !info.HasType(resourceType) {
+		return nil, nil, "", invalid("resource_type", "unknown type %q", resourceType)
+	}
+	if permission != "" {
+		if err := ValidateName("permission", permission); err != nil {
+			return nil, nil, "", err
+		}
+	}
+	c, err := e.chainOf(ctx, agentID)
+	if err != nil {
+		return nil, nil, "", fieldNotFound(err, "id")
+	}
+	now := e.now()
+	agentRef := Ref{Type: schema.TypeAgent, ID: agentID}
+	cctx := e.caveatContext(Query{}, now)
+
+	// Legs 1 and 2 hold for every resource or for none.
+	alive, err := e.sdb.Permissions.CheckPermission(ctx, &v1.CheckPermissionRequest{Consistency: fullyConsistent,
+		Resource: objRef(agentRef), Permission: "chain_alive", Subject: subRef(agentRef, ""), Context: cctx})
+	if err != nil {
+		return nil, nil, "", backendErr("CheckPermission", err)
+	}
+	token := alive.GetCheckedAt().GetToken()
+	if alive.GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION || !now.Before(c.earliest()) {
+		return nil, c.refs(), token, nil
+	}
+	at := &v1.Consistency{Requirement: &v1.Consistency_AtExactSnapshot{AtExactSnapshot: alive.GetCheckedAt()}}
+
+	var out []Access
+	for _, t := range info.ResourceTypes() {
+		if resourceType != "" && t != resourceType {
+			continue
+		}
+		for _, p := range info.Permissions(t) {
+			if (permission != "" && p != permission) || !info.Grantable(t, p) {
+				continue
+			}
+			entries, err := e.accessFor(ctx, at, c, t, p, now)
+			if err != nil {
+				return nil, nil, "", err
+			}
+			out = append(out, entries...)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Resource != out[j].Resource {
+			return out[i].Resource.String() < out[j].Resource.String()
+		}
+		return out[i].Permission < out[j].Permission
+	})
+	return out, c.refs(), token, nil
+}
+
+// accessFor lists one permission of one type for the agent of chain c.
+func (e *Engine) accessFor(ctx context.Context, at *v1.Consistency, c *chain, typ, perm string, now time.Time) ([]Access, error) {
+	grantRel := perm + schema.GrantSuffix
+	taskRef := Ref{Type: schema.TypeTask, ID: c.task}
+	// Live grants per holder: the task's, then each agent's of the chain.
+	type live struct {
+		ids     []string
+		expires time.Time
+	}
+	read := func(sub Ref, subRel string) (map[string]*live, error) {
+		rels, err := e.readRelsAtConsistency(ctx, at, &v1.RelationshipFilter{ResourceType: typ, OptionalRelation: grantRel, OptionalSubjectFilter: subjectFilter(sub, subRel)})
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]*live{}
+		for _, r := range rels {
+			if r.GetOptionalCaveat().GetCaveatName() != schema.CaveatGrantLifetime {
+				continue
+			}
+			exp, ok := caveatTime(r, "expires_at")
+			if !ok || !now.Before(exp) {
+				continue
+			}
+			id := r.GetResource().GetObjectId()
+			l := m[id]
+			if l == nil {
+				l = &live{}
+				m[id] = l
+			}
+			l.ids = append(l.ids, caveatString(r, "grant_id"))
+			if exp.After(l.expires) {
+				l.expires = exp
+			}
+		}
+		return m, nil
+	}
+	taskGrants, err := read(taskRef, "member")
+	if err != nil {
+		return nil, err
+	}
+	perAgent := make([]map[string]*live, len(c.agents))
+	for i, l := range c.agents {
+		if perAgent[i], err = read(Ref{Type: schema.TypeAgent, ID: l.id}, ""); err != nil {
+			return nil, err
+		}
+	}
+	// Candidates: what LookupResources says the leaf's grant relation reaches.
+	leaf := Ref{Type: schema.TypeAgent, ID: c.agents[0].id}
+	candidates, err := e.lookup(ctx, at, typ, grantRel, leaf)
+	if err != nil {
+		return nil, err
+	}
+	// Every ancestor must hold a live grant too (its own or the task's).
+	held := func(i int, res string) (*live, bool) {
+		a, t := perAgent[i][res], taskGrants[res]
+		switch {
+		case a == nil && t == nil:
+			return nil, false
+		case a == nil:
+			return t, true
+		case t == nil:
+			return a, true
+		}
+		m := &live{ids: append(append([]string(nil), a.ids...), t.ids...), expires: a.expires}
+		if t.expires.After(m.expires) {
+			m.expires = t.expires
+		}
+		return m, true
+	}
+	var kept []string
+	for _, res := range candidates {
+		ok := true
+		for i := range c.agents {
+			if _, has := held(i, res); !has {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			kept = append(kept, res)
+		}
+	}
+	// The principal must hold the permission on each, now: in bulk.
+	allowed, err := e.principalHolds(ctx, at, c.principal, typ, perm, kept)
+	if err != nil {
+		return nil, err
+	}
+	var out []Access
+	for _, res := range kept {
+		if !allowed[res] {
+			continue
+		}
+		a := Access{Resource: Ref{Type: typ, ID: res}, Permission: perm, ValidUntil: c.earliest()}
+		for i := range c.agents {
+			g, _ := held(i, res)
+			if g.expires.Before(a.ValidUntil) {
+				a.ValidUntil = g.expires
+			}
+		}
+		if g := perAgent[0][res]; g != nil {
+			a.Grants = append(a.Grants, g.ids...)
+			a.Holders = append(a.Holders, leaf)
+		}
+		if g := taskGrants[res]; g != nil {
+			a.Grants = append(a.Grants, g.ids...)
+			a.Holders = append(a.Holders, taskRef)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func (e *Engine) lookup(ctx context.Context, at *v1.Consistency, typ, relation string, sub Ref) ([]string, error) {
+	stream, err := e.sdb.Permissions.LookupResources(ctx, &v1.LookupResourcesRequest{
+		Consistency: at, ResourceObjectType: typ, Permission: relation, Subject: subRef(sub, ""), Context: e.caveatContext(Query{}, e.now()),
+	})
+	if err != nil {
+		return nil, backendErr("LookupResources", err)
+	}
+	var out []string
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, backendErr("LookupResources", err)
+		}
+		if resp.GetPermissionship() == v1.LookupPermissionship_LOOKUP_PERMISSIONSHIP_HAS_PERMISSION {
+			out = append(out, resp.GetResourceObjectId())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+const bulkChunk = 500
+
+func (e *Engine) principalHolds(ctx context.Context, at *v1.Consistency, principal Ref, typ, perm string, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	qctx := e.caveatContext(Query{}, e.now())
+	for start := 0; start < len(ids); start += bulkChunk {
+		chunk := ids[start:min(start+bulkChunk, len(ids))]
+		items := make([]*v1.CheckBulkPermissionsRequestItem, len(chunk))
+		for i, id := range chunk {
+			items[i] = &v1.CheckBulkPermissionsRequestItem{Resource: &v1.ObjectReference{ObjectType: typ, ObjectId: id}, Permission: perm, Subject: subRef(principal, ""), Context: qctx}
+		}
+		resp, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: at, Items: items})
+		if err != nil {
+			return nil, backendErr("CheckBulkPermissions", err)
+		}
+		for i, p := range resp.GetPairs() {
+			if p.GetError() != nil {
+				return nil, &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable", Err: fmt.Errorf("%w: %s", ErrUnavailable, p.GetError().GetMessage())}
+			}
+			if p.GetItem().GetPermissionship() == v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION {
+				out[chunk[i]] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+func (e *Engine) readRelsAtConsistency(ctx context.Context, at *v1.Consistency, filter *v1.RelationshipFilter) ([]*v1.Relationship, error) {
+	stream, err := e.sdb.Permissions.ReadRelationships(ctx, &v1.ReadRelationshipsRequest{Consistency: at, RelationshipFilter: filter})
+	if err != nil {
+		return nil, backendErr("ReadRelationships", err)
+	}
+	var out []*v1.Relationship
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, backendErr("ReadRelationships", err)
+		}
+		out = append(out, resp.GetRelationship())
+	}
+}
+
+// ---- explain -------------------------------------------------------------
+
+// Leg is one leg of an explanation.
+type Leg struct {
+	Name      string
+	Passed    bool
+	Detail    string
+	Path      []string
+	ExpiresAt time.Time
+}
+
+// Explanation says why a check answers what it answers.
+type Explanation struct {
+	Decision    Decision
+	Legs        []Leg
+	WouldChange []string
+}
+
+// Explain runs a check and says, leg by leg, what passed and failed, the
+// relationship path SpiceDB followed for the human's permission, the expiries
+// involved, and what would flip the answer.
+func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	var d Decision
+	var err error
+	if q.Subject.Type == schema.TypeAgent {
+		d, err = e.decideAgent(ctx, q)
+	} else {
+		d, err = e.decideUser(ctx, q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	x := &Explanation{Decision: d}
+	if q.Subject.Type != schema.TypeAgent {
+		path, err := e.trace(ctx, q.Subject, q.Permission, q.Resource, q)
+		if err != nil {
+			return nil, err
+		}
+		x.Legs = []Leg{{Name: "permission", Passed: d.Allowed, Detail: fmt.Sprintf("%s %s %s on %s", q.Subject, map[bool]string{true: "has", false: "lacks"}[d.Allowed], q.Permission, q.Resource), Path: path}}
+		if d.Allowed {
+			x.WouldChange = []string{fmt.Sprintf("removing the relationships on the path above, which give %s %s on %s", q.Subject, q.Permission, q.Resource)}
+		} else {
+			x.WouldChange = []string{fmt.Sprintf("a relationship that gives %s %s on %s", q.Subject, q.Permission, q.Resource)}
+		}
+		return x, nil
+	}
+	if d.Reason == ReasonUnknownSubject {
+		x.Legs = []Leg{{Name: "identity", Detail: fmt.Sprintf("%s does not exist", q.Subject)}}
+		x.WouldChange = []string{"nothing: agent ids are issued by mandate; provision an agent with POST /v1/agents"}
+		return x, nil
+	}
+	c, err := e.chainOf(ctx, q.Subject.ID)
+	if err != nil {
+		return nil, err
+	}
+	now := e.now()
+	// Leg 1: every agent of the chain.
+	identity := Leg{Name: "identity", Passed: true, ExpiresAt: c.earliestAgent()}
+	for _, l := range c.agents {
+		a, err := e.readAgent(ctx, l.id)
+		if err != nil {
+			return nil, err
+		}
+		st := a.status(now)
+		identity.Path = append(identity.Path, fmt.Sprintf("agent:%s is %s until %s", l.id, st, a.ExpiresAt.Format(time.RFC3339)))
+		if st != StatusActive && identity.Passed {
+			identity.Passed, identity.Detail = false, fmt.Sprintf("agent:%s is %s", l.id, st)
+			switch st {
+			case StatusSuspended:
+				x.WouldChange = append(x.WouldChange, fmt.Sprintf("resume agent:%s (POST /v1/agents/%s:resume)", l.id, l.id))
+			case StatusRevoked:
+				x.WouldChange = append(x.WouldChange, fmt.Sprintf("nothing: agent:%s is revoked for good; provision a new agent", l.id))
+			case StatusExpired:
+				x.WouldChange = append(x.WouldChange, fmt.Sprintf("nothing: agent:%s has expired; provision a new agent", l.id))
+			}
+		}
+	}
+	if identity.Passed {
+		identity.Detail = fmt.Sprintf("the %d agent(s) of the chain are active", len(c.agents))
+	}
+	// Leg 2: the task.
+	t, err := e.readTask(ctx, c.task)
+	if err != nil {
+		return nil, err
+	}
+	task := Leg{Name: "task", Passed: t.Status == StatusActive, ExpiresAt: t.ExpiresAt,
+		Detail: fmt.Sprintf("task:%s of %s is %s", t.ID, t.Principal, t.Status), Path: []string{fmt.Sprintf("task:%s#open until %s", t.ID, t.ExpiresAt.Format(time.RFC3339))}}
+	if !task.Passed {
+		x.WouldChange = append(x.WouldChange, fmt.Sprintf("nothing: task:%s is %s; start a new task", t.ID, t.Status))
+	}
+	// Leg 3: the leaf's grant.
+	grantRel := q.Permission + schema.GrantSuffix
+	grant := Leg{Name: "grant"}
+	leafRef := Ref{Type: schema.TypeAgent, ID: c.agents[0].id}
+	for _, h := range []struct {
+		sub    Ref
+		subRel string
+	}{{leafRef, ""}, {Ref{Type: schema.TypeTask, ID: c.task}, "member"}} {
+		rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: q.Resource.Type, OptionalResourceId: q.Resource.ID, OptionalRelation: grantRel, OptionalSubjectFilter: subjectFilter(h.sub, h.subRel)})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rels {
+			exp, _ := caveatTime(r, "expires_at")
+			state := "live"
+			if !now.Before(exp) {
+				state = "expired"
+			} else {
+				grant.Passed = true
+				if grant.ExpiresAt.IsZero() || exp.After(grant.ExpiresAt) {
+					grant.ExpiresAt = exp
+				}
+			}
+			grant.Path = append(grant.Path, fmt.Sprintf("%s#%s@%s: grant %s, %s until %s", q.Resource, grantRel, relSubject(r), caveatString(r, "grant_id"), state, exp.Format(time.RFC3339)))
+		}
+	}
+	if grant.Passed {
+		grant.Detail = fmt.Sprintf("%s or its task holds a live grant of %s on %s", leafRef, q.Permission, q.Resource)
+	} else {
+		grant.Detail = fmt.Sprintf("neither %s nor its task holds a live grant of %s on %s", leafRef, q.Permission, q.Resource)
+		x.WouldChange = append(x.WouldChange, fmt.Sprintf("a grant of %s on %s to %s (POST /v1/grants)", q.Permission, q.Resource, leafRef))
+	}
+	// Leg 4: the human, with SpiceDB's path, and every ancestor's grant.
+	path, err := e.trace(ctx, c.principal, q.Permission, q.Resource, q)
+	if err != nil {
+		return nil, err
+	}
+	attenuation := Leg{Name: "attenuation", Passed: d.Reason != ReasonPrincipalLacksPermission && d.Reason != ReasonDelegatorLacksPermission, Path: path}
+	principalHas := len(path) > 0 && !strings.HasPrefix(path[0], "no ")
+	if principalHas {
+		attenuation.Detail = fmt.Sprintf("%s holds %s on %s", c.principal, q.Permission, q.Resource)
+	} else {
+		attenuation.Passed = false
+		attenuation.Detail = fmt.Sprintf("%s does not hold %s on %s", c.principal, q.Permission, q.Resource)
+		x.WouldChange = append(x.WouldChange, fmt.Sprintf("a relationship that gives %s %s on %s", c.principal, q.Permission, q.Resource))
+	}
+	if d.Reason == ReasonDelegatorLacksPermission {
+		attenuation.Detail += "; an ancestor agent holds no live grant for it"
+		x.WouldChange = append(x.WouldChange, fmt.Sprintf("a grant of %s on %s to every ancestor agent of %s", q.Permission, q.Resource, leafRef))
+	}
+	x.Legs = []Leg{identity, task, grant, attenuation}
+	if d.Allowed {
+		x.WouldChange = []string{fmt.Sprintf("at %s the answer becomes deny (the earliest expiry it relies on)", d.ValidUntil.Format(time.RFC3339)),
+			fmt.Sprintf("completing task:%s, revoking or suspending any agent of the chain, removing the grant, or %s losing %s on %s", c.task, c.principal, q.Permission, q.Resource)}
+	}
+	return x, nil
+}
+
+func (c *chain) earliestAgent() time.Time {
+	var t time.Time
+	for _, l := range c.agents {
+		if t.IsZero() || l.expires.Before(t) {
+			t = l.expires
+		}
+	}
+	return t
+}
+
+func relSubject(r *v1.Relationship) string {
+	s := r.GetSubject().GetObject().GetObjectType() + ":" + r.GetSubject().GetObject().GetObjectId()
+	if rel := r.GetSubject().GetOptionalRelation(); rel != "" {
+		s += "#" + rel
+	}
+	return s
+}
+
+// trace asks SpiceDB for the path by which a user holds (or lacks) a permission.
+func (e *Engine) trace(ctx context.Context, user Ref, perm string, res Ref, q Query) ([]string, error) {
+	resp, err := e.sdb.Permissions.CheckPermission(ctx, &v1.CheckPermissionRequest{
+		Consistency: fullyConsistent, Resource: objRef(res), Permission: perm, Subject: subRef(user, ""),
+		Context: e.caveatContext(q, e.now()), WithTracing: true,
+	})
+	if err != nil {
+		return nil, backendErr("CheckPermission", err)
+	}
+	if resp.GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION {
+		return []string{fmt.Sprintf("no relationship gives %s %s on %s", user, perm, res)}, nil
+	}
+	var path []string
+	walkTrace(resp.GetDebugTrace().GetCheck(), &path)
+	if len(path) == 0 {
+		path = []string{fmt.Sprintf("%s#%s@%s", res, perm, user)}
+	}
+	return path, nil
+}
+
+// walkTrace follows the branch of a check trace that granted the permission.
+func walkTrace(t *v1.CheckDebugTrace, path *[]string) {
+	if t == nil || t.GetResult() != v1.CheckDebugTrace_PERMISSIONSHIP_HAS_PERMISSION {
+		return
+	}
+	kind := "relation"
+	if t.GetPermissionType() == v1.CheckDebugTrace_PERMISSION_TYPE_PERMISSION {
+		kind = "permission"
+	}
+	*path = append(*path, fmt.Sprintf("%s:%s#%s (%s)", t.GetResource().GetObjectType(), t.GetResource().GetObjectId(), t.GetPermission(), kind))
+	for _, sub := range t.GetSubProblems().GetTraces() {
+		if sub.GetResult() == v1.CheckDebugTrace_PERMISSIONSHIP_HAS_PERMISSION {
+			walkTrace(sub, path)
+			return
+		}
+	}
+}
+
+// GrantsHeldBy lists the grants recorded for the given agents and tasks, with
+// their current status.
+func (e *Engine) GrantsHeldBy(ctx context.Context, holders []Ref) ([]*Grant, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*e.cfg.CallTimeout)
+	defer cancel()
+	var out []*Grant
+	for _, h := range holders {
+		rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeGrant, OptionalRelation: "record",
+			OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: h.Type, OptionalSubjectId: h.ID}})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rels {
+			g, _, err := e.readGrant(ctx, r.GetResource().GetObjectId())
+			if err != nil {
+				var ee *Error
+				if errors.As(err, &ee) && ee.Kind == KindNotFound {
+					continue // removed meanwhile
+				}
+				return nil, err
+			}
+			out = append(out, g)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
