@@ -96,4 +96,28 @@ definition doc {
 	if out, code := run(checkerKey, "audit"); code != 1 || !strings.Contains(out, "PermissionDenied") {
 		t.Fatalf("audit with a checker key: %d %s", code, out)
 	}
+
+	// The review commands.
+	post(t, r, "/v1/relationships:write", adminKey, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#reader@user:alice"},
+	}})
+	_, agent, _ := provision(t, r, "15m")
+	if out, code := run(adminKey, "agents", "list", "--principal", "user:alice", "-o", "csv"); code != 0 || !strings.HasPrefix(out, "AGENT,NAME,STATUS") || !strings.Contains(out, "agent:"+agent+",a,active") {
+		t.Fatalf("agents list: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "agents", "access", "agent:"+agent, "-o", "json"); code != 0 || !strings.Contains(out, `"resource": "repo:acme/api"`) {
+		t.Fatalf("agents access: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "explain", "agent:"+agent, "read", "repo:acme/api"); code != 0 || !strings.HasPrefix(out, "ALLOW ALLOWED") || !strings.Contains(out, "attenuation") {
+		t.Fatalf("explain: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "explain", "agent:"+agent, "write", "repo:acme/api", "-o", "json"); code != 0 || !strings.Contains(out, `"reason_code": "NO_GRANT"`) {
+		t.Fatalf("explain a deny: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "review", "report", "--principal", "user:alice", "-o", "csv"); code != 0 || !strings.HasPrefix(out, "agent,name,principal") || !strings.Contains(out, "can_reach,read,repo:acme/api") {
+		t.Fatalf("review report csv: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "review", "report", "--principal", "user:alice"); code != 0 || !strings.Contains(out, "never used  read repo:acme/api") {
+		t.Fatalf("review report: %d %s", code, out)
+	}
 }

@@ -4,12 +4,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/authzed/grpcutil"
@@ -41,7 +44,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd(), auditCmd())
+	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd(), auditCmd(), agentsCmd(), explainCmd(), reviewCmd())
 	return root
 }
 
@@ -337,4 +340,212 @@ func auditCmd() *cobra.Command {
 	f.IntVar(&limit, "limit", 200, "most records to print (0: all)")
 	f.StringVarP(&output, "output", "o", "table", "table or json")
 	return cmd
+}
+
+func agentsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "agents", Short: "Review agent instances"}
+	var lf clientFlags
+	var lreq mandatev1.ListAgentsRequest
+	var lout string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List agents with their chain, task, expiry and status",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := lf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			client := mandatev1.NewReviewServiceClient(conn)
+			all := &mandatev1.ListAgentsResponse{}
+			for {
+				resp, err := client.ListAgents(cmd.Context(), &lreq)
+				if err != nil {
+					return err
+				}
+				all.Agents = append(all.Agents, resp.GetAgents()...)
+				if resp.GetNextPageToken() == "" {
+					break
+				}
+				lreq.PageToken = resp.GetNextPageToken()
+			}
+			rows := [][]string{{"AGENT", "NAME", "STATUS", "EXPIRES", "TASK", "CHAIN"}}
+			for _, a := range all.GetAgents() {
+				rows = append(rows, []string{"agent:" + a.GetId(), a.GetName(), a.GetStatus(), a.GetExpiresAt().AsTime().Format(time.RFC3339), a.GetTask(), strings.Join(a.GetChain(), " > ")})
+			}
+			return emit(cmd, lout, all, rows)
+		},
+	}
+	lf.register(list)
+	list.Flags().StringVar(&lreq.Principal, "principal", "", "user:<id>")
+	list.Flags().StringVar(&lreq.Task, "task", "", "task:<id>")
+	list.Flags().StringVar(&lreq.Status, "status", "", "active, suspended, revoked or expired")
+	list.Flags().StringVarP(&lout, "output", "o", "table", "table, json or csv")
+
+	var af clientFlags
+	var areq mandatev1.ListAgentAccessRequest
+	var aout string
+	access := &cobra.Command{
+		Use:   "access ID",
+		Short: "List every resource and permission an agent can reach now, and why",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := af.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			areq.Id = strings.TrimPrefix(args[0], "agent:")
+			client := mandatev1.NewReviewServiceClient(conn)
+			all := &mandatev1.ListAgentAccessResponse{}
+			for {
+				resp, err := client.ListAgentAccess(cmd.Context(), &areq)
+				if err != nil {
+					return err
+				}
+				all.Agent, all.Chain, all.ConsistencyToken = resp.GetAgent(), resp.GetChain(), resp.GetConsistencyToken()
+				all.Access = append(all.Access, resp.GetAccess()...)
+				if resp.GetNextPageToken() == "" {
+					break
+				}
+				areq.PageToken = resp.GetNextPageToken()
+			}
+			rows := [][]string{{"PERMISSION", "RESOURCE", "VALID UNTIL", "HOLDERS", "GRANTS"}}
+			for _, x := range all.GetAccess() {
+				rows = append(rows, []string{x.GetPermission(), x.GetResource(), x.GetValidUntil().AsTime().Format(time.RFC3339), strings.Join(x.GetHolders(), ","), strings.Join(x.GetGrants(), ",")})
+			}
+			return emit(cmd, aout, all, rows)
+		},
+	}
+	af.register(access)
+	access.Flags().StringVar(&areq.ResourceType, "resource-type", "", "only this resource type")
+	access.Flags().StringVar(&areq.Permission, "permission", "", "only this permission")
+	access.Flags().StringVarP(&aout, "output", "o", "table", "table, json or csv")
+	cmd.AddCommand(list, access)
+	return cmd
+}
+
+func explainCmd() *cobra.Command {
+	var cf clientFlags
+	var out string
+	cmd := &cobra.Command{
+		Use:   "explain SUBJECT PERMISSION RESOURCE",
+		Short: "Say, leg by leg, why a check is allowed or denied and what would change it",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := mandatev1.NewReviewServiceClient(conn).Explain(cmd.Context(), &mandatev1.ExplainRequest{Subject: args[0], Permission: args[1], Resource: args[2]})
+			if err != nil {
+				return err
+			}
+			rows := [][]string{{"LEG", "PASSED", "DETAIL", "PATH"}}
+			for _, l := range resp.GetLegs() {
+				rows = append(rows, []string{l.GetName(), fmt.Sprint(l.GetPassed()), l.GetDetail(), strings.Join(l.GetPath(), "; ")})
+			}
+			if out == "table" {
+				verdict := "DENY"
+				if resp.GetAllowed() {
+					verdict = "ALLOW"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n\n", verdict, resp.GetReasonCode())
+				if err := emit(cmd, out, resp, rows); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "\nwhat would change it:")
+				for _, w := range resp.GetWouldChange() {
+					fmt.Fprintln(cmd.OutOrStdout(), "  - "+w)
+				}
+				return nil
+			}
+			return emit(cmd, out, resp, rows)
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVarP(&out, "output", "o", "table", "table, json or csv")
+	return cmd
+}
+
+func reviewCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "review", Short: "Periodic access review"}
+	var cf clientFlags
+	var req mandatev1.GetReviewReportRequest
+	var out string
+	report := &cobra.Command{
+		Use:   "report",
+		Short: "One page per agent: identity and chain, what it can reach, what it used, what it never used, its denials",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			client := mandatev1.NewReviewServiceClient(conn)
+			if out == "csv" {
+				body, err := client.GetReviewReportCSV(cmd.Context(), &mandatev1.GetReviewReportCSVRequest{Principal: req.GetPrincipal(), Since: req.GetSince()})
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(body.GetData())
+				return err
+			}
+			resp, err := client.GetReviewReport(cmd.Context(), &req)
+			if err != nil {
+				return err
+			}
+			if out == "json" {
+				return printJSON(cmd, resp)
+			}
+			w := cmd.OutOrStdout()
+			for _, a := range resp.GetAgents() {
+				ag := a.GetAgent()
+				fmt.Fprintf(w, "agent:%s (%s) %s, task %s, chain %s\n", ag.GetId(), ag.GetName(), ag.GetStatus(), ag.GetTask(), strings.Join(ag.GetChain(), " > "))
+				for _, x := range a.GetCanReach() {
+					fmt.Fprintf(w, "  can reach   %s %s until %s\n", x.GetPermission(), x.GetResource(), x.GetValidUntil().AsTime().Format(time.RFC3339))
+				}
+				for _, u := range a.GetUsed() {
+					fmt.Fprintf(w, "  used        %s\n", u)
+				}
+				for _, g := range a.GetUnusedGrants() {
+					fmt.Fprintf(w, "  never used  %s %s (grant %s held by %s)\n", g.GetPermission(), g.GetResource(), g.GetId(), g.GetHolder())
+				}
+				for _, d := range a.GetDenials() {
+					fmt.Fprintf(w, "  denied      %s %s: %s at %s\n", d.GetPermission(), d.GetResource(), d.GetReasonCode(), d.GetTime().AsTime().Format(time.RFC3339))
+				}
+			}
+			return nil
+		},
+	}
+	cf.register(report)
+	report.Flags().StringVar(&req.Principal, "principal", "", "user:<id>; default every agent")
+	report.Flags().StringVar(&req.Since, "since", "30d", "window: duration back from now or RFC 3339 time")
+	report.Flags().StringVarP(&out, "output", "o", "table", "table, json or csv")
+	cmd.AddCommand(report)
+	return cmd
+}
+
+// emit prints m as JSON, rows as CSV, or rows as an aligned table.
+func emit(cmd *cobra.Command, format string, m proto.Message, rows [][]string) error {
+	switch format {
+	case "json":
+		return printJSON(cmd, m)
+	case "csv":
+		w := csv.NewWriter(cmd.OutOrStdout())
+		if err := w.WriteAll(rows); err != nil {
+			return err
+		}
+		return nil
+	case "table":
+		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		for _, r := range rows {
+			fmt.Fprintln(tw, strings.Join(r, "\t"))
+		}
+		return tw.Flush()
+	}
+	return fmt.Errorf("-o must be table, json or csv, not %q", format)
 }
