@@ -659,3 +659,22 @@ func (e *Engine) GrantsHeldBy(ctx context.Context, holders []Ref) ([]*Grant, err
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
+
+// AgentActive reports whether the agent and every agent above it can act now.
+func (e *Engine) AgentActive(ctx context.Context, agentID string) (bool, error) {
+	c, err := e.chainOf(ctx, agentID)
+	if err != nil {
+		return false, err
+	}
+	now := e.now()
+	if !now.Before(c.earliest()) {
+		return false, nil
+	}
+	ref := Ref{Type: schema.TypeAgent, ID: agentID}
+	resp, err := e.sdb.Permissions.CheckPermission(ctx, &v1.CheckPermissionRequest{Consistency: fullyConsistent,
+		Resource: objRef(ref), Permission: "chain_alive", Subject: subRef(ref, ""), Context: e.caveatContext(Query{}, now)})
+	if err != nil {
+		return false, backendErr("CheckPermission", err)
+	}
+	return resp.GetPermissionship() == v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION, nil
+}

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mandate-dev/mandate/engine"
@@ -45,6 +47,9 @@ type Handlers struct {
 	Audit *audit.Recorder
 	// AuditStore answers audit queries; nil when audit is off.
 	AuditStore audit.Store
+
+	listingsOnce sync.Once
+	listings     *lru.Cache[string, *listing] // access listings being paged through
 }
 
 func (h *Handlers) err(ctx context.Context, err error) error { return toStatus(ctx, h.Log, err) }

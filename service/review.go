@@ -7,8 +7,10 @@ import (
 	"encoding/csv"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/genproto/googleapis/api/httpbody"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -77,42 +79,88 @@ func accessPB(a engine.Access, task string) *mandatev1.AccessEntry {
 	}
 }
 
+// listing is one computed access listing, kept briefly so that its later
+// pages come from the same revision instead of recomputing it per page.
+type listing struct {
+	access []engine.Access
+	chain  []engine.Ref
+	token  string
+	task   string
+	at     time.Time
+}
+
+// listingTTL bounds how long the later pages of a listing are served from it.
+// Each later page still checks that the agent can act at all, so revoking,
+// suspending or completing ends a listing at once.
+const listingTTL = 30 * time.Second
+
+func (h *Handlers) listingCache() *lru.Cache[string, *listing] {
+	h.listingsOnce.Do(func() { h.listings, _ = lru.New[string, *listing](64) })
+	return h.listings
+}
+
 func (h *Handlers) ListAgentAccess(ctx context.Context, r *mandatev1.ListAgentAccessRequest) (*mandatev1.ListAgentAccessResponse, error) {
 	n, err := pageSize("page_size", r.GetPageSize())
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	after := ""
-	if r.GetPageToken() != "" {
-		if after, err = decodeCursor(r.GetPageToken()); err != nil {
-			return nil, h.err(ctx, err)
-		}
-	}
 	if t := r.GetResourceType(); t != "" && schema.IsCore(t) {
 		return nil, h.err(ctx, &engine.Error{Kind: engine.KindInvalidArgument, Field: "resource_type", Msg: fmt.Sprintf("%q is one of mandate's own types", t)})
 	}
-	access, chain, tok, err := h.Engine.AgentAccess(ctx, r.GetId(), r.GetResourceType(), r.GetPermission())
-	if err != nil {
-		return nil, h.err(ctx, err)
+	listingID, after := "", ""
+	if r.GetPageToken() != "" {
+		cur, err := decodeCursor(r.GetPageToken())
+		if err != nil {
+			return nil, h.err(ctx, err)
+		}
+		var ok bool
+		if listingID, after, ok = strings.Cut(cur, "|"); !ok {
+			return nil, h.err(ctx, &engine.Error{Kind: engine.KindInvalidArgument, Field: "page_token", Msg: "is not a token this server issued"})
+		}
 	}
-	out := &mandatev1.ListAgentAccessResponse{Agent: "agent:" + r.GetId(), Chain: refStrings(chain), ConsistencyToken: tok}
-	task := ""
-	if a, _, err := h.Engine.GetAgent(ctx, r.GetId()); err == nil {
-		task = a.Task.String()
+	key := fmt.Sprintf("%s|%s|%s|%s", listingID, r.GetId(), r.GetResourceType(), r.GetPermission())
+	l, ok := h.listingCache().Get(key)
+	if ok && time.Since(l.at) < listingTTL {
+		active, err := h.Engine.AgentActive(ctx, r.GetId())
+		if err != nil {
+			return nil, h.err(ctx, err)
+		}
+		if !active {
+			l = &listing{chain: l.chain, token: l.token, at: l.at}
+		}
+	} else {
+		access, chain, tok, err := h.Engine.AgentAccess(ctx, r.GetId(), r.GetResourceType(), r.GetPermission())
+		if err != nil {
+			return nil, h.err(ctx, err)
+		}
+		sort.Slice(access, func(i, j int) bool { return accessKey(access[i]) < accessKey(access[j]) })
+		l = &listing{access: access, chain: chain, token: tok, at: time.Now()}
+		if a, _, err := h.Engine.GetAgent(ctx, r.GetId()); err == nil {
+			l.task = a.Task.String()
+		}
+		listingID = decisionID()[4:]
+		key = fmt.Sprintf("%s|%s|%s|%s", listingID, r.GetId(), r.GetResourceType(), r.GetPermission())
+		h.listingCache().Add(key, l)
 	}
-	for _, a := range access {
-		key := a.Resource.String() + "#" + a.Permission
-		if after != "" && key <= after {
-			continue
+	out := &mandatev1.ListAgentAccessResponse{Agent: "agent:" + r.GetId(), Chain: refStrings(l.chain), ConsistencyToken: l.token}
+	now := time.Now()
+	i := sort.Search(len(l.access), func(i int) bool { return accessKey(l.access[i]) > after })
+	for ; i < len(l.access); i++ {
+		a := l.access[i]
+		if !now.Before(a.ValidUntil) {
+			continue // expired since the listing was computed
 		}
 		if len(out.Access) == n {
-			out.NextPageToken = encodeCursor(out.Access[n-1].GetResource() + "#" + out.Access[n-1].GetPermission())
+			out.NextPageToken = encodeCursor(listingID + "|" + accessKey(l.access[i-1]))
 			break
 		}
-		out.Access = append(out.Access, accessPB(a, task))
+		out.Access = append(out.Access, accessPB(a, l.task))
 	}
 	return out, nil
 }
+
+// accessKey orders a listing: resource, then permission.
+func accessKey(a engine.Access) string { return a.Resource.String() + "#" + a.Permission }
 
 func (h *Handlers) ListPrincipalAgents(ctx context.Context, r *mandatev1.ListPrincipalAgentsRequest) (*mandatev1.ListPrincipalAgentsResponse, error) {
 	tasks, roots, err := h.Engine.PrincipalAgents(ctx, r.GetId())

@@ -119,6 +119,17 @@ func TestAgentAccess(t *testing.T) {
 	if got := a.access(s.sub, ""); len(got) != 0 {
 		t.Fatalf("sub-agent of a suspended parent can reach %v", got)
 	}
+	// A suspension in the middle of paging ends the listing.
+	a.ok("POST", "/v1/agents/"+s.top+":resume", service.RoleOperator, nil)
+	first := a.ok("GET", "/v1/agents/"+s.top+"/access?page_size=1", service.RoleReviewer, nil)
+	if len(first["access"].([]any)) != 1 || first["next_page_token"] == "" {
+		t.Fatalf("first page: %v", first)
+	}
+	a.ok("POST", "/v1/agents/"+s.top+":suspend", service.RoleOperator, nil)
+	rest := a.ok("GET", "/v1/agents/"+s.top+"/access?page_size=1&page_token="+url.QueryEscape(first["next_page_token"].(string)), service.RoleReviewer, nil)
+	if entries, _ := rest["access"].([]any); len(entries) != 0 {
+		t.Fatalf("pages after a suspension still list %v", entries)
+	}
 	// Every listed entry is one Check allows.
 	a.ok("POST", "/v1/agents/"+s.top+":resume", service.RoleOperator, nil)
 	for _, e := range a.access(s.sub, "") {

@@ -33,6 +33,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/mandate-dev/mandate/bench"
+	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 	"github.com/mandate-dev/mandate/service"
@@ -52,7 +53,7 @@ func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
 		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,c,d,e,open,audit,f,g", "scenarios to run")
+		scenarios  = flag.String("scenarios", "a,b,c,d,e,open,audit,access,f,g", "scenarios to run")
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
@@ -164,6 +165,15 @@ func main() {
 		add("(d) with audit batched (the default, memory store)", bench.Closed(ctx, "d-audit-on", 8, *warmup, *duration, ops["d"]))
 		add("(d) with audit off", bench.Closed(ctx, "d-audit-off", 8, *warmup, *duration, opOff))
 		stopOff()
+	}
+	if want["access"] {
+		add("listing the access of an agent that reaches 10k resources, memory datastore", accessListing(ctx, keys, "memory", "", 10_000))
+		if *pgDSN != "" {
+			uri, drop := freshDB(ctx, *pgDSN)
+			must(embedded.Migrate(ctx, "postgres", uri))
+			add("listing the access of an agent that reaches 10k resources, Postgres", accessListing(ctx, keys, "postgres", uri, 10_000))
+			drop()
+		}
 	}
 	if *pgDSN != "" && want["f"] {
 		add("(f) revocation on replica A until B and C both deny, 3 replicas on Postgres", propagation(ctx, *pgDSN, keys, *propRounds))
@@ -307,6 +317,53 @@ func writeRels(ctx context.Context, srv *service.Server, rels []string) {
 	}
 	_, err := srv.Engine().WriteRelationships(ctx, ups)
 	must(err)
+}
+
+// ---- access review ----
+
+// accessListing times GET-equivalent ListAgentAccess (paged by 1000) for an
+// agent with n grants on n repos its human reads, loaded in bulk.
+func accessListing(ctx context.Context, keys, engineName, uri string, n int) bench.Result {
+	spicedbAddr := freeAddr()
+	srv, stop := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: engineName, URI: uri, APIAddr: spicedbAddr, APIKey: spicedbKey}})
+	defer stop()
+	op := dial(srv.GRPCAddr(), operatorKey)
+	t, err := mandatev1.NewTaskServiceClient(op).CreateTask(ctx, &mandatev1.CreateTaskRequest{Principal: "user:alice", Ttl: "2h"})
+	must(err)
+	a, err := mandatev1.NewAgentServiceClient(op).CreateAgent(ctx, &mandatev1.CreateAgentRequest{Task: "task:" + t.GetTask().GetId(), Name: "reviewed", Ttl: "2h"})
+	must(err)
+	agentID := a.GetAgent().GetId()
+	var rels []*v1.Relationship
+	exp := time.Now().Add(time.Hour)
+	for i := 0; i < n; i++ {
+		res := engine.Ref{Type: "repo", ID: fmt.Sprintf("review/r%d", i)}
+		rels = append(rels, &v1.Relationship{Resource: &v1.ObjectReference{ObjectType: "repo", ObjectId: res.ID}, Relation: "reader",
+			Subject: &v1.SubjectReference{Object: &v1.ObjectReference{ObjectType: "user", ObjectId: "alice"}}})
+		rels = append(rels, engine.GrantRelationships(engine.Grant{ID: engine.NewID(engine.PrefixGrant), Holder: engine.Ref{Type: "agent", ID: agentID},
+			Permission: "read", Resource: res, CreatedAt: time.Now(), ExpiresAt: exp})...)
+	}
+	must(bench.Import(ctx, v1.NewPermissionsServiceClient(dial(spicedbAddr, spicedbKey)), rels))
+	review := mandatev1.NewReviewServiceClient(dial(srv.GRPCAddr(), adminKey))
+	var samples []time.Duration
+	for round := 0; round < 5; round++ {
+		t0 := time.Now()
+		total := 0
+		req := &mandatev1.ListAgentAccessRequest{Id: agentID, PageSize: 1000}
+		for {
+			resp, err := review.ListAgentAccess(ctx, req)
+			must(err)
+			total += len(resp.GetAccess())
+			if resp.GetNextPageToken() == "" {
+				break
+			}
+			req.PageToken = resp.GetNextPageToken()
+		}
+		if total != n {
+			must(fmt.Errorf("listed %d entries, want %d", total, n))
+		}
+		samples = append(samples, time.Since(t0))
+	}
+	return bench.Distribution("access-"+engineName, "", samples)
 }
 
 // ---- (f) propagation ----
