@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -20,12 +19,52 @@ func (r Ref) String() string { return r.Type + ":" + r.ID }
 // IsZero reports whether r is empty.
 func (r Ref) IsZero() bool { return r.Type == "" && r.ID == "" }
 
+// matcher validates a string. The validators are hand-written rather than
+// regular expressions because they run on every check.
+type matcher func(string) bool
+
+// MatchString reports whether s is valid.
+func (m matcher) MatchString(s string) bool { return m(s) }
+
 var (
-	typeRE = regexp.MustCompile(`^[a-z][a-z0-9_]{1,62}[a-z0-9]$`)
-	// idRE is SpiceDB's object id alphabet, minus the wildcard.
-	idRE       = regexp.MustCompile(`^[a-zA-Z0-9/_|\-=+]+$`)
-	relationRE = regexp.MustCompile(`^[a-z][a-z0-9_]{1,62}[a-z0-9]$`)
+	// typeRE is ^[a-z][a-z0-9_]{1,62}[a-z0-9]$, SpiceDB's type name.
+	typeRE = matcher(validName)
+	// idRE is ^[a-zA-Z0-9/_|\-=+]+$, SpiceDB's object id alphabet minus the wildcard.
+	idRE = matcher(validID)
+	// relationRE is ^[a-z][a-z0-9_]{1,62}[a-z0-9]$, SpiceDB's relation name.
+	relationRE = matcher(validName)
 )
+
+func validName(s string) bool {
+	if len(s) < 3 || len(s) > 64 {
+		return false
+	}
+	if c := s[0]; c < 'a' || c > 'z' {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	c := s[len(s)-1]
+	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+}
+
+func validID(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '/' || c == '_' || c == '|' || c == '-' || c == '=' || c == '+') {
+			return false
+		}
+	}
+	return true
+}
 
 // maxIDLen is SpiceDB's limit on object ids.
 const maxIDLen = 1024

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -367,6 +368,24 @@ func FuzzParseRelationship(f *testing.F) {
 		again, err := ParseRelationship(field, r.String())
 		if err != nil || again != r {
 			t.Fatalf("ParseRelationship(%q) = %+v, %v; want %+v", r.String(), again, err, r)
+		}
+	})
+}
+
+// FuzzValidatorsMatchRegexps: the hand-written validators accept exactly what
+// SpiceDB's patterns accept.
+func FuzzValidatorsMatchRegexps(f *testing.F) {
+	nameRE := regexp.MustCompile(`^[a-z][a-z0-9_]{1,62}[a-z0-9]$`)
+	idPattern := regexp.MustCompile(`^[a-zA-Z0-9/_|\-=+]+$`)
+	for _, s := range []string{"", "ab", "abc", "a_c", "a_", "A", "repo", "acme/api", "x|y", "a=b+c", "é", strings.Repeat("a", 64), strings.Repeat("a", 65), "a b", "a*"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validName(s), nameRE.MatchString(s); got != want {
+			t.Fatalf("validName(%q) = %v, the pattern says %v", s, got, want)
+		}
+		if got, want := validID(s), idPattern.MatchString(s); got != want {
+			t.Fatalf("validID(%q) = %v, the pattern says %v", s, got, want)
 		}
 	})
 }

@@ -29,7 +29,7 @@ func (h *Handlers) base(ctx context.Context, id, kind string) audit.Record {
 
 // recordCheck writes the audit record of one decision. In strict mode it
 // waits until the record is durable and fails the check if it cannot be.
-func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.CheckRequest, d engine.Decision, derr error, took time.Duration) error {
+func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.CheckRequest, d engine.Decision, chain []string, derr error, took time.Duration) error {
 	if h.Audit == nil {
 		return nil
 	}
@@ -45,7 +45,7 @@ func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.Ch
 			r.Decision = audit.DecisionAllow
 		}
 		r.ReasonCode, r.FailedLeg = d.Reason, audit.FailedLeg(d.Reason)
-		r.Chain, r.Grants = refStrings(d.Chain), d.Grants
+		r.Chain, r.Grants = chain, d.Grants
 		r.Principal, r.Task = refString(d.Principal), refString(d.Task)
 		r.ConsistencyToken, r.Cached = d.Token, d.Cached
 	}

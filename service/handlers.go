@@ -264,10 +264,10 @@ func decisionID() string {
 	return "dec_" + hex.EncodeToString(b)
 }
 
-func decisionPB(d engine.Decision) *mandatev1.CheckResponse {
+func decisionPB(d engine.Decision, id string, chain []string) *mandatev1.CheckResponse {
 	resp := &mandatev1.CheckResponse{
-		Allowed: d.Allowed, DecisionId: decisionID(), ReasonCode: d.Reason, Principal: refString(d.Principal),
-		Task: refString(d.Task), Chain: refStrings(d.Chain), ConsistencyToken: d.Token,
+		Allowed: d.Allowed, DecisionId: id, ReasonCode: d.Reason, Principal: refString(d.Principal),
+		Task: refString(d.Task), Chain: chain, ConsistencyToken: d.Token,
 	}
 	if d.Allowed {
 		resp.ValidUntil = tsp(d.ValidUntil)
@@ -288,15 +288,14 @@ func (h *Handlers) checkOne(ctx context.Context, r *mandatev1.CheckRequest, q en
 	start := time.Now()
 	d, err := h.decide(ctx, q)
 	id := decisionID()
-	if aerr := h.recordCheck(ctx, id, r, d, err, time.Since(start)); aerr != nil {
+	chain := refStrings(d.Chain)
+	if aerr := h.recordCheck(ctx, id, r, d, chain, err, time.Since(start)); aerr != nil {
 		return nil, aerr
 	}
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	resp := decisionPB(d)
-	resp.DecisionId = id
-	return resp, nil
+	return decisionPB(d, id, chain), nil
 }
 
 // decide asks the decider and records the latency by result.
@@ -304,14 +303,14 @@ func (h *Handlers) decide(ctx context.Context, q engine.Query) (engine.Decision,
 	start := time.Now()
 	d, err := h.Decider.Decide(ctx, q)
 	if h.Metrics != nil {
-		result := "denied"
+		o := h.Metrics.CheckDenied
 		switch {
 		case err != nil:
-			result = "error"
+			o = h.Metrics.CheckError
 		case d.Allowed:
-			result = "allowed"
+			o = h.Metrics.CheckAllowed
 		}
-		h.Metrics.CheckDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
+		o.Observe(time.Since(start).Seconds())
 	}
 	return d, err
 }
