@@ -135,9 +135,11 @@ func (h *Handlers) ListAgentAccess(ctx context.Context, r *mandatev1.ListAgentAc
 		}
 		sort.Slice(access, func(i, j int) bool { return accessKey(access[i]) < accessKey(access[j]) })
 		l = &listing{access: access, chain: chain, token: tok, at: time.Now()}
-		if a, _, err := h.Engine.GetAgent(ctx, r.GetId()); err == nil {
-			l.task = a.Task.String()
+		a, _, err := h.Engine.GetAgent(ctx, r.GetId())
+		if err != nil {
+			return nil, h.err(ctx, err)
 		}
+		l.task = a.Task.String()
 		listingID = decisionID()[4:]
 		key = fmt.Sprintf("%s|%s|%s|%s", listingID, r.GetId(), r.GetResourceType(), r.GetPermission())
 		h.listingCache().Add(key, l)
