@@ -83,24 +83,27 @@ func Generate(s Spec) *Dataset {
 		add(engine.TaskRelationships(engine.Task{ID: id, Principal: human(h), Description: "bench", CreatedAt: now, ExpiresAt: exp})...)
 	}
 	lastTop := make([]engine.Ref, s.Tasks)
+	lastTopExp := make([]time.Time, s.Tasks)
 	lastTopGrants := make([][]int, s.Tasks)
 	for a := 0; a < s.Agents; a++ {
 		t := a % s.Tasks
 		id := engine.NewID(engine.PrefixAgent)
 		ag := engine.Agent{ID: id, Name: "bench", Task: taskRefs[t], CreatedAt: now, ExpiresAt: exp}
 		mine := reads[taskHuman[t]]
+		lineage := engine.Lineage{Principal: human(taskHuman[t]), TaskExpires: exp}
 		var resources []int
 		if !lastTop[t].IsZero() && r.Float64() < s.SubAgentShare && len(lastTopGrants[t]) > 0 {
 			// A sub-agent holds a subset of its parent's grants.
 			ag.Parent = lastTop[t]
+			lineage.Ancestors = []engine.Ancestor{{ID: lastTop[t].ID, Expires: lastTopExp[t]}}
 			resources = lastTopGrants[t][:1]
 		} else {
 			for g := 0; g < s.GrantsPerAgent; g++ {
 				resources = append(resources, mine[r.IntN(len(mine))])
 			}
-			lastTop[t], lastTopGrants[t] = engine.Ref{Type: "agent", ID: id}, resources
+			lastTop[t], lastTopGrants[t], lastTopExp[t] = engine.Ref{Type: "agent", ID: id}, resources, exp
 		}
-		add(engine.AgentRelationships(ag)...)
+		add(engine.AgentRelationships(ag, lineage)...)
 		seen := map[int]bool{}
 		for _, res := range resources {
 			if seen[res] {

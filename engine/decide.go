@@ -125,33 +125,18 @@ func (e *Engine) chainOf(ctx context.Context, id string) (*chain, error) {
 	if c, ok := e.chains.Get(id); ok {
 		return c, nil
 	}
-	c := &chain{}
-	cur := id
-	for cur != "" {
-		if len(c.agents) > e.cfg.MaxChainDepth {
-			return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("agent %s: chain deeper than %d", id, e.cfg.MaxChainDepth)}
-		}
-		// An ancestor's chain may already be cached.
-		if cur != id {
-			if pc, ok := e.chains.Get(cur); ok {
-				c.agents = append(c.agents, pc.agents...)
-				c.task, c.taskExpires, c.principal = pc.task, pc.taskExpires, pc.principal
-				break
-			}
-		}
-		a, err := e.readAgent(ctx, cur)
-		if err != nil {
-			return nil, err
-		}
-		c.agents = append(c.agents, link{id: a.ID, expires: a.ExpiresAt})
-		if a.Parent == "" {
-			t, err := e.readTask(ctx, a.Task)
-			if err != nil {
-				return nil, err
-			}
-			c.task, c.taskExpires, c.principal = t.ID, t.ExpiresAt, t.Principal
-		}
-		cur = a.Parent
+	// The agent's record carries its lineage: one read resolves the chain.
+	a, err := e.readAgent(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	c := &chain{task: a.Task, taskExpires: a.lineage.TaskExpires, principal: a.lineage.Principal}
+	c.agents = append(c.agents, link{id: a.ID, expires: a.ExpiresAt})
+	for _, anc := range a.lineage.Ancestors {
+		c.agents = append(c.agents, link{id: anc.ID, expires: anc.Expires})
+	}
+	if len(c.agents) > e.cfg.MaxChainDepth+1 {
+		return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("agent %s: chain deeper than %d", id, e.cfg.MaxChainDepth)}
 	}
 	c.chainRefs = c.buildRefs()
 	e.chains.Add(id, c)

@@ -114,16 +114,18 @@ func (e *Engine) readTask(ctx context.Context, id string) (*taskRecord, error) {
 
 // agentRecord is an agent as stored in SpiceDB, without its chain.
 type agentRecord struct {
-	ID        string
-	Name      string
-	Task      string
-	Parent    string
-	CreatedAt time.Time
-	ExpiresAt time.Time
-	enabled   bool
-	suspended bool
-	revoked   bool
-	token     string // the revision it was read at
+	ID         string
+	Name       string
+	Task       string
+	Parent     string
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	enabled    bool
+	suspended  bool
+	revoked    bool
+	token      string  // the revision it was read at
+	lineage    Lineage // everything above it
+	hasLineage bool
 }
 
 func (a *agentRecord) status(now time.Time) string {
@@ -153,6 +155,7 @@ func (e *Engine) readAgent(ctx context.Context, id string) (*agentRecord, error)
 			a.CreatedAt, _ = caveatTime(r, "created_at")
 			a.ExpiresAt, _ = caveatTime(r, "expires_at")
 			a.Name = caveatString(r, "note")
+			a.lineage, a.hasLineage = decodeLineage(caveatString(r, "target"))
 		case "parent":
 			a.Parent = r.GetSubject().GetObject().GetObjectId()
 		case "enabled":
@@ -165,6 +168,9 @@ func (e *Engine) readAgent(ctx context.Context, id string) (*agentRecord, error)
 	}
 	if !found || a.ExpiresAt.IsZero() || a.Task == "" {
 		return nil, notFound("id", "agent %s does not exist", id)
+	}
+	if !a.hasLineage {
+		return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("agent %s: its record has no lineage", id)}
 	}
 	return a, nil
 }
@@ -298,6 +304,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 		expires = task.ExpiresAt
 	}
 	ancestors := []Ref{}
+	var ancestorExpiries []time.Time
 	if !parentRef.IsZero() {
 		parent, err := e.readAgent(ctx, parentRef.ID)
 		if err != nil {
@@ -318,6 +325,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 		}
 		for _, l := range c.agents {
 			ancestors = append(ancestors, Ref{Type: schema.TypeAgent, ID: l.id})
+			ancestorExpiries = append(ancestorExpiries, l.expires)
 		}
 		if expires.After(parent.ExpiresAt) {
 			expires = parent.ExpiresAt
@@ -331,7 +339,11 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 	ref := Ref{Type: schema.TypeAgent, ID: a.ID}
 	a.Chain = append(append([]Ref{ref}, ancestors...), task.Principal)
 
-	updates := creates(AgentRelationships(*a))
+	lineage := Lineage{Principal: task.Principal, TaskExpires: task.ExpiresAt}
+	for i, anc := range ancestors {
+		lineage.Ancestors = append(lineage.Ancestors, Ancestor{ID: anc.ID, Expires: ancestorExpiries[i]})
+	}
+	updates := creates(AgentRelationships(*a, lineage))
 	pre := []*v1.Precondition{mustMatch(taskRef, "open")}
 	if !parentRef.IsZero() {
 		pre = append(pre, mustMatch(parentRef, "enabled"), mustNotMatch(parentRef, "suspended"))

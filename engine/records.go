@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"strings"
+	"time"
+
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 
 	"github.com/mandate-dev/mandate/schema"
@@ -20,11 +23,65 @@ func TaskRelationships(t Task) []*v1.Relationship {
 	}
 }
 
-// AgentRelationships stores an enabled agent: a top-level one when a.Parent is zero.
-func AgentRelationships(a Agent) []*v1.Relationship {
+// Lineage is what an agent's record remembers of everything above it, so
+// that one read resolves its whole chain. It never changes once written.
+type Lineage struct {
+	Principal   Ref
+	TaskExpires time.Time
+	// Ancestors run from the parent up to the top-level agent.
+	Ancestors []Ancestor
+}
+
+// Ancestor is one agent above another, with its expiry.
+type Ancestor struct {
+	ID      string
+	Expires time.Time
+}
+
+// encode writes "v1;<principal>;<task expiry>;<id>@<expiry>;…". Ids and
+// references cannot contain ';' or '@'.
+func (l Lineage) encode() string {
+	var b strings.Builder
+	b.WriteString("v1;" + l.Principal.String() + ";" + ts(l.TaskExpires))
+	for _, a := range l.Ancestors {
+		b.WriteString(";" + a.ID + "@" + ts(a.Expires))
+	}
+	return b.String()
+}
+
+func decodeLineage(s string) (Lineage, bool) {
+	parts := strings.Split(s, ";")
+	if len(parts) < 3 || parts[0] != "v1" {
+		return Lineage{}, false
+	}
+	var l Lineage
+	var err error
+	if l.Principal, err = ParseRef("principal", parts[1]); err != nil {
+		return Lineage{}, false
+	}
+	if l.TaskExpires, err = time.Parse(time.RFC3339Nano, parts[2]); err != nil {
+		return Lineage{}, false
+	}
+	for _, p := range parts[3:] {
+		id, exp, ok := strings.Cut(p, "@")
+		if !ok || !validID(id) {
+			return Lineage{}, false
+		}
+		t, err := time.Parse(time.RFC3339Nano, exp)
+		if err != nil {
+			return Lineage{}, false
+		}
+		l.Ancestors = append(l.Ancestors, Ancestor{ID: id, Expires: t})
+	}
+	return l, true
+}
+
+// AgentRelationships stores an enabled agent: a top-level one when a.Parent
+// is zero. Its record carries its lineage.
+func AgentRelationships(a Agent, l Lineage) []*v1.Relationship {
 	ref := Ref{Type: schema.TypeAgent, ID: a.ID}
 	rels := []*v1.Relationship{
-		rel(ref, "record", a.Task, "", schema.CaveatRecord, recordContext(a.CreatedAt, a.ExpiresAt, a.Name, "")),
+		rel(ref, "record", a.Task, "", schema.CaveatRecord, recordContext(a.CreatedAt, a.ExpiresAt, a.Name, l.encode())),
 		rel(ref, "task", a.Task, "", "", nil),
 		rel(ref, "enabled", wildcardAgent, "", schema.CaveatWithinLifetime, lifetimeContext(a.ExpiresAt)),
 		rel(a.Task, "member", ref, "", "", nil),

@@ -389,3 +389,26 @@ func FuzzValidatorsMatchRegexps(f *testing.F) {
 		}
 	})
 }
+
+func TestLineageRoundTrip(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 123456789, time.UTC)
+	for _, l := range []Lineage{
+		{Principal: Ref{Type: "user", ID: "alice"}, TaskExpires: t0},
+		{Principal: Ref{Type: "user", ID: "bob"}, TaskExpires: t0, Ancestors: []Ancestor{{ID: "agt_1", Expires: t0.Add(-time.Minute)}, {ID: "agt_2", Expires: t0}}},
+	} {
+		got, ok := decodeLineage(l.encode())
+		if !ok || got.Principal != l.Principal || !got.TaskExpires.Equal(l.TaskExpires) || len(got.Ancestors) != len(l.Ancestors) {
+			t.Fatalf("round trip of %+v: %+v %v", l, got, ok)
+		}
+		for i := range l.Ancestors {
+			if got.Ancestors[i].ID != l.Ancestors[i].ID || !got.Ancestors[i].Expires.Equal(l.Ancestors[i].Expires) {
+				t.Fatalf("ancestor %d: %+v", i, got.Ancestors[i])
+			}
+		}
+	}
+	for _, bad := range []string{"", "v2;user:a;2026-11-27T12:00:00Z", "v1;alice;2026-11-27T12:00:00Z", "v1;user:a;yesterday", "v1;user:a;2026-11-27T12:00:00Z;agt_1", "v1;user:a;2026-11-27T12:00:00Z;agt 1@2026-11-27T12:00:00Z"} {
+		if _, ok := decodeLineage(bad); ok {
+			t.Errorf("decodeLineage(%q) accepted", bad)
+		}
+	}
+}
