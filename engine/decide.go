@@ -28,6 +28,10 @@ const (
 	ReasonUnknownSubject           = "UNKNOWN_SUBJECT"
 	ReasonMissingContext           = "MISSING_CONTEXT"
 	ReasonChainInactive            = "CHAIN_INACTIVE"
+	ReasonConditionFailed          = "CONDITION_FAILED"
+	ReasonAgentsFrozen             = "AGENTS_FROZEN"
+	ReasonPrincipalSuspended       = "PRINCIPAL_AGENTS_SUSPENDED"
+	ReasonBoundExceeded            = "BOUND_EXCEEDED"
 	reservedContextNow             = "now"
 	maxContextFields               = 64
 )
@@ -35,7 +39,8 @@ const (
 // reservedContext are the parameters of mandate's core caveats. A caller
 // cannot supply them: "now" is mandate's clock, the others come from the
 // stored relationships.
-var reservedContext = []string{reservedContextNow, "expires_at", "grant_id", "created_at", "note", "target"}
+var reservedContext = []string{reservedContextNow, "expires_at", "grant_id", "created_at", "note", "target",
+	"allowed_cidrs", "time_zone", "start_minute", "end_minute", "max_risk", "required_environment"}
 
 // Query is one access question.
 type Query struct {
@@ -62,6 +67,8 @@ type Decision struct {
 	Grants []string
 	// MissingContext names caveat parameters the caller did not supply.
 	MissingContext []string
+	// Condition names the grant condition that failed or lacked context.
+	Condition string
 	// Token is the ZedToken the decision was made at.
 	Token string
 	// Cached says the answer came from the decision cache.
@@ -179,6 +186,9 @@ func (e *Engine) ValidateQuery(ctx context.Context, subject, permission, resourc
 		if len(qctx.GetFields()) > maxContextFields {
 			return Query{}, invalid("context", "has more than %d fields", maxContextFields)
 		}
+		if err := validateConditionContext(qctx); err != nil {
+			return Query{}, err
+		}
 	}
 	return Query{Subject: sub, Permission: permission, Resource: res, Context: qctx}, nil
 }
@@ -231,22 +241,48 @@ func (e *Engine) checkUser(ctx context.Context, user Ref, perm string, res Ref, 
 	return d.Allowed, err
 }
 
-// grantsFor is the live grants a holder has for the queried permission.
+// holderGrants is what one holder (an agent of the chain, or the task) has
+// for the queried permission.
 type holderGrants struct {
 	ids     []string
-	expires time.Time // the latest expiry among them
+	expires time.Time // the latest expiry among the grants that hold
+	// conditioned is the holder's unexpired conditioned grant, if any; it
+	// holds only if SpiceDB says its condition does.
+	conditioned *v1.Relationship
+	// When the conditioned grant does not hold: the condition that failed,
+	// or the context it needs.
+	failed  string
+	missing []string
 }
+
+// decideOpts adjusts decideAgent for callers other than Check.
+type decideOpts struct {
+	// conditionsHold treats conditioned grants as held, for the delegation
+	// check: conditions are evaluated again on every check of the delegate.
+	conditionsHold bool
+}
+
+// MandateObject is the one object of type mandate, which holds the global switches.
+var MandateObject = Ref{Type: schema.TypeMandate, ID: "global"}
 
 // decideAgent runs the four legs for an agent:
 //  1. identity: the agent and every ancestor exist and none is expired, revoked or suspended;
-//  2. task: the task exists and is neither completed nor expired;
-//  3. grant: a live grant of exactly this permission on this resource is held by the agent or its task;
+//  2. task: the task exists and is neither completed nor expired, and its
+//     principal's agents are not suspended;
+//  3. grant: a live grant of exactly this permission on this resource is held
+//     by the agent or its task, and its condition, if any, holds in this context;
 //  4. attenuation: the principal holds the permission now, and every ancestor holds a grant for it too.
+//
+// Before all of them, the global freeze denies every agent.
 //
 // Expiry is decided here, from the clock, and again inside SpiceDB through the
 // lifetime caveats with `now`; it never waits for a new SpiceDB revision.
 // Everything else is read at full consistency, in parallel.
-func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
+func (e *Engine) decideAgent(ctx context.Context, q Query, opts ...decideOpts) (Decision, error) {
+	var opt decideOpts
+	if len(opts) > 0 {
+		opt = opts[0]
+	}
 	c, err := e.chainOf(ctx, q.Subject.ID)
 	if err != nil {
 		if ee, ok := err.(*Error); ok && ee.Kind == KindNotFound {
@@ -277,6 +313,9 @@ func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
 		bulkErr   error
 		grants    = make([]holderGrants, len(c.agents)+1) // per agent, then the task
 		grantErrs = make([]error, len(c.agents)+1)
+		// boundary is when an hours condition that was read changes its answer.
+		boundary time.Time
+		bmu      sync.Mutex
 	)
 	wg.Add(1)
 	go func() {
@@ -286,6 +325,7 @@ func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
 			Items: []*v1.CheckBulkPermissionsRequestItem{
 				{Resource: objRef(agentRef), Permission: "chain_alive", Subject: subRef(agentRef, ""), Context: cctx},
 				{Resource: objRef(q.Resource), Permission: q.Permission, Subject: subRef(c.principal, ""), Context: cctx},
+				{Resource: objRef(MandateObject), Permission: "agents_frozen", Subject: subRef(agentRef, "")},
 			},
 		})
 	}()
@@ -301,11 +341,23 @@ func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
 		}
 		for _, r := range rels {
 			// Only a well-formed, unexpired grant counts. Anything else denies.
-			if r.GetOptionalCaveat().GetCaveatName() != schema.CaveatGrantLifetime {
+			cav := r.GetOptionalCaveat().GetCaveatName()
+			if cav != schema.CaveatGrantLifetime && !schema.IsCondition(cav) {
 				continue
 			}
 			exp, ok := caveatTime(r, "expires_at")
 			if !ok || !now.Before(exp) {
+				continue
+			}
+			if b := hoursBoundary(r, now); !b.IsZero() {
+				bmu.Lock()
+				if boundary.IsZero() || b.Before(boundary) {
+					boundary = b
+				}
+				bmu.Unlock()
+			}
+			if cav != schema.CaveatGrantLifetime && !opt.conditionsHold {
+				grants[i].conditioned = r
 				continue
 			}
 			grants[i].ids = append(grants[i].ids, caveatString(r, "grant_id"))
@@ -330,25 +382,27 @@ func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
 			return Decision{}, err
 		}
 	}
-	pairs := bulk.GetPairs()
-	if len(pairs) != 2 {
-		return Decision{}, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("CheckBulkPermissions returned %d pairs for 2 items", len(pairs))}
-	}
-	for _, p := range pairs {
-		if p.GetError() != nil {
-			// SpiceDB could not answer this item (a datastore failure, for
-			// example): the backend is unavailable, and nothing is allowed.
-			return Decision{}, &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable",
-				Err: fmt.Errorf("CheckBulkPermissions item: %w: %s", ErrUnavailable, p.GetError().GetMessage())}
-		}
+	pairs, err := bulkPairs(bulk, 3)
+	if err != nil {
+		return Decision{}, err
 	}
 	d.Token = bulk.GetCheckedAt().GetToken()
-	alive, principal := pairs[0].GetItem(), pairs[1].GetItem()
+	alive, principal, frozen := pairs[0], pairs[1], pairs[2]
+	// A decision that read an hours condition is recomputed when it flips.
+	d.ValidUntil = boundary
 
+	if frozen.GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_NO_PERMISSION {
+		d.Reason = ReasonAgentsFrozen
+		return d, nil
+	}
 	// Legs 1 and 2.
 	if alive.GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION {
 		d.Reason, err = e.diagnoseChain(ctx, c)
 		return d, err
+	}
+	// Conditions, evaluated by SpiceDB with the caller's context.
+	if err := e.evaluateConditions(ctx, q, grantRel, c, grants, cctx); err != nil {
+		return Decision{}, err
 	}
 	// Leg 3.
 	taskGrants := grants[len(c.agents)]
@@ -362,9 +416,25 @@ func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
 		}
 		return g, len(g.ids) > 0
 	}
+	// notHeld names why holder i holds no grant: a condition, or none at all.
+	notHeld := func(i int, none string) {
+		for _, g := range []holderGrants{grants[i], taskGrants} {
+			if len(g.missing) > 0 {
+				d.Reason, d.MissingContext, d.Condition = ReasonMissingContext, g.missing, g.failed
+				return
+			}
+		}
+		for _, g := range []holderGrants{grants[i], taskGrants} {
+			if g.failed != "" {
+				d.Reason, d.Condition = ReasonConditionFailed, g.failed
+				return
+			}
+		}
+		d.Reason = none
+	}
 	leaf, ok := held(0)
 	if !ok {
-		d.Reason = ReasonNoGrant
+		notHeld(0, ReasonNoGrant)
 		return d, nil
 	}
 	// Leg 4.
@@ -385,7 +455,7 @@ func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
 	for i := 1; i < len(c.agents); i++ {
 		g, ok := held(i)
 		if !ok {
-			d.Reason = ReasonDelegatorLacksPermission
+			notHeld(i, ReasonDelegatorLacksPermission)
 			return d, nil
 		}
 		if g.expires.Before(validUntil) {
@@ -393,8 +463,83 @@ func (e *Engine) decideAgent(ctx context.Context, q Query) (Decision, error) {
 		}
 		used = append(used, g.ids...)
 	}
+	if !boundary.IsZero() && boundary.Before(validUntil) {
+		validUntil = boundary
+	}
 	d.Allowed, d.Reason, d.ValidUntil, d.Grants = true, ReasonAllowed, validUntil, dedupe(used)
 	return d, nil
+}
+
+// bulkPairs returns the items of a CheckBulkPermissions answer, failing
+// closed when SpiceDB could not answer one of them.
+func bulkPairs(bulk *v1.CheckBulkPermissionsResponse, want int) ([]*v1.CheckBulkPermissionsResponseItem, error) {
+	pairs := bulk.GetPairs()
+	if len(pairs) != want {
+		return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("CheckBulkPermissions returned %d pairs for %d items", len(pairs), want)}
+	}
+	out := make([]*v1.CheckBulkPermissionsResponseItem, len(pairs))
+	for i, p := range pairs {
+		if p.GetError() != nil {
+			// SpiceDB could not answer this item (a datastore failure, for
+			// example): the backend is unavailable, and nothing is allowed.
+			return nil, &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable",
+				Err: fmt.Errorf("CheckBulkPermissions item: %w: %s", ErrUnavailable, p.GetError().GetMessage())}
+		}
+		out[i] = p.GetItem()
+	}
+	return out, nil
+}
+
+// evaluateConditions asks SpiceDB, in one call, whether each holder's
+// conditioned grant holds in this context. A grant that holds joins the
+// holder's grants; one that does not records the failed condition or the
+// missing context.
+func (e *Engine) evaluateConditions(ctx context.Context, q Query, grantRel string, c *chain, grants []holderGrants, cctx *structpb.Struct) error {
+	var items []*v1.CheckBulkPermissionsRequestItem
+	var idx []int
+	for i := range grants {
+		if grants[i].conditioned == nil {
+			continue
+		}
+		sub := subRef(Ref{Type: schema.TypeTask, ID: c.task}, "member")
+		if i < len(c.agents) {
+			sub = subRef(Ref{Type: schema.TypeAgent, ID: c.agents[i].id}, "")
+		}
+		items = append(items, &v1.CheckBulkPermissionsRequestItem{Resource: objRef(q.Resource), Permission: grantRel, Subject: sub, Context: cctx})
+		idx = append(idx, i)
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	bulk, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: fullyConsistent, Items: items})
+	if err != nil {
+		return backendErr("CheckBulkPermissions", err)
+	}
+	pairs, err := bulkPairs(bulk, len(items))
+	if err != nil {
+		return err
+	}
+	for k, p := range pairs {
+		g := &grants[idx[k]]
+		cond := conditionName(g.conditioned.GetOptionalCaveat().GetCaveatName())
+		switch p.GetPermissionship() {
+		case v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION:
+			exp, _ := caveatTime(g.conditioned, "expires_at")
+			g.ids = append(g.ids, caveatString(g.conditioned, "grant_id"))
+			if exp.After(g.expires) {
+				g.expires = exp
+			}
+		case v1.CheckPermissionResponse_PERMISSIONSHIP_CONDITIONAL_PERMISSION:
+			g.failed, g.missing = cond, p.GetPartialCaveatInfo().GetMissingRequiredContext()
+			if len(g.missing) == 0 {
+				// Conditional without naming what is missing: still a deny.
+				g.missing = []string{"unknown"}
+			}
+		default:
+			g.failed = cond
+		}
+	}
+	return nil
 }
 
 // diagnoseChain finds which agent or task made chain_alive fail, leaf first.
@@ -423,6 +568,13 @@ func (e *Engine) diagnoseChain(ctx context.Context, c *chain) (string, error) {
 		return ReasonTaskCompleted, nil
 	case StatusExpired:
 		return ReasonTaskExpired, nil
+	}
+	suspended, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: c.principal.Type, OptionalResourceId: c.principal.ID, OptionalRelation: "agents_suspended"})
+	if err != nil {
+		return "", err
+	}
+	if len(suspended) > 0 {
+		return ReasonPrincipalSuspended, nil
 	}
 	// SpiceDB said no, yet every record looks alive: a write raced the check.
 	// The deny stands.

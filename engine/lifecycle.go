@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"time"
 	"unicode/utf8"
@@ -65,7 +66,9 @@ type Grant struct {
 	CreatedAt  time.Time
 	ExpiresAt  time.Time
 	Status     string
-	token      string // the revision it was read at, when read
+	// Condition, when set, restricts the grant to matching contexts.
+	Condition *Condition
+	token     string // the revision it was read at, when read
 }
 
 // ---- records -------------------------------------------------------------
@@ -514,6 +517,9 @@ type CreateGrantInput struct {
 	Permission string
 	Resource   string
 	TTL        string
+	// Condition is optional; the schema's <permission>_grant relation must
+	// list it for the holder's type.
+	Condition *Condition
 }
 
 // CreateGrant gives a holder one permission on one resource. It is refused
@@ -550,6 +556,20 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 	if !e.Schema().Grantable(resource.Type, in.Permission) {
 		return nil, "", invalid("permission", "%s on type %q cannot be granted to agents", in.Permission, resource.Type)
 	}
+	var condParams map[string]any
+	if in.Condition != nil {
+		if condParams, err = in.Condition.validate("condition"); err != nil {
+			return nil, "", err
+		}
+		if !slices.Contains(e.Schema().GrantConditions(resource.Type, in.Permission, holder.Type), in.Condition.caveat()) {
+			holderRef := "agent"
+			if holder.Type == schema.TypeTask {
+				holderRef = "task#member"
+			}
+			return nil, "", invalid("condition", "%s grants on type %q do not accept the %s condition for %s holders: the schema's %s%s relation must list `%s with %s`",
+				in.Permission, resource.Type, in.Condition.Name, holder.Type, in.Permission, schema.GrantSuffix, holderRef, in.Condition.caveat())
+		}
+	}
 
 	now := e.now()
 	expires := now.Add(ttl)
@@ -578,7 +598,9 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 		principal = c.principal
 		if rec.Parent != "" {
 			// Delegation only narrows: the parent must hold it now, by its own grant.
-			d, err := e.decideAgent(ctx, Query{Subject: Ref{Type: schema.TypeAgent, ID: rec.Parent}, Permission: in.Permission, Resource: resource})
+			// A condition on the parent's grant still counts: it is evaluated
+			// again on every check of the child, whose chain includes the parent.
+			d, err := e.decideAgent(ctx, Query{Subject: Ref{Type: schema.TypeAgent, ID: rec.Parent}, Permission: in.Permission, Resource: resource}, decideOpts{conditionsHold: true})
 			if err != nil {
 				return nil, "", err
 			}
@@ -626,8 +648,8 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 		return nil, "", err
 	}
 
-	g := &Grant{ID: newID(PrefixGrant), Holder: holder, Permission: in.Permission, Resource: resource, CreatedAt: now, ExpiresAt: expires, Status: StatusActive}
-	stored := GrantRelationships(*g)
+	g := &Grant{ID: newID(PrefixGrant), Holder: holder, Permission: in.Permission, Resource: resource, CreatedAt: now, ExpiresAt: expires, Status: StatusActive, Condition: in.Condition}
+	stored := grantRelationships(*g, condParams)
 	// The grant relationship replaces an earlier one of the same holder; the record is new.
 	updates := []*v1.RelationshipUpdate{touch(stored[0]), create(stored[1])}
 	for _, old := range existing {
@@ -690,6 +712,9 @@ func (e *Engine) readGrant(ctx context.Context, id string) (*Grant, *v1.Relation
 		if caveatString(l, "grant_id") == id {
 			current = l
 		}
+	}
+	if current != nil {
+		g.Condition = conditionOf(current)
 	}
 	switch {
 	case current == nil:

@@ -94,14 +94,26 @@ func AgentRelationships(a Agent, l Lineage) []*v1.Relationship {
 
 // GrantRelationships stores a grant: the relationship on the resource that
 // grants it, and the grant's record.
-func GrantRelationships(g Grant) []*v1.Relationship {
+func GrantRelationships(g Grant) []*v1.Relationship { return grantRelationships(g, nil) }
+
+// grantRelationships stores a grant; a conditioned grant uses its
+// condition's caveat, with condParams (the condition's stored parameters)
+// beside the lifetime.
+func grantRelationships(g Grant, condParams map[string]any) []*v1.Relationship {
 	sub, subRel := g.Holder, ""
 	if g.Holder.Type == schema.TypeTask {
 		subRel = "member"
 	}
+	caveat := schema.CaveatGrantLifetime
+	ctx := map[string]any{"expires_at": ts(g.ExpiresAt), "grant_id": g.ID}
+	if g.Condition != nil {
+		caveat = g.Condition.caveat()
+		for k, v := range condParams {
+			ctx[k] = v
+		}
+	}
 	return []*v1.Relationship{
-		rel(g.Resource, g.Permission+schema.GrantSuffix, sub, subRel, schema.CaveatGrantLifetime,
-			map[string]any{"expires_at": ts(g.ExpiresAt), "grant_id": g.ID}),
+		rel(g.Resource, g.Permission+schema.GrantSuffix, sub, subRel, caveat, ctx),
 		rel(Ref{Type: schema.TypeGrant, ID: g.ID}, "record", g.Holder, "", schema.CaveatRecord,
 			recordContext(g.CreatedAt, g.ExpiresAt, "", g.Resource.String()+"#"+g.Permission)),
 	}

@@ -27,6 +27,8 @@ const (
 	TypeTask  = "task"
 	TypeAgent = "agent"
 	TypeGrant = "grant"
+	// TypeMandate holds the global switches; its one object is mandate:global.
+	TypeMandate = "mandate"
 )
 
 // Caveats the core definitions use.
@@ -35,6 +37,27 @@ const (
 	CaveatGrantLifetime  = "grant_lifetime"
 	CaveatRecord         = "mandate_record"
 )
+
+// Grant conditions: caveats a grant may carry instead of grant_lifetime.
+const (
+	ConditionSourceNetwork = "grant_source_network"
+	ConditionHours         = "grant_hours"
+	ConditionMaxRisk       = "grant_max_risk"
+	ConditionEnvironment   = "grant_environment"
+)
+
+// Conditions lists every grant condition, sorted.
+var Conditions = []string{ConditionEnvironment, ConditionHours, ConditionMaxRisk, ConditionSourceNetwork}
+
+// IsCondition reports whether c names a grant condition.
+func IsCondition(c string) bool {
+	for _, x := range Conditions {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
 
 // GrantSuffix names the relation that holds agent grants of a permission:
 // permission P is granted through relation P + GrantSuffix.
@@ -68,6 +91,9 @@ type TypeInfo struct {
 	Name        string
 	relations   map[string]bool
 	permissions map[string]bool
+	// conditions lists, per grant relation, the conditions it accepts for
+	// agents ("agent") and for tasks ("task").
+	conditions map[string]map[string][]string
 }
 
 // Source returns the schema text.
@@ -79,7 +105,7 @@ func (i *Info) HasType(t string) bool { _, ok := i.types[t]; return ok }
 // IsCore reports whether t is one of mandate's own types.
 func IsCore(t string) bool {
 	switch t {
-	case TypeUser, TypeTask, TypeAgent, TypeGrant:
+	case TypeUser, TypeTask, TypeAgent, TypeGrant, TypeMandate:
 		return true
 	}
 	return false
@@ -100,6 +126,16 @@ func (i *Info) HasRelation(t, r string) bool {
 // Grantable reports whether agents can be granted permission p on type t.
 func (i *Info) Grantable(t, p string) bool {
 	return !IsCore(t) && i.HasPermission(t, p) && i.HasRelation(t, p+GrantSuffix)
+}
+
+// GrantConditions lists the conditions a grant of permission p on type t may
+// carry when held by holderType ("agent" or "task").
+func (i *Info) GrantConditions(t, p, holderType string) []string {
+	ti, ok := i.types[t]
+	if !ok {
+		return nil
+	}
+	return ti.conditions[p+GrantSuffix][holderType]
 }
 
 // ResourceTypes lists the non-core types, sorted.
@@ -191,7 +227,7 @@ func Parse(src string) (*Info, error) {
 
 	info := &Info{source: src, types: map[string]*TypeInfo{}}
 	for _, d := range cs.ObjectDefinitions {
-		ti := &TypeInfo{Name: d.GetName(), relations: map[string]bool{}, permissions: map[string]bool{}}
+		ti := &TypeInfo{Name: d.GetName(), relations: map[string]bool{}, permissions: map[string]bool{}, conditions: map[string]map[string][]string{}}
 		for _, r := range d.GetRelation() {
 			if r.GetUsersetRewrite() != nil {
 				ti.permissions[r.GetName()] = true
@@ -203,7 +239,7 @@ func Parse(src string) (*Info, error) {
 		if IsCore(d.GetName()) {
 			continue
 		}
-		if err := checkGrantConvention(d); err != nil {
+		if err := checkGrantConvention(d, ti); err != nil {
 			return nil, err
 		}
 	}
@@ -211,8 +247,9 @@ func Parse(src string) (*Info, error) {
 }
 
 // checkGrantConvention requires, for every permission P of a resource type,
-// a relation P_grant typed exactly GrantRelationTypes.
-func checkGrantConvention(d *core.NamespaceDefinition) error {
+// a relation P_grant typed GrantRelationTypes, optionally followed by grant
+// conditions. It records the conditions each grant relation accepts in ti.
+func checkGrantConvention(d *core.NamespaceDefinition, ti *TypeInfo) error {
 	rels := map[string]*core.Relation{}
 	for _, r := range d.GetRelation() {
 		rels[r.GetName()] = r
@@ -227,27 +264,45 @@ func checkGrantConvention(d *core.NamespaceDefinition) error {
 			return &Error{Type: d.GetName(), Msg: fmt.Sprintf(
 				"permission %s cannot receive agent grants: add `relation %s: %s`", r.GetName(), gname, GrantRelationTypes)}
 		}
-		if !isGrantRelation(g) {
+		conds, ok := grantRelation(g)
+		if !ok {
 			return &Error{Type: d.GetName(), Msg: fmt.Sprintf(
-				"relation %s must be exactly `%s`", gname, GrantRelationTypes)}
+				"relation %s must be `%s`, optionally followed by grant conditions such as `| agent with %s | task#member with %s`",
+				gname, GrantRelationTypes, ConditionSourceNetwork, ConditionSourceNetwork)}
 		}
+		ti.conditions[gname] = conds
 	}
 	return nil
 }
 
-func isGrantRelation(r *core.Relation) bool {
-	allowed := r.GetTypeInformation().GetAllowedDirectRelations()
-	if len(allowed) != 2 {
-		return false
-	}
-	seen := map[string]bool{}
-	for _, a := range allowed {
-		if a.GetRequiredCaveat().GetCaveatName() != CaveatGrantLifetime || a.GetRequiredExpiration() != nil || a.GetPublicWildcard() != nil {
-			return false
+// grantRelation checks a P_grant relation: both holder types with
+// grant_lifetime, and nothing else but grant conditions on those two holder
+// types. It returns the conditions per holder type ("agent", "task").
+func grantRelation(r *core.Relation) (map[string][]string, bool) {
+	holders := map[string]string{TypeAgent + "#...": TypeAgent, TypeTask + "#member": TypeTask}
+	conds := map[string][]string{}
+	plain := map[string]bool{}
+	for _, a := range r.GetTypeInformation().GetAllowedDirectRelations() {
+		holder, ok := holders[a.GetNamespace()+"#"+a.GetRelation()]
+		if !ok || a.GetRequiredExpiration() != nil || a.GetPublicWildcard() != nil {
+			return nil, false
 		}
-		seen[a.GetNamespace()+"#"+a.GetRelation()] = true
+		switch c := a.GetRequiredCaveat().GetCaveatName(); {
+		case c == CaveatGrantLifetime:
+			plain[holder] = true
+		case IsCondition(c):
+			conds[holder] = append(conds[holder], c)
+		default:
+			return nil, false
+		}
 	}
-	return seen[TypeAgent+"#..."] && seen[TypeTask+"#member"]
+	if !plain[TypeAgent] || !plain[TypeTask] {
+		return nil, false
+	}
+	for _, cs := range conds {
+		sort.Strings(cs)
+	}
+	return conds, true
 }
 
 // normalized returns a copy of m without source positions and doc comments,

@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -102,7 +103,7 @@ func TestParse(t *testing.T) {
 			name: "default schema without doc comments and with extra blank lines",
 			src: func(t *testing.T) string {
 				s := without(t, def, "/** user is a human principal. */")
-				return replaced(t, s, "definition user {}", "\n\ndefinition user {}\n\n")
+				return replaced(t, s, "definition user {", "\n\ndefinition user {\n\n")
 			},
 		},
 		{
@@ -138,7 +139,7 @@ func TestParse(t *testing.T) {
 		{
 			name: "user gains a relation",
 			src: func(t *testing.T) string {
-				return replaced(t, def, "definition user {}", "definition user {\n\trelation manager: user\n}")
+				return replaced(t, def, "definition user {", "definition user {\n\trelation manager: user")
 			},
 			wantErr:  true,
 			wantType: "user",
@@ -206,7 +207,7 @@ func TestParse(t *testing.T) {
 			src:      func(*testing.T) string { return withDoc("\trelation view_grant: agent | task#member") },
 			wantErr:  true,
 			wantType: "doc",
-			wantMsg:  []string{"view_grant", "must be exactly"},
+			wantMsg:  []string{"view_grant", "must be `agent with grant_lifetime"},
 		},
 		{
 			name: "grant relation with the wrong caveat",
@@ -215,14 +216,14 @@ func TestParse(t *testing.T) {
 			},
 			wantErr:  true,
 			wantType: "doc",
-			wantMsg:  []string{"view_grant", "must be exactly"},
+			wantMsg:  []string{"view_grant", "must be `agent with grant_lifetime"},
 		},
 		{
 			name:     "grant relation for agents only",
 			src:      func(*testing.T) string { return withDoc("\trelation view_grant: agent with grant_lifetime") },
 			wantErr:  true,
 			wantType: "doc",
-			wantMsg:  []string{"view_grant", "must be exactly"},
+			wantMsg:  []string{"view_grant", "must be `agent with grant_lifetime"},
 		},
 		{
 			name: "grant relation naming task instead of task#member",
@@ -231,7 +232,7 @@ func TestParse(t *testing.T) {
 			},
 			wantErr:  true,
 			wantType: "doc",
-			wantMsg:  []string{"view_grant", "must be exactly"},
+			wantMsg:  []string{"view_grant", "must be `agent with grant_lifetime"},
 		},
 		{
 			name: "grant relation with an extra user type",
@@ -240,7 +241,7 @@ func TestParse(t *testing.T) {
 			},
 			wantErr:  true,
 			wantType: "doc",
-			wantMsg:  []string{"view_grant", "must be exactly"},
+			wantMsg:  []string{"view_grant", "must be `agent with grant_lifetime"},
 		},
 		{
 			name: "grant relation with an expiration trait",
@@ -249,7 +250,54 @@ func TestParse(t *testing.T) {
 			},
 			wantErr:  true,
 			wantType: "doc",
-			wantMsg:  []string{"view_grant", "must be exactly"},
+			wantMsg:  []string{"view_grant", "must be `agent with grant_lifetime"},
+		},
+		{
+			name: "grant relation offering conditions",
+			src: func(*testing.T) string {
+				return withDoc("\trelation view_grant: agent with grant_lifetime | task#member with grant_lifetime | agent with grant_max_risk | agent with grant_hours | task#member with grant_hours")
+			},
+			check: func(t *testing.T, info *schema.Info) {
+				if got := info.GrantConditions("doc", "view", "agent"); !reflect.DeepEqual(got, []string{"grant_hours", "grant_max_risk"}) {
+					t.Errorf("agent conditions = %v", got)
+				}
+				if got := info.GrantConditions("doc", "view", "task"); !reflect.DeepEqual(got, []string{"grant_hours"}) {
+					t.Errorf("task conditions = %v", got)
+				}
+			},
+		},
+		{
+			name: "grant relation with a condition but no plain grant",
+			src: func(*testing.T) string {
+				return withDoc("\trelation view_grant: agent with grant_max_risk | task#member with grant_lifetime")
+			},
+			wantErr:  true,
+			wantType: "doc",
+			wantMsg:  []string{"view_grant", "must be `agent with grant_lifetime"},
+		},
+		{
+			name: "grant relation with a caveat that is not a condition",
+			src: func(*testing.T) string {
+				return withDoc("\trelation view_grant: agent with grant_lifetime | task#member with grant_lifetime | agent with within_lifetime")
+			},
+			wantErr:  true,
+			wantType: "doc",
+			wantMsg:  []string{"view_grant", "must be `agent with grant_lifetime"},
+		},
+		{
+			name: "condition caveat changed",
+			src: func(t *testing.T) string {
+				return replaced(t, def, "risk_score <= max_risk", "risk_score <= max_risk + 1.0")
+			},
+			wantErr: true,
+			wantMsg: []string{"grant_max_risk", "changed"},
+		},
+		{
+			name:     "mandate definition removed",
+			src:      func(t *testing.T) string { return without(t, def, definitionBlock(t, def, "mandate")) },
+			wantErr:  true,
+			wantType: "mandate",
+			wantMsg:  []string{"removed"},
 		},
 		{
 			name:     "grant relation that is a permission",
