@@ -10,6 +10,7 @@ import (
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/schema"
 )
 
@@ -96,7 +97,8 @@ type chain struct {
 	task        string
 	taskExpires time.Time
 	principal   Ref
-	chainRefs   []Ref // refs(), computed once; shared read-only by every decision
+	bounds      bounds.Limits // the agent's own bounds
+	chainRefs   []Ref         // refs(), computed once; shared read-only by every decision
 }
 
 // refs is the chain as references, agent first, human last. Callers must not modify it.
@@ -137,7 +139,7 @@ func (e *Engine) chainOf(ctx context.Context, id string) (*chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &chain{task: a.Task, taskExpires: a.lineage.TaskExpires, principal: a.lineage.Principal}
+	c := &chain{task: a.Task, taskExpires: a.lineage.TaskExpires, principal: a.lineage.Principal, bounds: a.lineage.Bounds}
 	c.agents = append(c.agents, link{id: a.ID, expires: a.ExpiresAt})
 	for _, anc := range a.lineage.Ancestors {
 		c.agents = append(c.agents, link{id: anc.ID, expires: anc.Expires})
@@ -148,6 +150,15 @@ func (e *Engine) chainOf(ctx context.Context, id string) (*chain, error) {
 	c.chainRefs = c.buildRefs()
 	e.chains.Add(id, c)
 	return c, nil
+}
+
+// AgentBounds returns the behavioural bounds stored with an agent.
+func (e *Engine) AgentBounds(ctx context.Context, id string) (bounds.Limits, error) {
+	c, err := e.chainOf(ctx, id)
+	if err != nil {
+		return bounds.Limits{}, err
+	}
+	return c.bounds, nil
 }
 
 // ---- checks --------------------------------------------------------------

@@ -9,6 +9,7 @@ import (
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 
+	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/schema"
 )
 
@@ -42,6 +43,8 @@ type Task struct {
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
 	Status      string
+	// Bounds are the default behavioural bounds of the task's agents.
+	Bounds bounds.Limits
 }
 
 // Agent is one agent instance.
@@ -55,6 +58,9 @@ type Agent struct {
 	CreatedAt time.Time
 	ExpiresAt time.Time
 	Status    string
+	// Bounds are the agent's behavioural bounds: its own, else its parent's,
+	// else its task's. Unset ones fall back to the server's defaults.
+	Bounds bounds.Limits
 }
 
 // Grant is one permission on one resource for a holder, until ExpiresAt.
@@ -95,6 +101,7 @@ func (e *Engine) readTask(ctx context.Context, id string) (*taskRecord, error) {
 			t.CreatedAt, _ = caveatTime(r, "created_at")
 			t.ExpiresAt, _ = caveatTime(r, "expires_at")
 			t.Description = caveatString(r, "note")
+			t.Bounds, _ = decodeBounds(caveatString(r, "target"))
 		case "open":
 			t.open = true
 		case "completed":
@@ -185,6 +192,15 @@ type CreateTaskInput struct {
 	Principal   string
 	Description string
 	TTL         string
+	// Bounds are the default bounds of the task's agents.
+	Bounds bounds.Limits
+}
+
+func validateBounds(l bounds.Limits) error {
+	if field, err := l.Validate("bounds."); err != nil {
+		return invalid(field, "%v", err)
+	}
+	return nil
 }
 
 // CreateTask opens a task for a human principal.
@@ -203,8 +219,11 @@ func (e *Engine) CreateTask(ctx context.Context, in CreateTaskInput) (*Task, str
 	if err != nil {
 		return nil, "", err
 	}
+	if err := validateBounds(in.Bounds); err != nil {
+		return nil, "", err
+	}
 	now := e.now()
-	t := &Task{ID: newID(PrefixTask), Principal: principal, Description: in.Description, CreatedAt: now, ExpiresAt: now.Add(ttl), Status: StatusActive}
+	t := &Task{ID: newID(PrefixTask), Principal: principal, Description: in.Description, CreatedAt: now, ExpiresAt: now.Add(ttl), Status: StatusActive, Bounds: in.Bounds}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
 	token, err := e.write(ctx, creates(TaskRelationships(*t)), nil, nil)
@@ -260,6 +279,9 @@ type CreateAgentInput struct {
 	Parent string
 	Name   string
 	TTL    string
+	// Bounds override, bound by bound, those inherited from the parent or,
+	// for a top-level agent, the task.
+	Bounds bounds.Limits
 }
 
 // CreateAgent provisions a new agent instance. Its lifetime never outlives its
@@ -291,6 +313,9 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 	if err != nil {
 		return nil, "", err
 	}
+	if err := validateBounds(in.Bounds); err != nil {
+		return nil, "", err
+	}
 
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
@@ -308,6 +333,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 	}
 	ancestors := []Ref{}
 	var ancestorExpiries []time.Time
+	inherited := task.Bounds
 	if !parentRef.IsZero() {
 		parent, err := e.readAgent(ctx, parentRef.ID)
 		if err != nil {
@@ -333,16 +359,17 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 		if expires.After(parent.ExpiresAt) {
 			expires = parent.ExpiresAt
 		}
+		inherited = parent.lineage.Bounds
 	}
 
 	a := &Agent{
 		ID: newID(PrefixAgent), Name: in.Name, Task: taskRef, Parent: parentRef, Principal: task.Principal,
-		CreatedAt: now, ExpiresAt: expires, Status: StatusActive,
+		CreatedAt: now, ExpiresAt: expires, Status: StatusActive, Bounds: in.Bounds.Or(inherited),
 	}
 	ref := Ref{Type: schema.TypeAgent, ID: a.ID}
 	a.Chain = append(append([]Ref{ref}, ancestors...), task.Principal)
 
-	lineage := Lineage{Principal: task.Principal, TaskExpires: task.ExpiresAt}
+	lineage := Lineage{Principal: task.Principal, TaskExpires: task.ExpiresAt, Bounds: a.Bounds}
 	for i, anc := range ancestors {
 		lineage.Ancestors = append(lineage.Ancestors, Ancestor{ID: anc.ID, Expires: ancestorExpiries[i]})
 	}
@@ -356,7 +383,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 		return nil, "", err
 	}
 	// The chain is known and will never change: the agent's first check need not read it.
-	c := &chain{agents: []link{{id: a.ID, expires: expires}}, task: task.ID, taskExpires: task.ExpiresAt, principal: task.Principal}
+	c := &chain{agents: []link{{id: a.ID, expires: expires}}, task: task.ID, taskExpires: task.ExpiresAt, principal: task.Principal, bounds: a.Bounds}
 	if !parentRef.IsZero() {
 		pc, err := e.chainOf(ctx, parentRef.ID)
 		if err == nil {
@@ -400,6 +427,7 @@ func (e *Engine) getAgent(ctx context.Context, id string) (*Agent, string, error
 	a := &Agent{
 		ID: id, Name: rec.Name, Task: Ref{Type: schema.TypeTask, ID: rec.Task}, Principal: c.principal,
 		Chain: c.refs(), CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, Status: rec.status(e.now()),
+		Bounds: rec.lineage.Bounds,
 	}
 	if rec.Parent != "" {
 		a.Parent = Ref{Type: schema.TypeAgent, ID: rec.Parent}

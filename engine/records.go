@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 
+	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/schema"
 )
 
@@ -17,7 +20,7 @@ import (
 func TaskRelationships(t Task) []*v1.Relationship {
 	ref := Ref{Type: schema.TypeTask, ID: t.ID}
 	return []*v1.Relationship{
-		rel(ref, "record", t.Principal, "", schema.CaveatRecord, recordContext(t.CreatedAt, t.ExpiresAt, t.Description, "")),
+		rel(ref, "record", t.Principal, "", schema.CaveatRecord, recordContext(t.CreatedAt, t.ExpiresAt, t.Description, encodeBounds(t.Bounds))),
 		rel(ref, "principal", t.Principal, "", "", nil),
 		rel(ref, "open", wildcardAgent, "", schema.CaveatWithinLifetime, lifetimeContext(t.ExpiresAt)),
 	}
@@ -30,6 +33,8 @@ type Lineage struct {
 	TaskExpires time.Time
 	// Ancestors run from the parent up to the top-level agent.
 	Ancestors []Ancestor
+	// Bounds are the agent's behavioural bounds, fixed when it was created.
+	Bounds bounds.Limits
 }
 
 // Ancestor is one agent above another, with its expiry.
@@ -38,11 +43,14 @@ type Ancestor struct {
 	Expires time.Time
 }
 
-// encode writes "v1;<principal>;<task expiry>;<id>@<expiry>;…". Ids and
-// references cannot contain ';' or '@'.
+// encode writes "v1;<principal>;<task expiry>[;b=<bounds>];<id>@<expiry>;…".
+// Ids and references cannot contain ';', '=' or '@'.
 func (l Lineage) encode() string {
 	var b strings.Builder
 	b.WriteString("v1;" + l.Principal.String() + ";" + ts(l.TaskExpires))
+	if !l.Bounds.IsZero() {
+		b.WriteString(";" + encodeBounds(l.Bounds))
+	}
 	for _, a := range l.Ancestors {
 		b.WriteString(";" + a.ID + "@" + ts(a.Expires))
 	}
@@ -56,13 +64,20 @@ func decodeLineage(s string) (Lineage, bool) {
 	}
 	var l Lineage
 	var err error
+	var ok bool
 	if l.Principal, err = ParseRef("principal", parts[1]); err != nil {
 		return Lineage{}, false
 	}
 	if l.TaskExpires, err = time.Parse(time.RFC3339Nano, parts[2]); err != nil {
 		return Lineage{}, false
 	}
-	for _, p := range parts[3:] {
+	for i, p := range parts[3:] {
+		if i == 0 && strings.HasPrefix(p, "b=") {
+			if l.Bounds, ok = decodeBounds(p); !ok {
+				return Lineage{}, false
+			}
+			continue
+		}
 		id, exp, ok := strings.Cut(p, "@")
 		if !ok || !validID(id) {
 			return Lineage{}, false
@@ -128,4 +143,33 @@ func creates(rels []*v1.Relationship) []*v1.RelationshipUpdate {
 		out[i] = create(r)
 	}
 	return out
+}
+
+// encodeBounds writes "b=<checks/min>.<denials>.<denial window s>.<resources/h>",
+// or "" for no bounds.
+func encodeBounds(l bounds.Limits) string {
+	if l.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf("b=%d.%d.%d.%d", l.ChecksPerMinute, l.MaxDenials, int64(l.DenialWindow/time.Second), l.ResourcesPerHour)
+}
+
+func decodeBounds(s string) (bounds.Limits, bool) {
+	if s == "" {
+		return bounds.Limits{}, true
+	}
+	rest, ok := strings.CutPrefix(s, "b=")
+	parts := strings.Split(rest, ".")
+	if !ok || len(parts) != 4 {
+		return bounds.Limits{}, false
+	}
+	n := make([]int, 4)
+	for i, p := range parts {
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 0 {
+			return bounds.Limits{}, false
+		}
+		n[i] = v
+	}
+	return bounds.Limits{ChecksPerMinute: n[0], MaxDenials: n[1], DenialWindow: time.Duration(n[2]) * time.Second, ResourcesPerHour: n[3]}, true
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"github.com/mandate-dev/mandate/engine/bounds"
 	"regexp"
 	"strings"
 	"testing"
@@ -395,9 +396,12 @@ func TestLineageRoundTrip(t *testing.T) {
 	for _, l := range []Lineage{
 		{Principal: Ref{Type: "user", ID: "alice"}, TaskExpires: t0},
 		{Principal: Ref{Type: "user", ID: "bob"}, TaskExpires: t0, Ancestors: []Ancestor{{ID: "agt_1", Expires: t0.Add(-time.Minute)}, {ID: "agt_2", Expires: t0}}},
+		{Principal: Ref{Type: "user", ID: "carol"}, TaskExpires: t0, Bounds: bounds.Limits{ChecksPerMinute: 60, MaxDenials: 5, DenialWindow: 90 * time.Second, ResourcesPerHour: 7},
+			Ancestors: []Ancestor{{ID: "agt_1", Expires: t0}}},
+		{Principal: Ref{Type: "user", ID: "dave"}, TaskExpires: t0, Bounds: bounds.Limits{ResourcesPerHour: 1}},
 	} {
 		got, ok := decodeLineage(l.encode())
-		if !ok || got.Principal != l.Principal || !got.TaskExpires.Equal(l.TaskExpires) || len(got.Ancestors) != len(l.Ancestors) {
+		if !ok || got.Principal != l.Principal || !got.TaskExpires.Equal(l.TaskExpires) || len(got.Ancestors) != len(l.Ancestors) || got.Bounds != l.Bounds {
 			t.Fatalf("round trip of %+v: %+v %v", l, got, ok)
 		}
 		for i := range l.Ancestors {
@@ -406,7 +410,8 @@ func TestLineageRoundTrip(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{"", "v2;user:a;2026-11-27T12:00:00Z", "v1;alice;2026-11-27T12:00:00Z", "v1;user:a;yesterday", "v1;user:a;2026-11-27T12:00:00Z;agt_1", "v1;user:a;2026-11-27T12:00:00Z;agt 1@2026-11-27T12:00:00Z"} {
+	for _, bad := range []string{"", "v2;user:a;2026-11-27T12:00:00Z", "v1;alice;2026-11-27T12:00:00Z", "v1;user:a;yesterday", "v1;user:a;2026-11-27T12:00:00Z;agt_1", "v1;user:a;2026-11-27T12:00:00Z;agt 1@2026-11-27T12:00:00Z",
+		"v1;user:a;2026-11-27T12:00:00Z;b=1.2.3", "v1;user:a;2026-11-27T12:00:00Z;b=1.2.3.-4", "v1;user:a;2026-11-27T12:00:00Z;agt_1@2026-11-27T12:00:00Z;b=1.2.3.4"} {
 		if _, ok := decodeLineage(bad); ok {
 			t.Errorf("decodeLineage(%q) accepted", bad)
 		}

@@ -78,10 +78,14 @@ func FailedLeg(reason string) string {
 		return ""
 	case "UNKNOWN_SUBJECT", "AGENT_EXPIRED", "AGENT_REVOKED", "AGENT_SUSPENDED", "CHAIN_INACTIVE":
 		return "identity"
-	case "TASK_COMPLETED", "TASK_EXPIRED":
+	case "TASK_COMPLETED", "TASK_EXPIRED", "PRINCIPAL_AGENTS_SUSPENDED":
 		return "task"
-	case "NO_GRANT":
+	case "NO_GRANT", "CONDITION_FAILED":
 		return "grant"
+	case "AGENTS_FROZEN":
+		return "freeze"
+	case "BOUND_EXCEEDED":
+		return "bounds"
 	case "PRINCIPAL_LACKS_PERMISSION", "DELEGATOR_LACKS_PERMISSION":
 		return "attenuation"
 	}
