@@ -70,6 +70,9 @@ type Decision struct {
 	MissingContext []string
 	// Condition names the grant condition that failed or lacked context.
 	Condition string
+	// Bound names the behavioural bound the check crossed (BOUND_EXCEEDED).
+	// The service sets it; the engine does not count checks.
+	Bound string
 	// Token is the ZedToken the decision was made at.
 	Token string
 	// Cached says the answer came from the decision cache.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mandate-dev/mandate/engine"
@@ -47,6 +49,8 @@ type Handlers struct {
 	Audit *audit.Recorder
 	// AuditStore answers audit queries; nil when audit is off.
 	AuditStore audit.Store
+	// Bounds enforces agents' behavioural bounds; nil enforces none.
+	Bounds *Bounds
 
 	listingsOnce sync.Once
 	listings     *lru.Cache[string, *listing] // access listings being paged through
@@ -79,7 +83,7 @@ func refStrings(rs []engine.Ref) []string {
 func taskPB(t *engine.Task) *mandatev1.Task {
 	return &mandatev1.Task{
 		Id: t.ID, Principal: t.Principal.String(), Description: t.Description,
-		CreatedAt: tsp(t.CreatedAt), ExpiresAt: tsp(t.ExpiresAt), Status: t.Status,
+		CreatedAt: tsp(t.CreatedAt), ExpiresAt: tsp(t.ExpiresAt), Status: t.Status, Bounds: boundsPB(t.Bounds),
 	}
 }
 
@@ -87,25 +91,31 @@ func agentPB(a *engine.Agent) *mandatev1.Agent {
 	return &mandatev1.Agent{
 		Id: a.ID, Name: a.Name, Task: a.Task.String(), Parent: refString(a.Parent), Principal: a.Principal.String(),
 		Chain: refStrings(a.Chain), CreatedAt: tsp(a.CreatedAt), ExpiresAt: tsp(a.ExpiresAt), Status: a.Status,
+		Bounds: boundsPB(a.Bounds),
 	}
 }
 
 func grantPB(g *engine.Grant) *mandatev1.Grant {
 	return &mandatev1.Grant{
 		Id: g.ID, Holder: g.Holder.String(), Permission: g.Permission, Resource: g.Resource.String(),
-		CreatedAt: tsp(g.CreatedAt), ExpiresAt: tsp(g.ExpiresAt), Status: g.Status,
+		CreatedAt: tsp(g.CreatedAt), ExpiresAt: tsp(g.ExpiresAt), Status: g.Status, Condition: conditionPB(g.Condition),
 	}
 }
 
 // ---- tasks ----
 
 func (h *Handlers) CreateTask(ctx context.Context, r *mandatev1.CreateTaskRequest) (*mandatev1.CreateTaskResponse, error) {
-	t, tok, err := h.Engine.CreateTask(ctx, engine.CreateTaskInput{Principal: r.GetPrincipal(), Description: r.GetDescription(), TTL: r.GetTtl()})
+	b, err := boundsFromPB("bounds.", r.GetBounds())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	t, tok, err := h.Engine.CreateTask(ctx, engine.CreateTaskInput{Principal: r.GetPrincipal(), Description: r.GetDescription(), TTL: r.GetTtl(), Bounds: b})
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
 	if err := h.recordChange(ctx, "task.create", "task:"+t.ID, map[string]any{
 		"principal": t.Principal.String(), "task": "task:" + t.ID, "expires_at": t.ExpiresAt.Format(time.RFC3339Nano), "description": t.Description,
+		"bounds": boundsDetails(t.Bounds),
 	}); err != nil {
 		return nil, err
 	}
@@ -136,13 +146,17 @@ func (h *Handlers) CompleteTask(ctx context.Context, r *mandatev1.CompleteTaskRe
 // ---- agents ----
 
 func (h *Handlers) CreateAgent(ctx context.Context, r *mandatev1.CreateAgentRequest) (*mandatev1.CreateAgentResponse, error) {
-	a, tok, err := h.Engine.CreateAgent(ctx, engine.CreateAgentInput{Task: r.GetTask(), Parent: r.GetParent(), Name: r.GetName(), TTL: r.GetTtl()})
+	b, err := boundsFromPB("bounds.", r.GetBounds())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	a, tok, err := h.Engine.CreateAgent(ctx, engine.CreateAgentInput{Task: r.GetTask(), Parent: r.GetParent(), Name: r.GetName(), TTL: r.GetTtl(), Bounds: b})
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
 	if err := h.recordChange(ctx, "agent.create", "agent:"+a.ID, map[string]any{
 		"principal": a.Principal.String(), "task": a.Task.String(), "parent": refString(a.Parent), "chain": refStrings(a.Chain),
-		"name": a.Name, "expires_at": a.ExpiresAt.Format(time.RFC3339Nano),
+		"name": a.Name, "expires_at": a.ExpiresAt.Format(time.RFC3339Nano), "bounds": boundsDetails(a.Bounds),
 	}); err != nil {
 		return nil, err
 	}
@@ -184,6 +198,14 @@ func (h *Handlers) ResumeAgent(ctx context.Context, r *mandatev1.ResumeAgentRequ
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
+	if h.Bounds != nil {
+		// A resumed agent starts with fresh counts, or its next check would
+		// find it still over the bound that suspended it.
+		if err := h.Bounds.Store.Reset(ctx, a.ID); err != nil {
+			h.Log.Error("resetting a resumed agent's bound counts", "agent", a.ID, "error", err)
+			return nil, status.Errorf(codes.Unavailable, "agent %s was resumed, but its bound counts could not be reset; retry the resume", a.ID)
+		}
+	}
 	if err := h.recordChange(ctx, "agent.resume", "agent:"+a.ID, map[string]any{"principal": a.Principal.String(), "task": a.Task.String(), "after": a.Status}); err != nil {
 		return nil, err
 	}
@@ -193,7 +215,11 @@ func (h *Handlers) ResumeAgent(ctx context.Context, r *mandatev1.ResumeAgentRequ
 // ---- grants ----
 
 func (h *Handlers) CreateGrant(ctx context.Context, r *mandatev1.CreateGrantRequest) (*mandatev1.CreateGrantResponse, error) {
-	g, tok, err := h.Engine.CreateGrant(ctx, engine.CreateGrantInput{Holder: r.GetHolder(), Permission: r.GetPermission(), Resource: r.GetResource(), TTL: r.GetTtl()})
+	cond, err := conditionFromPB(r.GetCondition())
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	g, tok, err := h.Engine.CreateGrant(ctx, engine.CreateGrantInput{Holder: r.GetHolder(), Permission: r.GetPermission(), Resource: r.GetResource(), TTL: r.GetTtl(), Condition: cond})
 	if err != nil {
 		if e, ok := err.(*engine.Error); ok && e.Reason == engine.ReasonEscalation {
 			if rerr := h.recordChange(ctx, "grant.refused", r.GetHolder(), map[string]any{
@@ -206,6 +232,7 @@ func (h *Handlers) CreateGrant(ctx context.Context, r *mandatev1.CreateGrantRequ
 	}
 	if err := h.recordChange(ctx, "grant.create", "grant:"+g.ID, map[string]any{
 		"holder": g.Holder.String(), "permission": g.Permission, "resource": g.Resource.String(), "expires_at": g.ExpiresAt.Format(time.RFC3339Nano),
+		"condition": conditionDetails(g.Condition),
 	}); err != nil {
 		return nil, err
 	}
@@ -272,6 +299,7 @@ func decisionPB(d engine.Decision, id string, chain []string) *mandatev1.CheckRe
 	if d.Allowed {
 		resp.ValidUntil = tsp(d.ValidUntil)
 	}
+	resp.MissingContext, resp.Condition, resp.Bound = d.MissingContext, d.Condition, d.Bound
 	return resp
 }
 
@@ -288,6 +316,9 @@ func (h *Handlers) checkOne(ctx context.Context, r *mandatev1.CheckRequest, q en
 	start := time.Now()
 	d, err := h.decide(ctx, q)
 	id := decisionID()
+	if err == nil {
+		d, err = h.enforceBounds(ctx, q, d, id)
+	}
 	chain := refStrings(d.Chain)
 	if aerr := h.recordCheck(ctx, id, r, d, chain, err, time.Since(start)); aerr != nil {
 		return nil, aerr

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/authzed/authzed-go/v1"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/audit"
+	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/engine/cache"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	"github.com/mandate-dev/mandate/gateway"
@@ -67,6 +69,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// Audit configures the audit trail.
 	Audit AuditConfig
+	// Bounds configures agents' behavioural bounds and the alert webhook.
+	Bounds BoundsConfig
 	// Log is the logger. Default slog.Default().
 	Log *slog.Logger
 }
@@ -91,8 +95,28 @@ type AuditConfig struct {
 	OCSF string
 }
 
+// BoundsConfig configures behavioural bounds.
+type BoundsConfig struct {
+	// Defaults apply to every agent whose task or own bounds leave one unset.
+	Defaults bounds.Limits
+	// DSN is the Postgres or CockroachDB that keeps the counts, shared by
+	// every replica. Default: the embedded datastore's when it is Postgres or
+	// CockroachDB; otherwise the counts live in this process. "memory" forces
+	// in-process counts.
+	DSN string
+	// Webhook receives an alert, as JSON, for each automatic suspension.
+	Webhook string
+	// WebhookAttempts is the deliveries tried per alert. Default 6.
+	WebhookAttempts int
+	// WebhookBackoff is the first retry's delay; it doubles. Default 500ms.
+	WebhookBackoff time.Duration
+}
+
 // Validate reports whether the config is usable.
 func (c *Config) Validate() error {
+	if field, err := c.Bounds.Defaults.Validate("--bound-"); err != nil {
+		return fmt.Errorf("%s: %w", strings.ReplaceAll(field, "_", "-"), err)
+	}
 	if c.SpiceDBEndpoint == "" {
 		if err := c.Embedded.Validate(); err != nil {
 			return err
@@ -251,6 +275,9 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	if err := s.setupAudit(ctx, c, h, reg); err != nil {
 		return nil, err
 	}
+	if err := s.setupBounds(ctx, c, h); err != nil {
+		return nil, err
+	}
 
 	// The gateway reaches the gRPC server in-process, through the same interceptors.
 	inproc := bufconn.Listen(1 << 20)
@@ -340,6 +367,46 @@ func (s *Server) setupAudit(ctx context.Context, c Config, h *Handlers, reg prom
 	s.recorder, s.auditDone = rec, make(chan struct{})
 	h.Audit, h.AuditStore = rec, store
 	go func() { rec.Run(context.Background()); close(s.auditDone) }()
+	return nil
+}
+
+func (s *Server) setupBounds(ctx context.Context, c Config, h *Handlers) error {
+	b := c.Bounds
+	dsn := b.DSN
+	if dsn == "" && c.SpiceDBEndpoint == "" && (c.Embedded.Engine == "postgres" || c.Embedded.Engine == "cockroachdb") {
+		dsn = c.Embedded.URI
+	}
+	var store bounds.Store
+	if dsn != "" && dsn != "memory" {
+		pg, err := bounds.OpenPostgres(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		s.closers = append(s.closers, func() error { pg.Close(); return nil })
+		store = pg
+	} else {
+		store = bounds.NewMemoryStore()
+	}
+	alerter := &Alerter{URL: b.Webhook, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: c.Log}
+	// Closers run in order: the alerter drains before the stores close.
+	s.closers = append([]func() error{func() error { alerter.Close(); return nil }}, s.closers...)
+	h.Bounds = &Bounds{Store: store, Defaults: b.Defaults, Alerter: alerter}
+	pruneCtx, stop := context.WithCancel(context.Background())
+	s.closers = append([]func() error{func() error { stop(); return nil }}, s.closers...)
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-pruneCtx.Done():
+				return
+			case now := <-t.C:
+				if err := store.Prune(pruneCtx, now); err != nil && pruneCtx.Err() == nil {
+					c.Log.Warn("pruning bound counts", "error", err)
+				}
+			}
+		}
+	}()
 	return nil
 }
 

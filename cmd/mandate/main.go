@@ -104,6 +104,12 @@ func serveCmd() *cobra.Command {
 	f.IntVar(&cfg.Audit.MemoryRecords, "audit-memory-records", 100_000, "records kept by the in-memory audit store")
 	f.StringVar(&cfg.Audit.File, "audit-file", "", "also append every audit record as JSON lines to this file (\"-\" for stdout)")
 	f.StringVar(&cfg.Audit.OCSF, "audit-ocsf", "", "also append every audit record as an OCSF API Activity (6003) event to this file (\"-\" for stdout)")
+	f.IntVar(&cfg.Bounds.Defaults.ChecksPerMinute, "bound-checks-per-minute", 0, "default behavioural bound: most checks per agent in any sliding minute (0: unbounded)")
+	f.IntVar(&cfg.Bounds.Defaults.MaxDenials, "bound-max-denials", 0, "default behavioural bound: most denied checks per agent in any sliding --bound-denial-window (0: unbounded)")
+	f.DurationVar(&cfg.Bounds.Defaults.DenialWindow, "bound-denial-window", 5*time.Minute, "window of --bound-max-denials")
+	f.IntVar(&cfg.Bounds.Defaults.ResourcesPerHour, "bound-resources-per-hour", 0, "default behavioural bound: most distinct resources per agent in any sliding hour (0: unbounded)")
+	f.StringVar(&cfg.Bounds.DSN, "bounds-dsn", "", "Postgres or CockroachDB that keeps bound counts, shared by replicas (default: the postgres/cockroachdb datastore; otherwise in memory; \"memory\" forces in-process)")
+	f.StringVar(&cfg.Bounds.Webhook, "alert-webhook", "", "URL that receives a JSON alert, with retries, whenever an agent is suspended for crossing a bound")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

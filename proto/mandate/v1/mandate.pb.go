@@ -38,7 +38,9 @@ type Task struct {
 	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	ExpiresAt   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// status is one of "active", "completed" or "expired".
-	Status        string `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	Status string `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	// bounds are the default behavioural bounds of the task's agents.
+	Bounds        *Bounds `protobuf:"bytes,7,opt,name=bounds,proto3" json:"bounds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -115,20 +117,106 @@ func (x *Task) GetStatus() string {
 	return ""
 }
 
+func (x *Task) GetBounds() *Bounds {
+	if x != nil {
+		return x.Bounds
+	}
+	return nil
+}
+
+// Bounds are behavioural bounds. An agent that crosses one is suspended
+// automatically, with every agent below it. Zero means unbounded (or, on a
+// task or agent, the server's default).
+type Bounds struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// checks_per_minute is the most checks allowed in any sliding minute.
+	ChecksPerMinute int32 `protobuf:"varint,1,opt,name=checks_per_minute,json=checksPerMinute,proto3" json:"checks_per_minute,omitempty"`
+	// max_denials is the most denied checks allowed in any sliding denial_window,
+	// counting checks outside the agent's grants (NO_GRANT, CONDITION_FAILED,
+	// PRINCIPAL_LACKS_PERMISSION, DELEGATOR_LACKS_PERMISSION).
+	MaxDenials int32 `protobuf:"varint,2,opt,name=max_denials,json=maxDenials,proto3" json:"max_denials,omitempty"`
+	// denial_window is a Go duration, default "5m", at most "24h".
+	DenialWindow string `protobuf:"bytes,3,opt,name=denial_window,json=denialWindow,proto3" json:"denial_window,omitempty"`
+	// resources_per_hour is the most distinct resources checked in any sliding hour.
+	ResourcesPerHour int32 `protobuf:"varint,4,opt,name=resources_per_hour,json=resourcesPerHour,proto3" json:"resources_per_hour,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Bounds) Reset() {
+	*x = Bounds{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bounds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bounds) ProtoMessage() {}
+
+func (x *Bounds) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
+func (*Bounds) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Bounds) GetChecksPerMinute() int32 {
+	if x != nil {
+		return x.ChecksPerMinute
+	}
+	return 0
+}
+
+func (x *Bounds) GetMaxDenials() int32 {
+	if x != nil {
+		return x.MaxDenials
+	}
+	return 0
+}
+
+func (x *Bounds) GetDenialWindow() string {
+	if x != nil {
+		return x.DenialWindow
+	}
+	return ""
+}
+
+func (x *Bounds) GetResourcesPerHour() int32 {
+	if x != nil {
+		return x.ResourcesPerHour
+	}
+	return 0
+}
+
 type CreateTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// principal is the human reference, "user:<id>".
 	Principal   string `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// ttl is a Go duration such as "2h" or "90m".
-	Ttl           string `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl string `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// bounds are the default bounds of the task's agents.
+	Bounds        *Bounds `protobuf:"bytes,4,opt,name=bounds,proto3" json:"bounds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateTaskRequest) Reset() {
 	*x = CreateTaskRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[1]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +228,7 @@ func (x *CreateTaskRequest) String() string {
 func (*CreateTaskRequest) ProtoMessage() {}
 
 func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[1]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +241,7 @@ func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskRequest.ProtoReflect.Descriptor instead.
 func (*CreateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{1}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateTaskRequest) GetPrincipal() string {
@@ -177,6 +265,13 @@ func (x *CreateTaskRequest) GetTtl() string {
 	return ""
 }
 
+func (x *CreateTaskRequest) GetBounds() *Bounds {
+	if x != nil {
+		return x.Bounds
+	}
+	return nil
+}
+
 type CreateTaskResponse struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Task             *Task                  `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
@@ -187,7 +282,7 @@ type CreateTaskResponse struct {
 
 func (x *CreateTaskResponse) Reset() {
 	*x = CreateTaskResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[2]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -199,7 +294,7 @@ func (x *CreateTaskResponse) String() string {
 func (*CreateTaskResponse) ProtoMessage() {}
 
 func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[2]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -212,7 +307,7 @@ func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskResponse.ProtoReflect.Descriptor instead.
 func (*CreateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{2}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateTaskResponse) GetTask() *Task {
@@ -238,7 +333,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[3]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -250,7 +345,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[3]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -263,7 +358,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{3}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetTaskRequest) GetId() string {
@@ -283,7 +378,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[4]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +390,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[4]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +403,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{4}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -334,7 +429,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[5]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +441,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[5]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +454,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{5}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CompleteTaskRequest) GetId() string {
@@ -379,7 +474,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[6]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +486,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[6]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +499,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{6}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CompleteTaskResponse) GetTask() *Task {
@@ -438,14 +533,17 @@ type Agent struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// status is one of "active", "suspended", "revoked" or "expired"; it reflects this agent alone.
-	Status        string `protobuf:"bytes,9,opt,name=status,proto3" json:"status,omitempty"`
+	Status string `protobuf:"bytes,9,opt,name=status,proto3" json:"status,omitempty"`
+	// bounds are the agent's own bounds: those it was created with, else its
+	// parent's, else its task's. Unset ones take the server's defaults.
+	Bounds        *Bounds `protobuf:"bytes,10,opt,name=bounds,proto3" json:"bounds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[7]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +555,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[7]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +568,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{7}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Agent) GetId() string {
@@ -536,6 +634,13 @@ func (x *Agent) GetStatus() string {
 	return ""
 }
 
+func (x *Agent) GetBounds() *Bounds {
+	if x != nil {
+		return x.Bounds
+	}
+	return nil
+}
+
 type CreateAgentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// task is "task:<id>".
@@ -544,14 +649,16 @@ type CreateAgentRequest struct {
 	Parent string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
 	Name   string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	// ttl is a Go duration; it never outlives the parent's or the task's.
-	Ttl           string `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl string `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// bounds override, bound by bound, the parent's or the task's.
+	Bounds        *Bounds `protobuf:"bytes,5,opt,name=bounds,proto3" json:"bounds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateAgentRequest) Reset() {
 	*x = CreateAgentRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[8]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +670,7 @@ func (x *CreateAgentRequest) String() string {
 func (*CreateAgentRequest) ProtoMessage() {}
 
 func (x *CreateAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[8]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +683,7 @@ func (x *CreateAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAgentRequest.ProtoReflect.Descriptor instead.
 func (*CreateAgentRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{8}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateAgentRequest) GetTask() string {
@@ -607,6 +714,13 @@ func (x *CreateAgentRequest) GetTtl() string {
 	return ""
 }
 
+func (x *CreateAgentRequest) GetBounds() *Bounds {
+	if x != nil {
+		return x.Bounds
+	}
+	return nil
+}
+
 type CreateAgentResponse struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Agent            *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
@@ -617,7 +731,7 @@ type CreateAgentResponse struct {
 
 func (x *CreateAgentResponse) Reset() {
 	*x = CreateAgentResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[9]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +743,7 @@ func (x *CreateAgentResponse) String() string {
 func (*CreateAgentResponse) ProtoMessage() {}
 
 func (x *CreateAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[9]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +756,7 @@ func (x *CreateAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAgentResponse.ProtoReflect.Descriptor instead.
 func (*CreateAgentResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{9}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateAgentResponse) GetAgent() *Agent {
@@ -668,7 +782,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[10]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +794,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[10]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +807,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{10}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -713,7 +827,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[11]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +839,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[11]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +852,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{11}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetAgentResponse) GetAgent() *Agent {
@@ -764,7 +878,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[12]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +890,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[12]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +903,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{12}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeAgentRequest) GetId() string {
@@ -810,7 +924,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[13]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +936,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[13]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +949,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{13}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeAgentResponse) GetRevoked() []string {
@@ -861,7 +975,7 @@ type SuspendAgentRequest struct {
 
 func (x *SuspendAgentRequest) Reset() {
 	*x = SuspendAgentRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[14]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +987,7 @@ func (x *SuspendAgentRequest) String() string {
 func (*SuspendAgentRequest) ProtoMessage() {}
 
 func (x *SuspendAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[14]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1000,7 @@ func (x *SuspendAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendAgentRequest.ProtoReflect.Descriptor instead.
 func (*SuspendAgentRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{14}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SuspendAgentRequest) GetId() string {
@@ -906,7 +1020,7 @@ type SuspendAgentResponse struct {
 
 func (x *SuspendAgentResponse) Reset() {
 	*x = SuspendAgentResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[15]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1032,7 @@ func (x *SuspendAgentResponse) String() string {
 func (*SuspendAgentResponse) ProtoMessage() {}
 
 func (x *SuspendAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[15]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1045,7 @@ func (x *SuspendAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendAgentResponse.ProtoReflect.Descriptor instead.
 func (*SuspendAgentResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{15}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SuspendAgentResponse) GetAgent() *Agent {
@@ -957,7 +1071,7 @@ type ResumeAgentRequest struct {
 
 func (x *ResumeAgentRequest) Reset() {
 	*x = ResumeAgentRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[16]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1083,7 @@ func (x *ResumeAgentRequest) String() string {
 func (*ResumeAgentRequest) ProtoMessage() {}
 
 func (x *ResumeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[16]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1096,7 @@ func (x *ResumeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeAgentRequest.ProtoReflect.Descriptor instead.
 func (*ResumeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{16}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResumeAgentRequest) GetId() string {
@@ -1002,7 +1116,7 @@ type ResumeAgentResponse struct {
 
 func (x *ResumeAgentResponse) Reset() {
 	*x = ResumeAgentResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[17]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1128,7 @@ func (x *ResumeAgentResponse) String() string {
 func (*ResumeAgentResponse) ProtoMessage() {}
 
 func (x *ResumeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[17]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1141,7 @@ func (x *ResumeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeAgentResponse.ProtoReflect.Descriptor instead.
 func (*ResumeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{17}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResumeAgentResponse) GetAgent() *Agent {
@@ -1038,6 +1152,427 @@ func (x *ResumeAgentResponse) GetAgent() *Agent {
 }
 
 func (x *ResumeAgentResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
+}
+
+type SuspendPrincipalAgentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the user id, without "user:".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason is recorded in the audit trail.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendPrincipalAgentsRequest) Reset() {
+	*x = SuspendPrincipalAgentsRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendPrincipalAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendPrincipalAgentsRequest) ProtoMessage() {}
+
+func (x *SuspendPrincipalAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendPrincipalAgentsRequest.ProtoReflect.Descriptor instead.
+func (*SuspendPrincipalAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SuspendPrincipalAgentsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SuspendPrincipalAgentsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type SuspendPrincipalAgentsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Principal string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// already_suspended is true when the switch was already on.
+	AlreadySuspended bool   `protobuf:"varint,2,opt,name=already_suspended,json=alreadySuspended,proto3" json:"already_suspended,omitempty"`
+	ConsistencyToken string `protobuf:"bytes,3,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SuspendPrincipalAgentsResponse) Reset() {
+	*x = SuspendPrincipalAgentsResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendPrincipalAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendPrincipalAgentsResponse) ProtoMessage() {}
+
+func (x *SuspendPrincipalAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendPrincipalAgentsResponse.ProtoReflect.Descriptor instead.
+func (*SuspendPrincipalAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SuspendPrincipalAgentsResponse) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *SuspendPrincipalAgentsResponse) GetAlreadySuspended() bool {
+	if x != nil {
+		return x.AlreadySuspended
+	}
+	return false
+}
+
+func (x *SuspendPrincipalAgentsResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
+}
+
+type ResumePrincipalAgentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumePrincipalAgentsRequest) Reset() {
+	*x = ResumePrincipalAgentsRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumePrincipalAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumePrincipalAgentsRequest) ProtoMessage() {}
+
+func (x *ResumePrincipalAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumePrincipalAgentsRequest.ProtoReflect.Descriptor instead.
+func (*ResumePrincipalAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResumePrincipalAgentsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ResumePrincipalAgentsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ResumePrincipalAgentsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Principal string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// was_suspended is false when there was nothing to resume.
+	WasSuspended     bool   `protobuf:"varint,2,opt,name=was_suspended,json=wasSuspended,proto3" json:"was_suspended,omitempty"`
+	ConsistencyToken string `protobuf:"bytes,3,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ResumePrincipalAgentsResponse) Reset() {
+	*x = ResumePrincipalAgentsResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumePrincipalAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumePrincipalAgentsResponse) ProtoMessage() {}
+
+func (x *ResumePrincipalAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumePrincipalAgentsResponse.ProtoReflect.Descriptor instead.
+func (*ResumePrincipalAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ResumePrincipalAgentsResponse) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ResumePrincipalAgentsResponse) GetWasSuspended() bool {
+	if x != nil {
+		return x.WasSuspended
+	}
+	return false
+}
+
+func (x *ResumePrincipalAgentsResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
+}
+
+type FreezeAllAgentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reason is recorded in the audit trail.
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreezeAllAgentsRequest) Reset() {
+	*x = FreezeAllAgentsRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreezeAllAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreezeAllAgentsRequest) ProtoMessage() {}
+
+func (x *FreezeAllAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreezeAllAgentsRequest.ProtoReflect.Descriptor instead.
+func (*FreezeAllAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FreezeAllAgentsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type FreezeAllAgentsResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	AlreadyFrozen    bool                   `protobuf:"varint,1,opt,name=already_frozen,json=alreadyFrozen,proto3" json:"already_frozen,omitempty"`
+	ConsistencyToken string                 `protobuf:"bytes,2,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *FreezeAllAgentsResponse) Reset() {
+	*x = FreezeAllAgentsResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreezeAllAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreezeAllAgentsResponse) ProtoMessage() {}
+
+func (x *FreezeAllAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreezeAllAgentsResponse.ProtoReflect.Descriptor instead.
+func (*FreezeAllAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *FreezeAllAgentsResponse) GetAlreadyFrozen() bool {
+	if x != nil {
+		return x.AlreadyFrozen
+	}
+	return false
+}
+
+func (x *FreezeAllAgentsResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
+}
+
+type UnfreezeAllAgentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnfreezeAllAgentsRequest) Reset() {
+	*x = UnfreezeAllAgentsRequest{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnfreezeAllAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnfreezeAllAgentsRequest) ProtoMessage() {}
+
+func (x *UnfreezeAllAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnfreezeAllAgentsRequest.ProtoReflect.Descriptor instead.
+func (*UnfreezeAllAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *UnfreezeAllAgentsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type UnfreezeAllAgentsResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	WasFrozen        bool                   `protobuf:"varint,1,opt,name=was_frozen,json=wasFrozen,proto3" json:"was_frozen,omitempty"`
+	ConsistencyToken string                 `protobuf:"bytes,2,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UnfreezeAllAgentsResponse) Reset() {
+	*x = UnfreezeAllAgentsResponse{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnfreezeAllAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnfreezeAllAgentsResponse) ProtoMessage() {}
+
+func (x *UnfreezeAllAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnfreezeAllAgentsResponse.ProtoReflect.Descriptor instead.
+func (*UnfreezeAllAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UnfreezeAllAgentsResponse) GetWasFrozen() bool {
+	if x != nil {
+		return x.WasFrozen
+	}
+	return false
+}
+
+func (x *UnfreezeAllAgentsResponse) GetConsistencyToken() string {
 	if x != nil {
 		return x.ConsistencyToken
 	}
@@ -1056,14 +1591,16 @@ type Grant struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// status is "active" or "expired".
-	Status        string `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	Status string `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	// condition, when set, limits the grant to matching check contexts.
+	Condition     *GrantCondition `protobuf:"bytes,8,opt,name=condition,proto3" json:"condition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[18]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1612,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[18]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1625,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{18}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Grant) GetId() string {
@@ -1140,20 +1677,347 @@ func (x *Grant) GetStatus() string {
 	return ""
 }
 
+func (x *Grant) GetCondition() *GrantCondition {
+	if x != nil {
+		return x.Condition
+	}
+	return nil
+}
+
+// GrantCondition limits a grant to the checks whose context satisfies it.
+// It is one of SpiceDB caveats grant_source_network, grant_hours,
+// grant_max_risk and grant_environment; the schema's <permission>_grant
+// relation must list it.
+type GrantCondition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*GrantCondition_SourceNetwork
+	//	*GrantCondition_Hours
+	//	*GrantCondition_MaxRisk
+	//	*GrantCondition_Environment
+	Kind          isGrantCondition_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrantCondition) Reset() {
+	*x = GrantCondition{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantCondition) ProtoMessage() {}
+
+func (x *GrantCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantCondition.ProtoReflect.Descriptor instead.
+func (*GrantCondition) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GrantCondition) GetKind() isGrantCondition_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *GrantCondition) GetSourceNetwork() *SourceNetworkCondition {
+	if x != nil {
+		if x, ok := x.Kind.(*GrantCondition_SourceNetwork); ok {
+			return x.SourceNetwork
+		}
+	}
+	return nil
+}
+
+func (x *GrantCondition) GetHours() *HoursCondition {
+	if x != nil {
+		if x, ok := x.Kind.(*GrantCondition_Hours); ok {
+			return x.Hours
+		}
+	}
+	return nil
+}
+
+func (x *GrantCondition) GetMaxRisk() *MaxRiskCondition {
+	if x != nil {
+		if x, ok := x.Kind.(*GrantCondition_MaxRisk); ok {
+			return x.MaxRisk
+		}
+	}
+	return nil
+}
+
+func (x *GrantCondition) GetEnvironment() *EnvironmentCondition {
+	if x != nil {
+		if x, ok := x.Kind.(*GrantCondition_Environment); ok {
+			return x.Environment
+		}
+	}
+	return nil
+}
+
+type isGrantCondition_Kind interface {
+	isGrantCondition_Kind()
+}
+
+type GrantCondition_SourceNetwork struct {
+	// source_network needs context.source_ip inside one of the networks.
+	SourceNetwork *SourceNetworkCondition `protobuf:"bytes,1,opt,name=source_network,json=sourceNetwork,proto3,oneof"`
+}
+
+type GrantCondition_Hours struct {
+	// hours needs the check to happen inside a daily window; it reads mandate's clock only.
+	Hours *HoursCondition `protobuf:"bytes,2,opt,name=hours,proto3,oneof"`
+}
+
+type GrantCondition_MaxRisk struct {
+	// max_risk needs context.risk_score at most max.
+	MaxRisk *MaxRiskCondition `protobuf:"bytes,3,opt,name=max_risk,json=maxRisk,proto3,oneof"`
+}
+
+type GrantCondition_Environment struct {
+	// environment needs context.environment to equal label.
+	Environment *EnvironmentCondition `protobuf:"bytes,4,opt,name=environment,proto3,oneof"`
+}
+
+func (*GrantCondition_SourceNetwork) isGrantCondition_Kind() {}
+
+func (*GrantCondition_Hours) isGrantCondition_Kind() {}
+
+func (*GrantCondition_MaxRisk) isGrantCondition_Kind() {}
+
+func (*GrantCondition_Environment) isGrantCondition_Kind() {}
+
+type SourceNetworkCondition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cidrs are networks such as "10.0.0.0/8" or "2001:db8::/32"; 1 to 32.
+	Cidrs         []string `protobuf:"bytes,1,rep,name=cidrs,proto3" json:"cidrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceNetworkCondition) Reset() {
+	*x = SourceNetworkCondition{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceNetworkCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceNetworkCondition) ProtoMessage() {}
+
+func (x *SourceNetworkCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceNetworkCondition.ProtoReflect.Descriptor instead.
+func (*SourceNetworkCondition) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SourceNetworkCondition) GetCidrs() []string {
+	if x != nil {
+		return x.Cidrs
+	}
+	return nil
+}
+
+type HoursCondition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// time_zone is an IANA zone such as "Europe/Berlin" or "UTC".
+	TimeZone string `protobuf:"bytes,1,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// start and end are "HH:MM"; end before start wraps past midnight; end is exclusive.
+	Start         string `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End           string `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoursCondition) Reset() {
+	*x = HoursCondition{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoursCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoursCondition) ProtoMessage() {}
+
+func (x *HoursCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoursCondition.ProtoReflect.Descriptor instead.
+func (*HoursCondition) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *HoursCondition) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *HoursCondition) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *HoursCondition) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
+type MaxRiskCondition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Max           float64                `protobuf:"fixed64,1,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MaxRiskCondition) Reset() {
+	*x = MaxRiskCondition{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MaxRiskCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MaxRiskCondition) ProtoMessage() {}
+
+func (x *MaxRiskCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MaxRiskCondition.ProtoReflect.Descriptor instead.
+func (*MaxRiskCondition) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *MaxRiskCondition) GetMax() float64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+type EnvironmentCondition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// label such as "ci" or "prod-change-window".
+	Label         string `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnvironmentCondition) Reset() {
+	*x = EnvironmentCondition{}
+	mi := &file_mandate_v1_mandate_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnvironmentCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnvironmentCondition) ProtoMessage() {}
+
+func (x *EnvironmentCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_mandate_v1_mandate_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnvironmentCondition.ProtoReflect.Descriptor instead.
+func (*EnvironmentCondition) Descriptor() ([]byte, []int) {
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *EnvironmentCondition) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
 type CreateGrantRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Holder     string                 `protobuf:"bytes,1,opt,name=holder,proto3" json:"holder,omitempty"`
 	Permission string                 `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
 	Resource   string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
 	// ttl is a Go duration; it never outlives the holder.
-	Ttl           string `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl string `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// condition is optional.
+	Condition     *GrantCondition `protobuf:"bytes,5,opt,name=condition,proto3" json:"condition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateGrantRequest) Reset() {
 	*x = CreateGrantRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[19]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +2029,7 @@ func (x *CreateGrantRequest) String() string {
 func (*CreateGrantRequest) ProtoMessage() {}
 
 func (x *CreateGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[19]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +2042,7 @@ func (x *CreateGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrantRequest.ProtoReflect.Descriptor instead.
 func (*CreateGrantRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{19}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateGrantRequest) GetHolder() string {
@@ -1209,6 +2073,13 @@ func (x *CreateGrantRequest) GetTtl() string {
 	return ""
 }
 
+func (x *CreateGrantRequest) GetCondition() *GrantCondition {
+	if x != nil {
+		return x.Condition
+	}
+	return nil
+}
+
 type CreateGrantResponse struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Grant            *Grant                 `protobuf:"bytes,1,opt,name=grant,proto3" json:"grant,omitempty"`
@@ -1219,7 +2090,7 @@ type CreateGrantResponse struct {
 
 func (x *CreateGrantResponse) Reset() {
 	*x = CreateGrantResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[20]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +2102,7 @@ func (x *CreateGrantResponse) String() string {
 func (*CreateGrantResponse) ProtoMessage() {}
 
 func (x *CreateGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[20]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +2115,7 @@ func (x *CreateGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrantResponse.ProtoReflect.Descriptor instead.
 func (*CreateGrantResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{20}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateGrantResponse) GetGrant() *Grant {
@@ -1270,7 +2141,7 @@ type GetGrantRequest struct {
 
 func (x *GetGrantRequest) Reset() {
 	*x = GetGrantRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[21]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +2153,7 @@ func (x *GetGrantRequest) String() string {
 func (*GetGrantRequest) ProtoMessage() {}
 
 func (x *GetGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[21]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +2166,7 @@ func (x *GetGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGrantRequest.ProtoReflect.Descriptor instead.
 func (*GetGrantRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{21}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetGrantRequest) GetId() string {
@@ -1315,7 +2186,7 @@ type GetGrantResponse struct {
 
 func (x *GetGrantResponse) Reset() {
 	*x = GetGrantResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[22]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +2198,7 @@ func (x *GetGrantResponse) String() string {
 func (*GetGrantResponse) ProtoMessage() {}
 
 func (x *GetGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[22]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +2211,7 @@ func (x *GetGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGrantResponse.ProtoReflect.Descriptor instead.
 func (*GetGrantResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{22}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetGrantResponse) GetGrant() *Grant {
@@ -1366,7 +2237,7 @@ type DeleteGrantRequest struct {
 
 func (x *DeleteGrantRequest) Reset() {
 	*x = DeleteGrantRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[23]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1378,7 +2249,7 @@ func (x *DeleteGrantRequest) String() string {
 func (*DeleteGrantRequest) ProtoMessage() {}
 
 func (x *DeleteGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[23]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1391,7 +2262,7 @@ func (x *DeleteGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGrantRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGrantRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{23}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeleteGrantRequest) GetId() string {
@@ -1411,7 +2282,7 @@ type DeleteGrantResponse struct {
 
 func (x *DeleteGrantResponse) Reset() {
 	*x = DeleteGrantResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[24]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +2294,7 @@ func (x *DeleteGrantResponse) String() string {
 func (*DeleteGrantResponse) ProtoMessage() {}
 
 func (x *DeleteGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[24]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +2307,7 @@ func (x *DeleteGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGrantResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGrantResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{24}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeleteGrantResponse) GetId() string {
@@ -1474,7 +2345,7 @@ type CheckRequest struct {
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[25]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +2357,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[25]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +2370,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{25}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CheckRequest) GetSubject() string {
@@ -1563,13 +2434,19 @@ type CheckResponse struct {
 	// valid_until is the earliest expiry among everything the allow relied on.
 	ValidUntil       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
 	ConsistencyToken string                 `protobuf:"bytes,8,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// missing_context names the context fields a caveat needed (MISSING_CONTEXT).
+	MissingContext []string `protobuf:"bytes,9,rep,name=missing_context,json=missingContext,proto3" json:"missing_context,omitempty"`
+	// condition names the grant condition that failed or lacked context.
+	Condition string `protobuf:"bytes,10,opt,name=condition,proto3" json:"condition,omitempty"`
+	// bound names the behavioural bound this check crossed (BOUND_EXCEEDED).
+	Bound         string `protobuf:"bytes,11,opt,name=bound,proto3" json:"bound,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[26]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +2458,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[26]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +2471,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{26}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CheckResponse) GetAllowed() bool {
@@ -1653,6 +2530,27 @@ func (x *CheckResponse) GetConsistencyToken() string {
 	return ""
 }
 
+func (x *CheckResponse) GetMissingContext() []string {
+	if x != nil {
+		return x.MissingContext
+	}
+	return nil
+}
+
+func (x *CheckResponse) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *CheckResponse) GetBound() string {
+	if x != nil {
+		return x.Bound
+	}
+	return ""
+}
+
 type CheckBulkRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Checks        []*CheckRequest        `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
@@ -1662,7 +2560,7 @@ type CheckBulkRequest struct {
 
 func (x *CheckBulkRequest) Reset() {
 	*x = CheckBulkRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[27]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +2572,7 @@ func (x *CheckBulkRequest) String() string {
 func (*CheckBulkRequest) ProtoMessage() {}
 
 func (x *CheckBulkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[27]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +2585,7 @@ func (x *CheckBulkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBulkRequest.ProtoReflect.Descriptor instead.
 func (*CheckBulkRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{27}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CheckBulkRequest) GetChecks() []*CheckRequest {
@@ -1707,7 +2605,7 @@ type CheckBulkResponse struct {
 
 func (x *CheckBulkResponse) Reset() {
 	*x = CheckBulkResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[28]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +2617,7 @@ func (x *CheckBulkResponse) String() string {
 func (*CheckBulkResponse) ProtoMessage() {}
 
 func (x *CheckBulkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[28]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +2630,7 @@ func (x *CheckBulkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBulkResponse.ProtoReflect.Descriptor instead.
 func (*CheckBulkResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{28}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CheckBulkResponse) GetResults() []*CheckResponse {
@@ -1758,7 +2656,7 @@ type WriteSchemaRequest struct {
 
 func (x *WriteSchemaRequest) Reset() {
 	*x = WriteSchemaRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[29]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +2668,7 @@ func (x *WriteSchemaRequest) String() string {
 func (*WriteSchemaRequest) ProtoMessage() {}
 
 func (x *WriteSchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[29]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +2681,7 @@ func (x *WriteSchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteSchemaRequest.ProtoReflect.Descriptor instead.
 func (*WriteSchemaRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{29}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WriteSchemaRequest) GetSchema() string {
@@ -1802,7 +2700,7 @@ type WriteSchemaResponse struct {
 
 func (x *WriteSchemaResponse) Reset() {
 	*x = WriteSchemaResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[30]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +2712,7 @@ func (x *WriteSchemaResponse) String() string {
 func (*WriteSchemaResponse) ProtoMessage() {}
 
 func (x *WriteSchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[30]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +2725,7 @@ func (x *WriteSchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteSchemaResponse.ProtoReflect.Descriptor instead.
 func (*WriteSchemaResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{30}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *WriteSchemaResponse) GetConsistencyToken() string {
@@ -1845,7 +2743,7 @@ type ReadSchemaRequest struct {
 
 func (x *ReadSchemaRequest) Reset() {
 	*x = ReadSchemaRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[31]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2755,7 @@ func (x *ReadSchemaRequest) String() string {
 func (*ReadSchemaRequest) ProtoMessage() {}
 
 func (x *ReadSchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[31]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2768,7 @@ func (x *ReadSchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadSchemaRequest.ProtoReflect.Descriptor instead.
 func (*ReadSchemaRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{31}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{45}
 }
 
 type ReadSchemaResponse struct {
@@ -1883,7 +2781,7 @@ type ReadSchemaResponse struct {
 
 func (x *ReadSchemaResponse) Reset() {
 	*x = ReadSchemaResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[32]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2793,7 @@ func (x *ReadSchemaResponse) String() string {
 func (*ReadSchemaResponse) ProtoMessage() {}
 
 func (x *ReadSchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[32]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2806,7 @@ func (x *ReadSchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadSchemaResponse.ProtoReflect.Descriptor instead.
 func (*ReadSchemaResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{32}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadSchemaResponse) GetSchema() string {
@@ -1937,7 +2835,7 @@ type RelationshipUpdate struct {
 
 func (x *RelationshipUpdate) Reset() {
 	*x = RelationshipUpdate{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[33]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2847,7 @@ func (x *RelationshipUpdate) String() string {
 func (*RelationshipUpdate) ProtoMessage() {}
 
 func (x *RelationshipUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[33]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2860,7 @@ func (x *RelationshipUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelationshipUpdate.ProtoReflect.Descriptor instead.
 func (*RelationshipUpdate) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{33}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RelationshipUpdate) GetOperation() string {
@@ -1988,7 +2886,7 @@ type WriteRelationshipsRequest struct {
 
 func (x *WriteRelationshipsRequest) Reset() {
 	*x = WriteRelationshipsRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[34]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2898,7 @@ func (x *WriteRelationshipsRequest) String() string {
 func (*WriteRelationshipsRequest) ProtoMessage() {}
 
 func (x *WriteRelationshipsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[34]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2911,7 @@ func (x *WriteRelationshipsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRelationshipsRequest.ProtoReflect.Descriptor instead.
 func (*WriteRelationshipsRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{34}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WriteRelationshipsRequest) GetUpdates() []*RelationshipUpdate {
@@ -2032,7 +2930,7 @@ type WriteRelationshipsResponse struct {
 
 func (x *WriteRelationshipsResponse) Reset() {
 	*x = WriteRelationshipsResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[35]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2942,7 @@ func (x *WriteRelationshipsResponse) String() string {
 func (*WriteRelationshipsResponse) ProtoMessage() {}
 
 func (x *WriteRelationshipsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[35]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2955,7 @@ func (x *WriteRelationshipsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRelationshipsResponse.ProtoReflect.Descriptor instead.
 func (*WriteRelationshipsResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{35}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *WriteRelationshipsResponse) GetConsistencyToken() string {
@@ -2083,7 +2981,7 @@ type ReadRelationshipsRequest struct {
 
 func (x *ReadRelationshipsRequest) Reset() {
 	*x = ReadRelationshipsRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[36]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2993,7 @@ func (x *ReadRelationshipsRequest) String() string {
 func (*ReadRelationshipsRequest) ProtoMessage() {}
 
 func (x *ReadRelationshipsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[36]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +3006,7 @@ func (x *ReadRelationshipsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRelationshipsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRelationshipsRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{36}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReadRelationshipsRequest) GetResourceType() string {
@@ -2178,7 +3076,7 @@ type ReadRelationshipsResponse struct {
 
 func (x *ReadRelationshipsResponse) Reset() {
 	*x = ReadRelationshipsResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[37]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +3088,7 @@ func (x *ReadRelationshipsResponse) String() string {
 func (*ReadRelationshipsResponse) ProtoMessage() {}
 
 func (x *ReadRelationshipsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[37]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +3101,7 @@ func (x *ReadRelationshipsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRelationshipsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRelationshipsResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{37}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReadRelationshipsResponse) GetRelationships() []string {
@@ -2269,7 +3167,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[38]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +3179,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[38]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +3192,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{38}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AuditRecord) GetId() string {
@@ -2479,7 +3377,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[39]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +3389,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[39]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +3402,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{39}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListAuditRequest) GetAgent() string {
@@ -2587,7 +3485,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[40]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2599,7 +3497,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[40]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2612,7 +3510,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{40}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -2645,7 +3543,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[41]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2657,7 +3555,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[41]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2670,7 +3568,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{41}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListAgentsRequest) GetPrincipal() string {
@@ -2718,7 +3616,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[42]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2730,7 +3628,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[42]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2743,7 +3641,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{42}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2780,7 +3678,7 @@ type AccessEntry struct {
 
 func (x *AccessEntry) Reset() {
 	*x = AccessEntry{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[43]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +3690,7 @@ func (x *AccessEntry) String() string {
 func (*AccessEntry) ProtoMessage() {}
 
 func (x *AccessEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[43]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +3703,7 @@ func (x *AccessEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessEntry.ProtoReflect.Descriptor instead.
 func (*AccessEntry) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{43}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *AccessEntry) GetResource() string {
@@ -2870,7 +3768,7 @@ type ListAgentAccessRequest struct {
 
 func (x *ListAgentAccessRequest) Reset() {
 	*x = ListAgentAccessRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[44]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2882,7 +3780,7 @@ func (x *ListAgentAccessRequest) String() string {
 func (*ListAgentAccessRequest) ProtoMessage() {}
 
 func (x *ListAgentAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[44]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2895,7 +3793,7 @@ func (x *ListAgentAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentAccessRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentAccessRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{44}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListAgentAccessRequest) GetId() string {
@@ -2946,7 +3844,7 @@ type ListAgentAccessResponse struct {
 
 func (x *ListAgentAccessResponse) Reset() {
 	*x = ListAgentAccessResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[45]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2958,7 +3856,7 @@ func (x *ListAgentAccessResponse) String() string {
 func (*ListAgentAccessResponse) ProtoMessage() {}
 
 func (x *ListAgentAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[45]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2971,7 +3869,7 @@ func (x *ListAgentAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentAccessResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentAccessResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{45}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListAgentAccessResponse) GetAgent() string {
@@ -3020,7 +3918,7 @@ type AgentNode struct {
 
 func (x *AgentNode) Reset() {
 	*x = AgentNode{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[46]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3032,7 +3930,7 @@ func (x *AgentNode) String() string {
 func (*AgentNode) ProtoMessage() {}
 
 func (x *AgentNode) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[46]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3045,7 +3943,7 @@ func (x *AgentNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentNode.ProtoReflect.Descriptor instead.
 func (*AgentNode) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{46}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *AgentNode) GetAgent() *Agent {
@@ -3072,7 +3970,7 @@ type ListPrincipalAgentsRequest struct {
 
 func (x *ListPrincipalAgentsRequest) Reset() {
 	*x = ListPrincipalAgentsRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[47]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3982,7 @@ func (x *ListPrincipalAgentsRequest) String() string {
 func (*ListPrincipalAgentsRequest) ProtoMessage() {}
 
 func (x *ListPrincipalAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[47]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3995,7 @@ func (x *ListPrincipalAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPrincipalAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListPrincipalAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{47}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListPrincipalAgentsRequest) GetId() string {
@@ -3119,7 +4017,7 @@ type ListPrincipalAgentsResponse struct {
 
 func (x *ListPrincipalAgentsResponse) Reset() {
 	*x = ListPrincipalAgentsResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[48]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3131,7 +4029,7 @@ func (x *ListPrincipalAgentsResponse) String() string {
 func (*ListPrincipalAgentsResponse) ProtoMessage() {}
 
 func (x *ListPrincipalAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[48]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3144,7 +4042,7 @@ func (x *ListPrincipalAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPrincipalAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListPrincipalAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{48}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListPrincipalAgentsResponse) GetPrincipal() string {
@@ -3185,7 +4083,7 @@ type Leg struct {
 
 func (x *Leg) Reset() {
 	*x = Leg{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[49]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3197,7 +4095,7 @@ func (x *Leg) String() string {
 func (*Leg) ProtoMessage() {}
 
 func (x *Leg) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[49]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3210,7 +4108,7 @@ func (x *Leg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leg.ProtoReflect.Descriptor instead.
 func (*Leg) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{49}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *Leg) GetName() string {
@@ -3260,7 +4158,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[50]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3272,7 +4170,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[50]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3285,7 +4183,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{50}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ExplainRequest) GetSubject() string {
@@ -3330,7 +4228,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[51]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3342,7 +4240,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[51]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3355,7 +4253,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{51}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ExplainResponse) GetAllowed() bool {
@@ -3404,7 +4302,7 @@ type UnusedGrant struct {
 
 func (x *UnusedGrant) Reset() {
 	*x = UnusedGrant{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[52]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3416,7 +4314,7 @@ func (x *UnusedGrant) String() string {
 func (*UnusedGrant) ProtoMessage() {}
 
 func (x *UnusedGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[52]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3429,7 +4327,7 @@ func (x *UnusedGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnusedGrant.ProtoReflect.Descriptor instead.
 func (*UnusedGrant) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{52}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *UnusedGrant) GetGrant() *Grant {
@@ -3465,7 +4363,7 @@ type ListUnusedGrantsRequest struct {
 
 func (x *ListUnusedGrantsRequest) Reset() {
 	*x = ListUnusedGrantsRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[53]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3477,7 +4375,7 @@ func (x *ListUnusedGrantsRequest) String() string {
 func (*ListUnusedGrantsRequest) ProtoMessage() {}
 
 func (x *ListUnusedGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[53]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3490,7 +4388,7 @@ func (x *ListUnusedGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUnusedGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListUnusedGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{53}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListUnusedGrantsRequest) GetSince() string {
@@ -3523,7 +4421,7 @@ type ListUnusedGrantsResponse struct {
 
 func (x *ListUnusedGrantsResponse) Reset() {
 	*x = ListUnusedGrantsResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[54]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3535,7 +4433,7 @@ func (x *ListUnusedGrantsResponse) String() string {
 func (*ListUnusedGrantsResponse) ProtoMessage() {}
 
 func (x *ListUnusedGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[54]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3548,7 +4446,7 @@ func (x *ListUnusedGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUnusedGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListUnusedGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{54}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListUnusedGrantsResponse) GetGrants() []*UnusedGrant {
@@ -3574,7 +4472,7 @@ type AgentReport struct {
 
 func (x *AgentReport) Reset() {
 	*x = AgentReport{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[55]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3586,7 +4484,7 @@ func (x *AgentReport) String() string {
 func (*AgentReport) ProtoMessage() {}
 
 func (x *AgentReport) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[55]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3599,7 +4497,7 @@ func (x *AgentReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReport.ProtoReflect.Descriptor instead.
 func (*AgentReport) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{55}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *AgentReport) GetAgent() *Agent {
@@ -3648,7 +4546,7 @@ type GetReviewReportRequest struct {
 
 func (x *GetReviewReportRequest) Reset() {
 	*x = GetReviewReportRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[56]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3660,7 +4558,7 @@ func (x *GetReviewReportRequest) String() string {
 func (*GetReviewReportRequest) ProtoMessage() {}
 
 func (x *GetReviewReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[56]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3673,7 +4571,7 @@ func (x *GetReviewReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReviewReportRequest.ProtoReflect.Descriptor instead.
 func (*GetReviewReportRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{56}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *GetReviewReportRequest) GetPrincipal() string {
@@ -3701,7 +4599,7 @@ type GetReviewReportResponse struct {
 
 func (x *GetReviewReportResponse) Reset() {
 	*x = GetReviewReportResponse{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[57]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3713,7 +4611,7 @@ func (x *GetReviewReportResponse) String() string {
 func (*GetReviewReportResponse) ProtoMessage() {}
 
 func (x *GetReviewReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[57]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3726,7 +4624,7 @@ func (x *GetReviewReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReviewReportResponse.ProtoReflect.Descriptor instead.
 func (*GetReviewReportResponse) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{57}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *GetReviewReportResponse) GetGeneratedAt() *timestamppb.Timestamp {
@@ -3760,7 +4658,7 @@ type GetReviewReportCSVRequest struct {
 
 func (x *GetReviewReportCSVRequest) Reset() {
 	*x = GetReviewReportCSVRequest{}
-	mi := &file_mandate_v1_mandate_proto_msgTypes[58]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3772,7 +4670,7 @@ func (x *GetReviewReportCSVRequest) String() string {
 func (*GetReviewReportCSVRequest) ProtoMessage() {}
 
 func (x *GetReviewReportCSVRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mandate_v1_mandate_proto_msgTypes[58]
+	mi := &file_mandate_v1_mandate_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3785,7 +4683,7 @@ func (x *GetReviewReportCSVRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReviewReportCSVRequest.ProtoReflect.Descriptor instead.
 func (*GetReviewReportCSVRequest) Descriptor() ([]byte, []int) {
-	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{58}
+	return file_mandate_v1_mandate_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetReviewReportCSVRequest) GetPrincipal() string {
@@ -3807,7 +4705,7 @@ var File_mandate_v1_mandate_proto protoreflect.FileDescriptor
 const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\n" +
 	"\x18mandate/v1/mandate.proto\x12\n" +
-	"mandate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xe4\x01\n" +
+	"mandate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\x90\x02\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12 \n" +
@@ -3816,11 +4714,19 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
-	"\x06status\x18\x06 \x01(\tR\x06status\"e\n" +
+	"\x06status\x18\x06 \x01(\tR\x06status\x12*\n" +
+	"\x06bounds\x18\a \x01(\v2\x12.mandate.v1.BoundsR\x06bounds\"\xa8\x01\n" +
+	"\x06Bounds\x12*\n" +
+	"\x11checks_per_minute\x18\x01 \x01(\x05R\x0fchecksPerMinute\x12\x1f\n" +
+	"\vmax_denials\x18\x02 \x01(\x05R\n" +
+	"maxDenials\x12#\n" +
+	"\rdenial_window\x18\x03 \x01(\tR\fdenialWindow\x12,\n" +
+	"\x12resources_per_hour\x18\x04 \x01(\x05R\x10resourcesPerHour\"\x91\x01\n" +
 	"\x11CreateTaskRequest\x12\x1c\n" +
 	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x10\n" +
-	"\x03ttl\x18\x03 \x01(\tR\x03ttl\"g\n" +
+	"\x03ttl\x18\x03 \x01(\tR\x03ttl\x12*\n" +
+	"\x06bounds\x18\x04 \x01(\v2\x12.mandate.v1.BoundsR\x06bounds\"g\n" +
 	"\x12CreateTaskResponse\x12$\n" +
 	"\x04task\x18\x01 \x01(\v2\x10.mandate.v1.TaskR\x04task\x12+\n" +
 	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\" \n" +
@@ -3833,7 +4739,7 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"i\n" +
 	"\x14CompleteTaskResponse\x12$\n" +
 	"\x04task\x18\x01 \x01(\v2\x10.mandate.v1.TaskR\x04task\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\x99\x02\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\xc5\x02\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -3845,12 +4751,15 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
-	"\x06status\x18\t \x01(\tR\x06status\"f\n" +
+	"\x06status\x18\t \x01(\tR\x06status\x12*\n" +
+	"\x06bounds\x18\n" +
+	" \x01(\v2\x12.mandate.v1.BoundsR\x06bounds\"\x92\x01\n" +
 	"\x12CreateAgentRequest\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\tR\x06parent\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x10\n" +
-	"\x03ttl\x18\x04 \x01(\tR\x03ttl\"k\n" +
+	"\x03ttl\x18\x04 \x01(\tR\x03ttl\x12*\n" +
+	"\x06bounds\x18\x05 \x01(\v2\x12.mandate.v1.BoundsR\x06bounds\"k\n" +
 	"\x13CreateAgentResponse\x12'\n" +
 	"\x05agent\x18\x01 \x01(\v2\x11.mandate.v1.AgentR\x05agent\x12+\n" +
 	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"!\n" +
@@ -3873,7 +4782,32 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"k\n" +
 	"\x13ResumeAgentResponse\x12'\n" +
 	"\x05agent\x18\x01 \x01(\v2\x11.mandate.v1.AgentR\x05agent\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\xf9\x01\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"G\n" +
+	"\x1dSuspendPrincipalAgentsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x98\x01\n" +
+	"\x1eSuspendPrincipalAgentsResponse\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12+\n" +
+	"\x11already_suspended\x18\x02 \x01(\bR\x10alreadySuspended\x12+\n" +
+	"\x11consistency_token\x18\x03 \x01(\tR\x10consistencyToken\"F\n" +
+	"\x1cResumePrincipalAgentsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x8f\x01\n" +
+	"\x1dResumePrincipalAgentsResponse\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12#\n" +
+	"\rwas_suspended\x18\x02 \x01(\bR\fwasSuspended\x12+\n" +
+	"\x11consistency_token\x18\x03 \x01(\tR\x10consistencyToken\"0\n" +
+	"\x16FreezeAllAgentsRequest\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"m\n" +
+	"\x17FreezeAllAgentsResponse\x12%\n" +
+	"\x0ealready_frozen\x18\x01 \x01(\bR\ralreadyFrozen\x12+\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"2\n" +
+	"\x18UnfreezeAllAgentsRequest\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"g\n" +
+	"\x19UnfreezeAllAgentsResponse\x12\x1d\n" +
+	"\n" +
+	"was_frozen\x18\x01 \x01(\bR\twasFrozen\x12+\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\xb3\x02\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x1e\n" +
@@ -3885,14 +4819,32 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
-	"\x06status\x18\a \x01(\tR\x06status\"z\n" +
+	"\x06status\x18\a \x01(\tR\x06status\x128\n" +
+	"\tcondition\x18\b \x01(\v2\x1a.mandate.v1.GrantConditionR\tcondition\"\x9a\x02\n" +
+	"\x0eGrantCondition\x12K\n" +
+	"\x0esource_network\x18\x01 \x01(\v2\".mandate.v1.SourceNetworkConditionH\x00R\rsourceNetwork\x122\n" +
+	"\x05hours\x18\x02 \x01(\v2\x1a.mandate.v1.HoursConditionH\x00R\x05hours\x129\n" +
+	"\bmax_risk\x18\x03 \x01(\v2\x1c.mandate.v1.MaxRiskConditionH\x00R\amaxRisk\x12D\n" +
+	"\venvironment\x18\x04 \x01(\v2 .mandate.v1.EnvironmentConditionH\x00R\venvironmentB\x06\n" +
+	"\x04kind\".\n" +
+	"\x16SourceNetworkCondition\x12\x14\n" +
+	"\x05cidrs\x18\x01 \x03(\tR\x05cidrs\"U\n" +
+	"\x0eHoursCondition\x12\x1b\n" +
+	"\ttime_zone\x18\x01 \x01(\tR\btimeZone\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\tR\x03end\"$\n" +
+	"\x10MaxRiskCondition\x12\x10\n" +
+	"\x03max\x18\x01 \x01(\x01R\x03max\",\n" +
+	"\x14EnvironmentCondition\x12\x14\n" +
+	"\x05label\x18\x01 \x01(\tR\x05label\"\xb4\x01\n" +
 	"\x12CreateGrantRequest\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x1e\n" +
 	"\n" +
 	"permission\x18\x02 \x01(\tR\n" +
 	"permission\x12\x1a\n" +
 	"\bresource\x18\x03 \x01(\tR\bresource\x12\x10\n" +
-	"\x03ttl\x18\x04 \x01(\tR\x03ttl\"k\n" +
+	"\x03ttl\x18\x04 \x01(\tR\x03ttl\x128\n" +
+	"\tcondition\x18\x05 \x01(\v2\x1a.mandate.v1.GrantConditionR\tcondition\"k\n" +
 	"\x13CreateGrantResponse\x12'\n" +
 	"\x05grant\x18\x01 \x01(\v2\x11.mandate.v1.GrantR\x05grant\x12+\n" +
 	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"!\n" +
@@ -3915,7 +4867,7 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\acontext\x18\x04 \x01(\v2\x17.google.protobuf.StructR\acontext\x12%\n" +
 	"\x0ecorrelation_id\x18\x05 \x01(\tR\rcorrelationId\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12+\n" +
-	"\x11consistency_token\x18\a \x01(\tR\x10consistencyToken\"\x9d\x02\n" +
+	"\x11consistency_token\x18\a \x01(\tR\x10consistencyToken\"\xfa\x02\n" +
 	"\rCheckResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
@@ -3927,7 +4879,11 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x05chain\x18\x06 \x03(\tR\x05chain\x12;\n" +
 	"\vvalid_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"validUntil\x12+\n" +
-	"\x11consistency_token\x18\b \x01(\tR\x10consistencyToken\"D\n" +
+	"\x11consistency_token\x18\b \x01(\tR\x10consistencyToken\x12'\n" +
+	"\x0fmissing_context\x18\t \x03(\tR\x0emissingContext\x12\x1c\n" +
+	"\tcondition\x18\n" +
+	" \x01(\tR\tcondition\x12\x14\n" +
+	"\x05bound\x18\v \x01(\tR\x05bound\"D\n" +
 	"\x10CheckBulkRequest\x120\n" +
 	"\x06checks\x18\x01 \x03(\v2\x18.mandate.v1.CheckRequestR\x06checks\"u\n" +
 	"\x11CheckBulkResponse\x123\n" +
@@ -4107,14 +5063,18 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\n" +
 	"CreateTask\x12\x1d.mandate.v1.CreateTaskRequest\x1a\x1e.mandate.v1.CreateTaskResponse\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/tasks\x12Z\n" +
 	"\aGetTask\x12\x1a.mandate.v1.GetTaskRequest\x1a\x1b.mandate.v1.GetTaskResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/tasks/{id}\x12u\n" +
-	"\fCompleteTask\x12\x1f.mandate.v1.CompleteTaskRequest\x1a .mandate.v1.CompleteTaskResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/tasks/{id}:complete2\xa8\x04\n" +
+	"\fCompleteTask\x12\x1f.mandate.v1.CompleteTaskRequest\x1a .mandate.v1.CompleteTaskResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/tasks/{id}:complete2\x8c\t\n" +
 	"\fAgentService\x12e\n" +
 	"\vCreateAgent\x12\x1e.mandate.v1.CreateAgentRequest\x1a\x1f.mandate.v1.CreateAgentResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
 	"/v1/agents\x12^\n" +
 	"\bGetAgent\x12\x1b.mandate.v1.GetAgentRequest\x1a\x1c.mandate.v1.GetAgentResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/agents/{id}\x12g\n" +
 	"\vRevokeAgent\x12\x1e.mandate.v1.RevokeAgentRequest\x1a\x1f.mandate.v1.RevokeAgentResponse\"\x17\x82\xd3\xe4\x93\x02\x11*\x0f/v1/agents/{id}\x12u\n" +
 	"\fSuspendAgent\x12\x1f.mandate.v1.SuspendAgentRequest\x1a .mandate.v1.SuspendAgentResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/agents/{id}:suspend\x12q\n" +
-	"\vResumeAgent\x12\x1e.mandate.v1.ResumeAgentRequest\x1a\x1f.mandate.v1.ResumeAgentResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/agents/{id}:resume2\xbe\x02\n" +
+	"\vResumeAgent\x12\x1e.mandate.v1.ResumeAgentRequest\x1a\x1f.mandate.v1.ResumeAgentResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/agents/{id}:resume\x12\x9e\x01\n" +
+	"\x16SuspendPrincipalAgents\x12).mandate.v1.SuspendPrincipalAgentsRequest\x1a*.mandate.v1.SuspendPrincipalAgentsResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/v1/principals/{id}:suspend-agents\x12\xbb\x01\n" +
+	"\x15ResumePrincipalAgents\x12(.mandate.v1.ResumePrincipalAgentsRequest\x1a).mandate.v1.ResumePrincipalAgentsResponse\"M\x82\xd3\xe4\x93\x02G:\x01*Z\x1f:\x01*\"\x1a/v1/principals/{id}:resume\"!/v1/principals/{id}:resume-agents\x12|\n" +
+	"\x0fFreezeAllAgents\x12\".mandate.v1.FreezeAllAgentsRequest\x1a#.mandate.v1.FreezeAllAgentsResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/agents:freeze-all\x12\x84\x01\n" +
+	"\x11UnfreezeAllAgents\x12$.mandate.v1.UnfreezeAllAgentsRequest\x1a%.mandate.v1.UnfreezeAllAgentsResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/agents:unfreeze-all2\xbe\x02\n" +
 	"\fGrantService\x12e\n" +
 	"\vCreateGrant\x12\x1e.mandate.v1.CreateGrantRequest\x1a\x1f.mandate.v1.CreateGrantResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
 	"/v1/grants\x12^\n" +
@@ -4163,169 +5123,201 @@ func file_mandate_v1_mandate_proto_rawDescGZIP() []byte {
 	return file_mandate_v1_mandate_proto_rawDescData
 }
 
-var file_mandate_v1_mandate_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_mandate_v1_mandate_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_mandate_v1_mandate_proto_goTypes = []any{
-	(*Task)(nil),                        // 0: mandate.v1.Task
-	(*CreateTaskRequest)(nil),           // 1: mandate.v1.CreateTaskRequest
-	(*CreateTaskResponse)(nil),          // 2: mandate.v1.CreateTaskResponse
-	(*GetTaskRequest)(nil),              // 3: mandate.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),             // 4: mandate.v1.GetTaskResponse
-	(*CompleteTaskRequest)(nil),         // 5: mandate.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),        // 6: mandate.v1.CompleteTaskResponse
-	(*Agent)(nil),                       // 7: mandate.v1.Agent
-	(*CreateAgentRequest)(nil),          // 8: mandate.v1.CreateAgentRequest
-	(*CreateAgentResponse)(nil),         // 9: mandate.v1.CreateAgentResponse
-	(*GetAgentRequest)(nil),             // 10: mandate.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),            // 11: mandate.v1.GetAgentResponse
-	(*RevokeAgentRequest)(nil),          // 12: mandate.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),         // 13: mandate.v1.RevokeAgentResponse
-	(*SuspendAgentRequest)(nil),         // 14: mandate.v1.SuspendAgentRequest
-	(*SuspendAgentResponse)(nil),        // 15: mandate.v1.SuspendAgentResponse
-	(*ResumeAgentRequest)(nil),          // 16: mandate.v1.ResumeAgentRequest
-	(*ResumeAgentResponse)(nil),         // 17: mandate.v1.ResumeAgentResponse
-	(*Grant)(nil),                       // 18: mandate.v1.Grant
-	(*CreateGrantRequest)(nil),          // 19: mandate.v1.CreateGrantRequest
-	(*CreateGrantResponse)(nil),         // 20: mandate.v1.CreateGrantResponse
-	(*GetGrantRequest)(nil),             // 21: mandate.v1.GetGrantRequest
-	(*GetGrantResponse)(nil),            // 22: mandate.v1.GetGrantResponse
-	(*DeleteGrantRequest)(nil),          // 23: mandate.v1.DeleteGrantRequest
-	(*DeleteGrantResponse)(nil),         // 24: mandate.v1.DeleteGrantResponse
-	(*CheckRequest)(nil),                // 25: mandate.v1.CheckRequest
-	(*CheckResponse)(nil),               // 26: mandate.v1.CheckResponse
-	(*CheckBulkRequest)(nil),            // 27: mandate.v1.CheckBulkRequest
-	(*CheckBulkResponse)(nil),           // 28: mandate.v1.CheckBulkResponse
-	(*WriteSchemaRequest)(nil),          // 29: mandate.v1.WriteSchemaRequest
-	(*WriteSchemaResponse)(nil),         // 30: mandate.v1.WriteSchemaResponse
-	(*ReadSchemaRequest)(nil),           // 31: mandate.v1.ReadSchemaRequest
-	(*ReadSchemaResponse)(nil),          // 32: mandate.v1.ReadSchemaResponse
-	(*RelationshipUpdate)(nil),          // 33: mandate.v1.RelationshipUpdate
-	(*WriteRelationshipsRequest)(nil),   // 34: mandate.v1.WriteRelationshipsRequest
-	(*WriteRelationshipsResponse)(nil),  // 35: mandate.v1.WriteRelationshipsResponse
-	(*ReadRelationshipsRequest)(nil),    // 36: mandate.v1.ReadRelationshipsRequest
-	(*ReadRelationshipsResponse)(nil),   // 37: mandate.v1.ReadRelationshipsResponse
-	(*AuditRecord)(nil),                 // 38: mandate.v1.AuditRecord
-	(*ListAuditRequest)(nil),            // 39: mandate.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),           // 40: mandate.v1.ListAuditResponse
-	(*ListAgentsRequest)(nil),           // 41: mandate.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),          // 42: mandate.v1.ListAgentsResponse
-	(*AccessEntry)(nil),                 // 43: mandate.v1.AccessEntry
-	(*ListAgentAccessRequest)(nil),      // 44: mandate.v1.ListAgentAccessRequest
-	(*ListAgentAccessResponse)(nil),     // 45: mandate.v1.ListAgentAccessResponse
-	(*AgentNode)(nil),                   // 46: mandate.v1.AgentNode
-	(*ListPrincipalAgentsRequest)(nil),  // 47: mandate.v1.ListPrincipalAgentsRequest
-	(*ListPrincipalAgentsResponse)(nil), // 48: mandate.v1.ListPrincipalAgentsResponse
-	(*Leg)(nil),                         // 49: mandate.v1.Leg
-	(*ExplainRequest)(nil),              // 50: mandate.v1.ExplainRequest
-	(*ExplainResponse)(nil),             // 51: mandate.v1.ExplainResponse
-	(*UnusedGrant)(nil),                 // 52: mandate.v1.UnusedGrant
-	(*ListUnusedGrantsRequest)(nil),     // 53: mandate.v1.ListUnusedGrantsRequest
-	(*ListUnusedGrantsResponse)(nil),    // 54: mandate.v1.ListUnusedGrantsResponse
-	(*AgentReport)(nil),                 // 55: mandate.v1.AgentReport
-	(*GetReviewReportRequest)(nil),      // 56: mandate.v1.GetReviewReportRequest
-	(*GetReviewReportResponse)(nil),     // 57: mandate.v1.GetReviewReportResponse
-	(*GetReviewReportCSVRequest)(nil),   // 58: mandate.v1.GetReviewReportCSVRequest
-	(*timestamppb.Timestamp)(nil),       // 59: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),             // 60: google.protobuf.Struct
-	(*httpbody.HttpBody)(nil),           // 61: google.api.HttpBody
+	(*Task)(nil),                           // 0: mandate.v1.Task
+	(*Bounds)(nil),                         // 1: mandate.v1.Bounds
+	(*CreateTaskRequest)(nil),              // 2: mandate.v1.CreateTaskRequest
+	(*CreateTaskResponse)(nil),             // 3: mandate.v1.CreateTaskResponse
+	(*GetTaskRequest)(nil),                 // 4: mandate.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                // 5: mandate.v1.GetTaskResponse
+	(*CompleteTaskRequest)(nil),            // 6: mandate.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),           // 7: mandate.v1.CompleteTaskResponse
+	(*Agent)(nil),                          // 8: mandate.v1.Agent
+	(*CreateAgentRequest)(nil),             // 9: mandate.v1.CreateAgentRequest
+	(*CreateAgentResponse)(nil),            // 10: mandate.v1.CreateAgentResponse
+	(*GetAgentRequest)(nil),                // 11: mandate.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),               // 12: mandate.v1.GetAgentResponse
+	(*RevokeAgentRequest)(nil),             // 13: mandate.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),            // 14: mandate.v1.RevokeAgentResponse
+	(*SuspendAgentRequest)(nil),            // 15: mandate.v1.SuspendAgentRequest
+	(*SuspendAgentResponse)(nil),           // 16: mandate.v1.SuspendAgentResponse
+	(*ResumeAgentRequest)(nil),             // 17: mandate.v1.ResumeAgentRequest
+	(*ResumeAgentResponse)(nil),            // 18: mandate.v1.ResumeAgentResponse
+	(*SuspendPrincipalAgentsRequest)(nil),  // 19: mandate.v1.SuspendPrincipalAgentsRequest
+	(*SuspendPrincipalAgentsResponse)(nil), // 20: mandate.v1.SuspendPrincipalAgentsResponse
+	(*ResumePrincipalAgentsRequest)(nil),   // 21: mandate.v1.ResumePrincipalAgentsRequest
+	(*ResumePrincipalAgentsResponse)(nil),  // 22: mandate.v1.ResumePrincipalAgentsResponse
+	(*FreezeAllAgentsRequest)(nil),         // 23: mandate.v1.FreezeAllAgentsRequest
+	(*FreezeAllAgentsResponse)(nil),        // 24: mandate.v1.FreezeAllAgentsResponse
+	(*UnfreezeAllAgentsRequest)(nil),       // 25: mandate.v1.UnfreezeAllAgentsRequest
+	(*UnfreezeAllAgentsResponse)(nil),      // 26: mandate.v1.UnfreezeAllAgentsResponse
+	(*Grant)(nil),                          // 27: mandate.v1.Grant
+	(*GrantCondition)(nil),                 // 28: mandate.v1.GrantCondition
+	(*SourceNetworkCondition)(nil),         // 29: mandate.v1.SourceNetworkCondition
+	(*HoursCondition)(nil),                 // 30: mandate.v1.HoursCondition
+	(*MaxRiskCondition)(nil),               // 31: mandate.v1.MaxRiskCondition
+	(*EnvironmentCondition)(nil),           // 32: mandate.v1.EnvironmentCondition
+	(*CreateGrantRequest)(nil),             // 33: mandate.v1.CreateGrantRequest
+	(*CreateGrantResponse)(nil),            // 34: mandate.v1.CreateGrantResponse
+	(*GetGrantRequest)(nil),                // 35: mandate.v1.GetGrantRequest
+	(*GetGrantResponse)(nil),               // 36: mandate.v1.GetGrantResponse
+	(*DeleteGrantRequest)(nil),             // 37: mandate.v1.DeleteGrantRequest
+	(*DeleteGrantResponse)(nil),            // 38: mandate.v1.DeleteGrantResponse
+	(*CheckRequest)(nil),                   // 39: mandate.v1.CheckRequest
+	(*CheckResponse)(nil),                  // 40: mandate.v1.CheckResponse
+	(*CheckBulkRequest)(nil),               // 41: mandate.v1.CheckBulkRequest
+	(*CheckBulkResponse)(nil),              // 42: mandate.v1.CheckBulkResponse
+	(*WriteSchemaRequest)(nil),             // 43: mandate.v1.WriteSchemaRequest
+	(*WriteSchemaResponse)(nil),            // 44: mandate.v1.WriteSchemaResponse
+	(*ReadSchemaRequest)(nil),              // 45: mandate.v1.ReadSchemaRequest
+	(*ReadSchemaResponse)(nil),             // 46: mandate.v1.ReadSchemaResponse
+	(*RelationshipUpdate)(nil),             // 47: mandate.v1.RelationshipUpdate
+	(*WriteRelationshipsRequest)(nil),      // 48: mandate.v1.WriteRelationshipsRequest
+	(*WriteRelationshipsResponse)(nil),     // 49: mandate.v1.WriteRelationshipsResponse
+	(*ReadRelationshipsRequest)(nil),       // 50: mandate.v1.ReadRelationshipsRequest
+	(*ReadRelationshipsResponse)(nil),      // 51: mandate.v1.ReadRelationshipsResponse
+	(*AuditRecord)(nil),                    // 52: mandate.v1.AuditRecord
+	(*ListAuditRequest)(nil),               // 53: mandate.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),              // 54: mandate.v1.ListAuditResponse
+	(*ListAgentsRequest)(nil),              // 55: mandate.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),             // 56: mandate.v1.ListAgentsResponse
+	(*AccessEntry)(nil),                    // 57: mandate.v1.AccessEntry
+	(*ListAgentAccessRequest)(nil),         // 58: mandate.v1.ListAgentAccessRequest
+	(*ListAgentAccessResponse)(nil),        // 59: mandate.v1.ListAgentAccessResponse
+	(*AgentNode)(nil),                      // 60: mandate.v1.AgentNode
+	(*ListPrincipalAgentsRequest)(nil),     // 61: mandate.v1.ListPrincipalAgentsRequest
+	(*ListPrincipalAgentsResponse)(nil),    // 62: mandate.v1.ListPrincipalAgentsResponse
+	(*Leg)(nil),                            // 63: mandate.v1.Leg
+	(*ExplainRequest)(nil),                 // 64: mandate.v1.ExplainRequest
+	(*ExplainResponse)(nil),                // 65: mandate.v1.ExplainResponse
+	(*UnusedGrant)(nil),                    // 66: mandate.v1.UnusedGrant
+	(*ListUnusedGrantsRequest)(nil),        // 67: mandate.v1.ListUnusedGrantsRequest
+	(*ListUnusedGrantsResponse)(nil),       // 68: mandate.v1.ListUnusedGrantsResponse
+	(*AgentReport)(nil),                    // 69: mandate.v1.AgentReport
+	(*GetReviewReportRequest)(nil),         // 70: mandate.v1.GetReviewReportRequest
+	(*GetReviewReportResponse)(nil),        // 71: mandate.v1.GetReviewReportResponse
+	(*GetReviewReportCSVRequest)(nil),      // 72: mandate.v1.GetReviewReportCSVRequest
+	(*timestamppb.Timestamp)(nil),          // 73: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),                // 74: google.protobuf.Struct
+	(*httpbody.HttpBody)(nil),              // 75: google.api.HttpBody
 }
 var file_mandate_v1_mandate_proto_depIdxs = []int32{
-	59, // 0: mandate.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	59, // 1: mandate.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 2: mandate.v1.CreateTaskResponse.task:type_name -> mandate.v1.Task
-	0,  // 3: mandate.v1.GetTaskResponse.task:type_name -> mandate.v1.Task
-	0,  // 4: mandate.v1.CompleteTaskResponse.task:type_name -> mandate.v1.Task
-	59, // 5: mandate.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	59, // 6: mandate.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 7: mandate.v1.CreateAgentResponse.agent:type_name -> mandate.v1.Agent
-	7,  // 8: mandate.v1.GetAgentResponse.agent:type_name -> mandate.v1.Agent
-	7,  // 9: mandate.v1.SuspendAgentResponse.agent:type_name -> mandate.v1.Agent
-	7,  // 10: mandate.v1.ResumeAgentResponse.agent:type_name -> mandate.v1.Agent
-	59, // 11: mandate.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	59, // 12: mandate.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	18, // 13: mandate.v1.CreateGrantResponse.grant:type_name -> mandate.v1.Grant
-	18, // 14: mandate.v1.GetGrantResponse.grant:type_name -> mandate.v1.Grant
-	60, // 15: mandate.v1.CheckRequest.context:type_name -> google.protobuf.Struct
-	59, // 16: mandate.v1.CheckResponse.valid_until:type_name -> google.protobuf.Timestamp
-	25, // 17: mandate.v1.CheckBulkRequest.checks:type_name -> mandate.v1.CheckRequest
-	26, // 18: mandate.v1.CheckBulkResponse.results:type_name -> mandate.v1.CheckResponse
-	33, // 19: mandate.v1.WriteRelationshipsRequest.updates:type_name -> mandate.v1.RelationshipUpdate
-	59, // 20: mandate.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	60, // 21: mandate.v1.AuditRecord.details:type_name -> google.protobuf.Struct
-	38, // 22: mandate.v1.ListAuditResponse.records:type_name -> mandate.v1.AuditRecord
-	7,  // 23: mandate.v1.ListAgentsResponse.agents:type_name -> mandate.v1.Agent
-	59, // 24: mandate.v1.AccessEntry.valid_until:type_name -> google.protobuf.Timestamp
-	43, // 25: mandate.v1.ListAgentAccessResponse.access:type_name -> mandate.v1.AccessEntry
-	7,  // 26: mandate.v1.AgentNode.agent:type_name -> mandate.v1.Agent
-	46, // 27: mandate.v1.AgentNode.children:type_name -> mandate.v1.AgentNode
-	0,  // 28: mandate.v1.ListPrincipalAgentsResponse.tasks:type_name -> mandate.v1.Task
-	46, // 29: mandate.v1.ListPrincipalAgentsResponse.agents:type_name -> mandate.v1.AgentNode
-	59, // 30: mandate.v1.Leg.expires_at:type_name -> google.protobuf.Timestamp
-	60, // 31: mandate.v1.ExplainRequest.context:type_name -> google.protobuf.Struct
-	49, // 32: mandate.v1.ExplainResponse.legs:type_name -> mandate.v1.Leg
-	18, // 33: mandate.v1.UnusedGrant.grant:type_name -> mandate.v1.Grant
-	52, // 34: mandate.v1.ListUnusedGrantsResponse.grants:type_name -> mandate.v1.UnusedGrant
-	7,  // 35: mandate.v1.AgentReport.agent:type_name -> mandate.v1.Agent
-	43, // 36: mandate.v1.AgentReport.can_reach:type_name -> mandate.v1.AccessEntry
-	18, // 37: mandate.v1.AgentReport.unused_grants:type_name -> mandate.v1.Grant
-	38, // 38: mandate.v1.AgentReport.denials:type_name -> mandate.v1.AuditRecord
-	59, // 39: mandate.v1.GetReviewReportResponse.generated_at:type_name -> google.protobuf.Timestamp
-	59, // 40: mandate.v1.GetReviewReportResponse.since:type_name -> google.protobuf.Timestamp
-	55, // 41: mandate.v1.GetReviewReportResponse.agents:type_name -> mandate.v1.AgentReport
-	1,  // 42: mandate.v1.TaskService.CreateTask:input_type -> mandate.v1.CreateTaskRequest
-	3,  // 43: mandate.v1.TaskService.GetTask:input_type -> mandate.v1.GetTaskRequest
-	5,  // 44: mandate.v1.TaskService.CompleteTask:input_type -> mandate.v1.CompleteTaskRequest
-	8,  // 45: mandate.v1.AgentService.CreateAgent:input_type -> mandate.v1.CreateAgentRequest
-	10, // 46: mandate.v1.AgentService.GetAgent:input_type -> mandate.v1.GetAgentRequest
-	12, // 47: mandate.v1.AgentService.RevokeAgent:input_type -> mandate.v1.RevokeAgentRequest
-	14, // 48: mandate.v1.AgentService.SuspendAgent:input_type -> mandate.v1.SuspendAgentRequest
-	16, // 49: mandate.v1.AgentService.ResumeAgent:input_type -> mandate.v1.ResumeAgentRequest
-	19, // 50: mandate.v1.GrantService.CreateGrant:input_type -> mandate.v1.CreateGrantRequest
-	21, // 51: mandate.v1.GrantService.GetGrant:input_type -> mandate.v1.GetGrantRequest
-	23, // 52: mandate.v1.GrantService.DeleteGrant:input_type -> mandate.v1.DeleteGrantRequest
-	25, // 53: mandate.v1.CheckService.Check:input_type -> mandate.v1.CheckRequest
-	27, // 54: mandate.v1.CheckService.CheckBulk:input_type -> mandate.v1.CheckBulkRequest
-	29, // 55: mandate.v1.SchemaService.WriteSchema:input_type -> mandate.v1.WriteSchemaRequest
-	31, // 56: mandate.v1.SchemaService.ReadSchema:input_type -> mandate.v1.ReadSchemaRequest
-	34, // 57: mandate.v1.RelationshipService.WriteRelationships:input_type -> mandate.v1.WriteRelationshipsRequest
-	36, // 58: mandate.v1.RelationshipService.ReadRelationships:input_type -> mandate.v1.ReadRelationshipsRequest
-	39, // 59: mandate.v1.AuditService.ListAudit:input_type -> mandate.v1.ListAuditRequest
-	41, // 60: mandate.v1.ReviewService.ListAgents:input_type -> mandate.v1.ListAgentsRequest
-	44, // 61: mandate.v1.ReviewService.ListAgentAccess:input_type -> mandate.v1.ListAgentAccessRequest
-	47, // 62: mandate.v1.ReviewService.ListPrincipalAgents:input_type -> mandate.v1.ListPrincipalAgentsRequest
-	50, // 63: mandate.v1.ReviewService.Explain:input_type -> mandate.v1.ExplainRequest
-	53, // 64: mandate.v1.ReviewService.ListUnusedGrants:input_type -> mandate.v1.ListUnusedGrantsRequest
-	56, // 65: mandate.v1.ReviewService.GetReviewReport:input_type -> mandate.v1.GetReviewReportRequest
-	58, // 66: mandate.v1.ReviewService.GetReviewReportCSV:input_type -> mandate.v1.GetReviewReportCSVRequest
-	2,  // 67: mandate.v1.TaskService.CreateTask:output_type -> mandate.v1.CreateTaskResponse
-	4,  // 68: mandate.v1.TaskService.GetTask:output_type -> mandate.v1.GetTaskResponse
-	6,  // 69: mandate.v1.TaskService.CompleteTask:output_type -> mandate.v1.CompleteTaskResponse
-	9,  // 70: mandate.v1.AgentService.CreateAgent:output_type -> mandate.v1.CreateAgentResponse
-	11, // 71: mandate.v1.AgentService.GetAgent:output_type -> mandate.v1.GetAgentResponse
-	13, // 72: mandate.v1.AgentService.RevokeAgent:output_type -> mandate.v1.RevokeAgentResponse
-	15, // 73: mandate.v1.AgentService.SuspendAgent:output_type -> mandate.v1.SuspendAgentResponse
-	17, // 74: mandate.v1.AgentService.ResumeAgent:output_type -> mandate.v1.ResumeAgentResponse
-	20, // 75: mandate.v1.GrantService.CreateGrant:output_type -> mandate.v1.CreateGrantResponse
-	22, // 76: mandate.v1.GrantService.GetGrant:output_type -> mandate.v1.GetGrantResponse
-	24, // 77: mandate.v1.GrantService.DeleteGrant:output_type -> mandate.v1.DeleteGrantResponse
-	26, // 78: mandate.v1.CheckService.Check:output_type -> mandate.v1.CheckResponse
-	28, // 79: mandate.v1.CheckService.CheckBulk:output_type -> mandate.v1.CheckBulkResponse
-	30, // 80: mandate.v1.SchemaService.WriteSchema:output_type -> mandate.v1.WriteSchemaResponse
-	32, // 81: mandate.v1.SchemaService.ReadSchema:output_type -> mandate.v1.ReadSchemaResponse
-	35, // 82: mandate.v1.RelationshipService.WriteRelationships:output_type -> mandate.v1.WriteRelationshipsResponse
-	37, // 83: mandate.v1.RelationshipService.ReadRelationships:output_type -> mandate.v1.ReadRelationshipsResponse
-	40, // 84: mandate.v1.AuditService.ListAudit:output_type -> mandate.v1.ListAuditResponse
-	42, // 85: mandate.v1.ReviewService.ListAgents:output_type -> mandate.v1.ListAgentsResponse
-	45, // 86: mandate.v1.ReviewService.ListAgentAccess:output_type -> mandate.v1.ListAgentAccessResponse
-	48, // 87: mandate.v1.ReviewService.ListPrincipalAgents:output_type -> mandate.v1.ListPrincipalAgentsResponse
-	51, // 88: mandate.v1.ReviewService.Explain:output_type -> mandate.v1.ExplainResponse
-	54, // 89: mandate.v1.ReviewService.ListUnusedGrants:output_type -> mandate.v1.ListUnusedGrantsResponse
-	57, // 90: mandate.v1.ReviewService.GetReviewReport:output_type -> mandate.v1.GetReviewReportResponse
-	61, // 91: mandate.v1.ReviewService.GetReviewReportCSV:output_type -> google.api.HttpBody
-	67, // [67:92] is the sub-list for method output_type
-	42, // [42:67] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	73, // 0: mandate.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	73, // 1: mandate.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: mandate.v1.Task.bounds:type_name -> mandate.v1.Bounds
+	1,  // 3: mandate.v1.CreateTaskRequest.bounds:type_name -> mandate.v1.Bounds
+	0,  // 4: mandate.v1.CreateTaskResponse.task:type_name -> mandate.v1.Task
+	0,  // 5: mandate.v1.GetTaskResponse.task:type_name -> mandate.v1.Task
+	0,  // 6: mandate.v1.CompleteTaskResponse.task:type_name -> mandate.v1.Task
+	73, // 7: mandate.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	73, // 8: mandate.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 9: mandate.v1.Agent.bounds:type_name -> mandate.v1.Bounds
+	1,  // 10: mandate.v1.CreateAgentRequest.bounds:type_name -> mandate.v1.Bounds
+	8,  // 11: mandate.v1.CreateAgentResponse.agent:type_name -> mandate.v1.Agent
+	8,  // 12: mandate.v1.GetAgentResponse.agent:type_name -> mandate.v1.Agent
+	8,  // 13: mandate.v1.SuspendAgentResponse.agent:type_name -> mandate.v1.Agent
+	8,  // 14: mandate.v1.ResumeAgentResponse.agent:type_name -> mandate.v1.Agent
+	73, // 15: mandate.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	73, // 16: mandate.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 17: mandate.v1.Grant.condition:type_name -> mandate.v1.GrantCondition
+	29, // 18: mandate.v1.GrantCondition.source_network:type_name -> mandate.v1.SourceNetworkCondition
+	30, // 19: mandate.v1.GrantCondition.hours:type_name -> mandate.v1.HoursCondition
+	31, // 20: mandate.v1.GrantCondition.max_risk:type_name -> mandate.v1.MaxRiskCondition
+	32, // 21: mandate.v1.GrantCondition.environment:type_name -> mandate.v1.EnvironmentCondition
+	28, // 22: mandate.v1.CreateGrantRequest.condition:type_name -> mandate.v1.GrantCondition
+	27, // 23: mandate.v1.CreateGrantResponse.grant:type_name -> mandate.v1.Grant
+	27, // 24: mandate.v1.GetGrantResponse.grant:type_name -> mandate.v1.Grant
+	74, // 25: mandate.v1.CheckRequest.context:type_name -> google.protobuf.Struct
+	73, // 26: mandate.v1.CheckResponse.valid_until:type_name -> google.protobuf.Timestamp
+	39, // 27: mandate.v1.CheckBulkRequest.checks:type_name -> mandate.v1.CheckRequest
+	40, // 28: mandate.v1.CheckBulkResponse.results:type_name -> mandate.v1.CheckResponse
+	47, // 29: mandate.v1.WriteRelationshipsRequest.updates:type_name -> mandate.v1.RelationshipUpdate
+	73, // 30: mandate.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	74, // 31: mandate.v1.AuditRecord.details:type_name -> google.protobuf.Struct
+	52, // 32: mandate.v1.ListAuditResponse.records:type_name -> mandate.v1.AuditRecord
+	8,  // 33: mandate.v1.ListAgentsResponse.agents:type_name -> mandate.v1.Agent
+	73, // 34: mandate.v1.AccessEntry.valid_until:type_name -> google.protobuf.Timestamp
+	57, // 35: mandate.v1.ListAgentAccessResponse.access:type_name -> mandate.v1.AccessEntry
+	8,  // 36: mandate.v1.AgentNode.agent:type_name -> mandate.v1.Agent
+	60, // 37: mandate.v1.AgentNode.children:type_name -> mandate.v1.AgentNode
+	0,  // 38: mandate.v1.ListPrincipalAgentsResponse.tasks:type_name -> mandate.v1.Task
+	60, // 39: mandate.v1.ListPrincipalAgentsResponse.agents:type_name -> mandate.v1.AgentNode
+	73, // 40: mandate.v1.Leg.expires_at:type_name -> google.protobuf.Timestamp
+	74, // 41: mandate.v1.ExplainRequest.context:type_name -> google.protobuf.Struct
+	63, // 42: mandate.v1.ExplainResponse.legs:type_name -> mandate.v1.Leg
+	27, // 43: mandate.v1.UnusedGrant.grant:type_name -> mandate.v1.Grant
+	66, // 44: mandate.v1.ListUnusedGrantsResponse.grants:type_name -> mandate.v1.UnusedGrant
+	8,  // 45: mandate.v1.AgentReport.agent:type_name -> mandate.v1.Agent
+	57, // 46: mandate.v1.AgentReport.can_reach:type_name -> mandate.v1.AccessEntry
+	27, // 47: mandate.v1.AgentReport.unused_grants:type_name -> mandate.v1.Grant
+	52, // 48: mandate.v1.AgentReport.denials:type_name -> mandate.v1.AuditRecord
+	73, // 49: mandate.v1.GetReviewReportResponse.generated_at:type_name -> google.protobuf.Timestamp
+	73, // 50: mandate.v1.GetReviewReportResponse.since:type_name -> google.protobuf.Timestamp
+	69, // 51: mandate.v1.GetReviewReportResponse.agents:type_name -> mandate.v1.AgentReport
+	2,  // 52: mandate.v1.TaskService.CreateTask:input_type -> mandate.v1.CreateTaskRequest
+	4,  // 53: mandate.v1.TaskService.GetTask:input_type -> mandate.v1.GetTaskRequest
+	6,  // 54: mandate.v1.TaskService.CompleteTask:input_type -> mandate.v1.CompleteTaskRequest
+	9,  // 55: mandate.v1.AgentService.CreateAgent:input_type -> mandate.v1.CreateAgentRequest
+	11, // 56: mandate.v1.AgentService.GetAgent:input_type -> mandate.v1.GetAgentRequest
+	13, // 57: mandate.v1.AgentService.RevokeAgent:input_type -> mandate.v1.RevokeAgentRequest
+	15, // 58: mandate.v1.AgentService.SuspendAgent:input_type -> mandate.v1.SuspendAgentRequest
+	17, // 59: mandate.v1.AgentService.ResumeAgent:input_type -> mandate.v1.ResumeAgentRequest
+	19, // 60: mandate.v1.AgentService.SuspendPrincipalAgents:input_type -> mandate.v1.SuspendPrincipalAgentsRequest
+	21, // 61: mandate.v1.AgentService.ResumePrincipalAgents:input_type -> mandate.v1.ResumePrincipalAgentsRequest
+	23, // 62: mandate.v1.AgentService.FreezeAllAgents:input_type -> mandate.v1.FreezeAllAgentsRequest
+	25, // 63: mandate.v1.AgentService.UnfreezeAllAgents:input_type -> mandate.v1.UnfreezeAllAgentsRequest
+	33, // 64: mandate.v1.GrantService.CreateGrant:input_type -> mandate.v1.CreateGrantRequest
+	35, // 65: mandate.v1.GrantService.GetGrant:input_type -> mandate.v1.GetGrantRequest
+	37, // 66: mandate.v1.GrantService.DeleteGrant:input_type -> mandate.v1.DeleteGrantRequest
+	39, // 67: mandate.v1.CheckService.Check:input_type -> mandate.v1.CheckRequest
+	41, // 68: mandate.v1.CheckService.CheckBulk:input_type -> mandate.v1.CheckBulkRequest
+	43, // 69: mandate.v1.SchemaService.WriteSchema:input_type -> mandate.v1.WriteSchemaRequest
+	45, // 70: mandate.v1.SchemaService.ReadSchema:input_type -> mandate.v1.ReadSchemaRequest
+	48, // 71: mandate.v1.RelationshipService.WriteRelationships:input_type -> mandate.v1.WriteRelationshipsRequest
+	50, // 72: mandate.v1.RelationshipService.ReadRelationships:input_type -> mandate.v1.ReadRelationshipsRequest
+	53, // 73: mandate.v1.AuditService.ListAudit:input_type -> mandate.v1.ListAuditRequest
+	55, // 74: mandate.v1.ReviewService.ListAgents:input_type -> mandate.v1.ListAgentsRequest
+	58, // 75: mandate.v1.ReviewService.ListAgentAccess:input_type -> mandate.v1.ListAgentAccessRequest
+	61, // 76: mandate.v1.ReviewService.ListPrincipalAgents:input_type -> mandate.v1.ListPrincipalAgentsRequest
+	64, // 77: mandate.v1.ReviewService.Explain:input_type -> mandate.v1.ExplainRequest
+	67, // 78: mandate.v1.ReviewService.ListUnusedGrants:input_type -> mandate.v1.ListUnusedGrantsRequest
+	70, // 79: mandate.v1.ReviewService.GetReviewReport:input_type -> mandate.v1.GetReviewReportRequest
+	72, // 80: mandate.v1.ReviewService.GetReviewReportCSV:input_type -> mandate.v1.GetReviewReportCSVRequest
+	3,  // 81: mandate.v1.TaskService.CreateTask:output_type -> mandate.v1.CreateTaskResponse
+	5,  // 82: mandate.v1.TaskService.GetTask:output_type -> mandate.v1.GetTaskResponse
+	7,  // 83: mandate.v1.TaskService.CompleteTask:output_type -> mandate.v1.CompleteTaskResponse
+	10, // 84: mandate.v1.AgentService.CreateAgent:output_type -> mandate.v1.CreateAgentResponse
+	12, // 85: mandate.v1.AgentService.GetAgent:output_type -> mandate.v1.GetAgentResponse
+	14, // 86: mandate.v1.AgentService.RevokeAgent:output_type -> mandate.v1.RevokeAgentResponse
+	16, // 87: mandate.v1.AgentService.SuspendAgent:output_type -> mandate.v1.SuspendAgentResponse
+	18, // 88: mandate.v1.AgentService.ResumeAgent:output_type -> mandate.v1.ResumeAgentResponse
+	20, // 89: mandate.v1.AgentService.SuspendPrincipalAgents:output_type -> mandate.v1.SuspendPrincipalAgentsResponse
+	22, // 90: mandate.v1.AgentService.ResumePrincipalAgents:output_type -> mandate.v1.ResumePrincipalAgentsResponse
+	24, // 91: mandate.v1.AgentService.FreezeAllAgents:output_type -> mandate.v1.FreezeAllAgentsResponse
+	26, // 92: mandate.v1.AgentService.UnfreezeAllAgents:output_type -> mandate.v1.UnfreezeAllAgentsResponse
+	34, // 93: mandate.v1.GrantService.CreateGrant:output_type -> mandate.v1.CreateGrantResponse
+	36, // 94: mandate.v1.GrantService.GetGrant:output_type -> mandate.v1.GetGrantResponse
+	38, // 95: mandate.v1.GrantService.DeleteGrant:output_type -> mandate.v1.DeleteGrantResponse
+	40, // 96: mandate.v1.CheckService.Check:output_type -> mandate.v1.CheckResponse
+	42, // 97: mandate.v1.CheckService.CheckBulk:output_type -> mandate.v1.CheckBulkResponse
+	44, // 98: mandate.v1.SchemaService.WriteSchema:output_type -> mandate.v1.WriteSchemaResponse
+	46, // 99: mandate.v1.SchemaService.ReadSchema:output_type -> mandate.v1.ReadSchemaResponse
+	49, // 100: mandate.v1.RelationshipService.WriteRelationships:output_type -> mandate.v1.WriteRelationshipsResponse
+	51, // 101: mandate.v1.RelationshipService.ReadRelationships:output_type -> mandate.v1.ReadRelationshipsResponse
+	54, // 102: mandate.v1.AuditService.ListAudit:output_type -> mandate.v1.ListAuditResponse
+	56, // 103: mandate.v1.ReviewService.ListAgents:output_type -> mandate.v1.ListAgentsResponse
+	59, // 104: mandate.v1.ReviewService.ListAgentAccess:output_type -> mandate.v1.ListAgentAccessResponse
+	62, // 105: mandate.v1.ReviewService.ListPrincipalAgents:output_type -> mandate.v1.ListPrincipalAgentsResponse
+	65, // 106: mandate.v1.ReviewService.Explain:output_type -> mandate.v1.ExplainResponse
+	68, // 107: mandate.v1.ReviewService.ListUnusedGrants:output_type -> mandate.v1.ListUnusedGrantsResponse
+	71, // 108: mandate.v1.ReviewService.GetReviewReport:output_type -> mandate.v1.GetReviewReportResponse
+	75, // 109: mandate.v1.ReviewService.GetReviewReportCSV:output_type -> google.api.HttpBody
+	81, // [81:110] is the sub-list for method output_type
+	52, // [52:81] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_mandate_v1_mandate_proto_init() }
@@ -4333,13 +5325,19 @@ func file_mandate_v1_mandate_proto_init() {
 	if File_mandate_v1_mandate_proto != nil {
 		return
 	}
+	file_mandate_v1_mandate_proto_msgTypes[28].OneofWrappers = []any{
+		(*GrantCondition_SourceNetwork)(nil),
+		(*GrantCondition_Hours)(nil),
+		(*GrantCondition_MaxRisk)(nil),
+		(*GrantCondition_Environment)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mandate_v1_mandate_proto_rawDesc), len(file_mandate_v1_mandate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   59,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   8,
 		},

@@ -208,11 +208,15 @@ var TaskService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	AgentService_CreateAgent_FullMethodName  = "/mandate.v1.AgentService/CreateAgent"
-	AgentService_GetAgent_FullMethodName     = "/mandate.v1.AgentService/GetAgent"
-	AgentService_RevokeAgent_FullMethodName  = "/mandate.v1.AgentService/RevokeAgent"
-	AgentService_SuspendAgent_FullMethodName = "/mandate.v1.AgentService/SuspendAgent"
-	AgentService_ResumeAgent_FullMethodName  = "/mandate.v1.AgentService/ResumeAgent"
+	AgentService_CreateAgent_FullMethodName            = "/mandate.v1.AgentService/CreateAgent"
+	AgentService_GetAgent_FullMethodName               = "/mandate.v1.AgentService/GetAgent"
+	AgentService_RevokeAgent_FullMethodName            = "/mandate.v1.AgentService/RevokeAgent"
+	AgentService_SuspendAgent_FullMethodName           = "/mandate.v1.AgentService/SuspendAgent"
+	AgentService_ResumeAgent_FullMethodName            = "/mandate.v1.AgentService/ResumeAgent"
+	AgentService_SuspendPrincipalAgents_FullMethodName = "/mandate.v1.AgentService/SuspendPrincipalAgents"
+	AgentService_ResumePrincipalAgents_FullMethodName  = "/mandate.v1.AgentService/ResumePrincipalAgents"
+	AgentService_FreezeAllAgents_FullMethodName        = "/mandate.v1.AgentService/FreezeAllAgents"
+	AgentService_UnfreezeAllAgents_FullMethodName      = "/mandate.v1.AgentService/UnfreezeAllAgents"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -229,8 +233,19 @@ type AgentServiceClient interface {
 	RevokeAgent(ctx context.Context, in *RevokeAgentRequest, opts ...grpc.CallOption) (*RevokeAgentResponse, error)
 	// SuspendAgent suspends an agent; it and every agent below it are denied until resumed.
 	SuspendAgent(ctx context.Context, in *SuspendAgentRequest, opts ...grpc.CallOption) (*SuspendAgentResponse, error)
-	// ResumeAgent lifts a suspension.
+	// ResumeAgent lifts a suspension, including one made automatically when the
+	// agent crossed a behavioural bound; its bound counters start afresh.
 	ResumeAgent(ctx context.Context, in *ResumeAgentRequest, opts ...grpc.CallOption) (*ResumeAgentResponse, error)
+	// SuspendPrincipalAgents suspends every agent acting for one human, including
+	// agents created while the suspension lasts.
+	SuspendPrincipalAgents(ctx context.Context, in *SuspendPrincipalAgentsRequest, opts ...grpc.CallOption) (*SuspendPrincipalAgentsResponse, error)
+	// ResumePrincipalAgents undoes SuspendPrincipalAgents. Agents suspended one by one stay suspended.
+	ResumePrincipalAgents(ctx context.Context, in *ResumePrincipalAgentsRequest, opts ...grpc.CallOption) (*ResumePrincipalAgentsResponse, error)
+	// FreezeAllAgents denies every agent check at once, for an incident. Checks
+	// of humans are unaffected. Admin only.
+	FreezeAllAgents(ctx context.Context, in *FreezeAllAgentsRequest, opts ...grpc.CallOption) (*FreezeAllAgentsResponse, error)
+	// UnfreezeAllAgents lifts the freeze. Admin only.
+	UnfreezeAllAgents(ctx context.Context, in *UnfreezeAllAgentsRequest, opts ...grpc.CallOption) (*UnfreezeAllAgentsResponse, error)
 }
 
 type agentServiceClient struct {
@@ -291,6 +306,46 @@ func (c *agentServiceClient) ResumeAgent(ctx context.Context, in *ResumeAgentReq
 	return out, nil
 }
 
+func (c *agentServiceClient) SuspendPrincipalAgents(ctx context.Context, in *SuspendPrincipalAgentsRequest, opts ...grpc.CallOption) (*SuspendPrincipalAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SuspendPrincipalAgentsResponse)
+	err := c.cc.Invoke(ctx, AgentService_SuspendPrincipalAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) ResumePrincipalAgents(ctx context.Context, in *ResumePrincipalAgentsRequest, opts ...grpc.CallOption) (*ResumePrincipalAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumePrincipalAgentsResponse)
+	err := c.cc.Invoke(ctx, AgentService_ResumePrincipalAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) FreezeAllAgents(ctx context.Context, in *FreezeAllAgentsRequest, opts ...grpc.CallOption) (*FreezeAllAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FreezeAllAgentsResponse)
+	err := c.cc.Invoke(ctx, AgentService_FreezeAllAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) UnfreezeAllAgents(ctx context.Context, in *UnfreezeAllAgentsRequest, opts ...grpc.CallOption) (*UnfreezeAllAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnfreezeAllAgentsResponse)
+	err := c.cc.Invoke(ctx, AgentService_UnfreezeAllAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -305,8 +360,19 @@ type AgentServiceServer interface {
 	RevokeAgent(context.Context, *RevokeAgentRequest) (*RevokeAgentResponse, error)
 	// SuspendAgent suspends an agent; it and every agent below it are denied until resumed.
 	SuspendAgent(context.Context, *SuspendAgentRequest) (*SuspendAgentResponse, error)
-	// ResumeAgent lifts a suspension.
+	// ResumeAgent lifts a suspension, including one made automatically when the
+	// agent crossed a behavioural bound; its bound counters start afresh.
 	ResumeAgent(context.Context, *ResumeAgentRequest) (*ResumeAgentResponse, error)
+	// SuspendPrincipalAgents suspends every agent acting for one human, including
+	// agents created while the suspension lasts.
+	SuspendPrincipalAgents(context.Context, *SuspendPrincipalAgentsRequest) (*SuspendPrincipalAgentsResponse, error)
+	// ResumePrincipalAgents undoes SuspendPrincipalAgents. Agents suspended one by one stay suspended.
+	ResumePrincipalAgents(context.Context, *ResumePrincipalAgentsRequest) (*ResumePrincipalAgentsResponse, error)
+	// FreezeAllAgents denies every agent check at once, for an incident. Checks
+	// of humans are unaffected. Admin only.
+	FreezeAllAgents(context.Context, *FreezeAllAgentsRequest) (*FreezeAllAgentsResponse, error)
+	// UnfreezeAllAgents lifts the freeze. Admin only.
+	UnfreezeAllAgents(context.Context, *UnfreezeAllAgentsRequest) (*UnfreezeAllAgentsResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -331,6 +397,18 @@ func (UnimplementedAgentServiceServer) SuspendAgent(context.Context, *SuspendAge
 }
 func (UnimplementedAgentServiceServer) ResumeAgent(context.Context, *ResumeAgentRequest) (*ResumeAgentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResumeAgent not implemented")
+}
+func (UnimplementedAgentServiceServer) SuspendPrincipalAgents(context.Context, *SuspendPrincipalAgentsRequest) (*SuspendPrincipalAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SuspendPrincipalAgents not implemented")
+}
+func (UnimplementedAgentServiceServer) ResumePrincipalAgents(context.Context, *ResumePrincipalAgentsRequest) (*ResumePrincipalAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumePrincipalAgents not implemented")
+}
+func (UnimplementedAgentServiceServer) FreezeAllAgents(context.Context, *FreezeAllAgentsRequest) (*FreezeAllAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FreezeAllAgents not implemented")
+}
+func (UnimplementedAgentServiceServer) UnfreezeAllAgents(context.Context, *UnfreezeAllAgentsRequest) (*UnfreezeAllAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnfreezeAllAgents not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -443,6 +521,78 @@ func _AgentService_ResumeAgent_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_SuspendPrincipalAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SuspendPrincipalAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).SuspendPrincipalAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_SuspendPrincipalAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).SuspendPrincipalAgents(ctx, req.(*SuspendPrincipalAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_ResumePrincipalAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumePrincipalAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ResumePrincipalAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ResumePrincipalAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ResumePrincipalAgents(ctx, req.(*ResumePrincipalAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_FreezeAllAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FreezeAllAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).FreezeAllAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_FreezeAllAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).FreezeAllAgents(ctx, req.(*FreezeAllAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_UnfreezeAllAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnfreezeAllAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).UnfreezeAllAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_UnfreezeAllAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).UnfreezeAllAgents(ctx, req.(*UnfreezeAllAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -469,6 +619,22 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResumeAgent",
 			Handler:    _AgentService_ResumeAgent_Handler,
+		},
+		{
+			MethodName: "SuspendPrincipalAgents",
+			Handler:    _AgentService_SuspendPrincipalAgents_Handler,
+		},
+		{
+			MethodName: "ResumePrincipalAgents",
+			Handler:    _AgentService_ResumePrincipalAgents_Handler,
+		},
+		{
+			MethodName: "FreezeAllAgents",
+			Handler:    _AgentService_FreezeAllAgents_Handler,
+		},
+		{
+			MethodName: "UnfreezeAllAgents",
+			Handler:    _AgentService_UnfreezeAllAgents_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,174 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// AlertEvent is what mandate posts to the alert webhook.
+type AlertEvent struct {
+	// Type is "mandate.agent.auto_suspended".
+	Type string    `json:"type"`
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+
+	Agent      string   `json:"agent"`
+	Principal  string   `json:"principal,omitempty"`
+	Task       string   `json:"task,omitempty"`
+	Bound      string   `json:"bound"`
+	Limit      int      `json:"limit"`
+	Observed   int      `json:"observed"`
+	Window     string   `json:"window"`
+	DecisionID string   `json:"decision_id"`
+	Permission string   `json:"permission,omitempty"`
+	Resource   string   `json:"resource,omitempty"`
+	Suspended  []string `json:"suspended"`
+	// SuspendError is set when the automatic suspension itself failed.
+	SuspendError string `json:"suspend_error,omitempty"`
+}
+
+// Alerter delivers alert events to a webhook, in the background, retrying
+// with exponential backoff. Every event is also logged, delivered or not.
+type Alerter struct {
+	URL string
+	// Attempts is the number of deliveries tried per event. Default 6.
+	Attempts int
+	// Backoff is the wait before the first retry; it doubles each time. Default 500ms.
+	Backoff time.Duration
+	// Timeout bounds each delivery. Default 5s.
+	Timeout time.Duration
+	Client  *http.Client
+	Log     *slog.Logger
+
+	once  sync.Once
+	queue chan AlertEvent
+	wg    sync.WaitGroup
+	stop  chan struct{}
+}
+
+const alertQueue = 1024
+
+func (a *Alerter) start() {
+	a.once.Do(func() {
+		if a.Attempts <= 0 {
+			a.Attempts = 6
+		}
+		if a.Backoff <= 0 {
+			a.Backoff = 500 * time.Millisecond
+		}
+		if a.Timeout <= 0 {
+			a.Timeout = 5 * time.Second
+		}
+		if a.Client == nil {
+			a.Client = &http.Client{}
+		}
+		if a.Log == nil {
+			a.Log = slog.Default()
+		}
+		a.queue = make(chan AlertEvent, alertQueue)
+		a.stop = make(chan struct{})
+		a.wg.Add(1)
+		go a.run()
+	})
+}
+
+// Send logs ev and queues it for the webhook. It never blocks the caller.
+func (a *Alerter) Send(ev AlertEvent) {
+	a.start()
+	a.Log.Warn("ALERT: agent suspended automatically after crossing a behavioural bound",
+		"agent", ev.Agent, "bound", ev.Bound, "limit", ev.Limit, "observed", ev.Observed, "window", ev.Window,
+		"decision_id", ev.DecisionID, "suspended", ev.Suspended, "suspend_error", ev.SuspendError)
+	if a.URL == "" {
+		return
+	}
+	select {
+	case a.queue <- ev:
+	default:
+		a.Log.Error("alert webhook queue is full; this alert is only in the log and the audit trail", "alert_id", ev.ID)
+	}
+}
+
+func (a *Alerter) run() {
+	defer a.wg.Done()
+	for {
+		select {
+		case ev := <-a.queue:
+			a.deliver(ev)
+		case <-a.stop:
+			// Drain what is queued, once each, before stopping.
+			for {
+				select {
+				case ev := <-a.queue:
+					a.deliver(ev)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (a *Alerter) deliver(ev AlertEvent) {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		a.Log.Error("encoding an alert", "error", err)
+		return
+	}
+	wait := a.Backoff
+	for attempt := 1; attempt <= a.Attempts; attempt++ {
+		err = a.post(body, ev.ID)
+		if err == nil {
+			a.Log.Info("alert delivered", "alert_id", ev.ID, "attempt", attempt)
+			return
+		}
+		a.Log.Warn("alert delivery failed", "alert_id", ev.ID, "attempt", attempt, "of", a.Attempts, "error", err)
+		if attempt == a.Attempts {
+			break
+		}
+		select {
+		case <-time.After(wait):
+		case <-a.stop:
+			// Shutting down: one last try without waiting, then give up.
+			if err = a.post(body, ev.ID); err == nil {
+				return
+			}
+			attempt = a.Attempts
+		}
+		wait *= 2
+	}
+	a.Log.Error("alert was not delivered; it is in the log and the audit trail", "alert_id", ev.ID, "error", err)
+}
+
+func (a *Alerter) post(body []byte, id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), a.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.URL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	// Receivers can drop duplicates of a retried delivery by this id.
+	req.Header.Set("Idempotency-Key", id)
+	resp, err := a.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("webhook answered %s", resp.Status)
+	}
+	return nil
+}
+
+// Close stops the alerter after trying what is queued.
+func (a *Alerter) Close() {
+	a.start()
+	close(a.stop)
+	a.wg.Wait()
+}
