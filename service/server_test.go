@@ -193,20 +193,24 @@ func TestRoles(t *testing.T) {
 		body         any
 	}
 	calls := map[string]call{
-		"check":        {"POST", "/v1/check", map[string]string{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api"}},
-		"create task":  {"POST", "/v1/tasks", map[string]string{"principal": "user:alice", "ttl": "1h"}},
-		"get task":     {"GET", "/v1/tasks/" + task, nil},
-		"get agent":    {"GET", "/v1/agents/" + agent, nil},
-		"read schema":  {"GET", "/v1/schema", nil},
-		"read rels":    {"GET", "/v1/relationships?resource_type=repo", nil},
-		"write rels":   {"POST", "/v1/relationships:write", map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "repo:acme/x#reader@user:bob"}}}},
-		"write schema": {"PUT", "/v1/schema", map[string]string{"schema": "definition user {}"}},
+		"check":             {"POST", "/v1/check", map[string]string{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api"}},
+		"create task":       {"POST", "/v1/tasks", map[string]string{"principal": "user:alice", "ttl": "1h"}},
+		"get task":          {"GET", "/v1/tasks/" + task, nil},
+		"get agent":         {"GET", "/v1/agents/" + agent, nil},
+		"read schema":       {"GET", "/v1/schema", nil},
+		"read rels":         {"GET", "/v1/relationships?resource_type=repo", nil},
+		"write rels":        {"POST", "/v1/relationships:write", map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "repo:acme/x#reader@user:bob"}}}},
+		"write schema":      {"PUT", "/v1/schema", map[string]string{"schema": "definition user {}"}},
+		"freeze":            {"POST", "/v1/agents:freeze-all", map[string]string{"reason": "drill"}},
+		"unfreeze":          {"POST", "/v1/agents:unfreeze-all", map[string]string{}},
+		"suspend principal": {"POST", "/v1/principals/alice:suspend-agents", map[string]string{}},
+		"resume principal":  {"POST", "/v1/principals/alice:resume-agents", map[string]string{}},
 	}
 	allowed := map[service.Role][]string{
 		service.RoleChecker:  {"check"},
-		service.RoleOperator: {"create task", "get task", "get agent"},
+		service.RoleOperator: {"create task", "get task", "get agent", "suspend principal", "resume principal"},
 		service.RoleReviewer: {"get task", "get agent", "read schema", "read rels"},
-		service.RoleAdmin:    {"check", "create task", "get task", "get agent", "read schema", "read rels", "write rels", "write schema"},
+		service.RoleAdmin:    {"check", "create task", "get task", "get agent", "read schema", "read rels", "write rels", "write schema", "freeze", "unfreeze", "suspend principal", "resume principal"},
 	}
 	for _, role := range service.Roles {
 		ok := map[string]bool{}

@@ -87,6 +87,7 @@ type entryKey [16]byte
 type shape struct {
 	allowed   bool
 	reason    string
+	condition string // the grant condition that failed, for CONDITION_FAILED
 	principal engine.Ref
 	task      engine.Ref
 	chain     []engine.Ref // shared with the engine; read-only
@@ -106,7 +107,7 @@ type entry struct {
 
 func (e *entry) decision() engine.Decision {
 	d := engine.Decision{
-		Allowed: e.shape.allowed, Reason: e.shape.reason, Principal: e.shape.principal, Task: e.shape.task,
+		Allowed: e.shape.allowed, Reason: e.shape.reason, Condition: e.shape.condition, Principal: e.shape.principal, Task: e.shape.task,
 		Chain: e.shape.chain, Grants: e.grants, Token: e.token, Cached: true,
 	}
 	if e.validUntil != 0 {
@@ -347,12 +348,12 @@ func (c *Cache) newEntry(q engine.Query, d engine.Decision, snapshot uint64, now
 	} else {
 		c.token.Store(&e.token)
 	}
-	skey := q.Subject.String() + "|" + d.Reason
-	if s, ok := c.shapes.Get(skey); ok && s.allowed == d.Allowed && s.principal == d.Principal && s.task == d.Task && sameChain(s.chain, d.Chain) {
+	skey := q.Subject.String() + "|" + d.Reason + "|" + d.Condition
+	if s, ok := c.shapes.Get(skey); ok && s.allowed == d.Allowed && s.condition == d.Condition && s.principal == d.Principal && s.task == d.Task && sameChain(s.chain, d.Chain) {
 		e.shape = s
 		return e
 	}
-	e.shape = &shape{allowed: d.Allowed, reason: d.Reason, principal: d.Principal, task: d.Task, chain: d.Chain, keys: hashKeys(chainKeys)}
+	e.shape = &shape{allowed: d.Allowed, reason: d.Reason, condition: d.Condition, principal: d.Principal, task: d.Task, chain: d.Chain, keys: hashKeys(chainKeys)}
 	c.shapes.Add(skey, e.shape)
 	return e
 }
