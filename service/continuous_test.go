@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/engine/tcpproxy"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -395,4 +397,55 @@ func startStoppable(t *testing.T, cfg service.Config) (*api, func()) {
 	a := &api{t: t, base: "http://" + srv.HTTPAddr()}
 	a.waitHealthy()
 	return a, stop
+}
+
+// TestBoundsFailClosed: when the counts cannot be recorded, an agent check
+// is an error, never an allow; it recovers when the database returns.
+func TestBoundsFailClosed(t *testing.T) {
+	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
+	}
+	uri, drop, err := embedded.CreateDatabase(context.Background(), dsn, "mandate_bounds_outage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := tcpproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Down)
+	u.Host = px.Addr
+	a := startServer(t, service.Config{Bounds: service.BoundsConfig{DSN: u.String(), Defaults: bounds.Limits{ChecksPerMinute: 100}}})
+	_, agent, _ := a.scene()
+	a.grantTo("agent:"+agent, "read", "repo:acme/api", "30m")
+	a.expectReason(a.check("agent:"+agent, "read", "repo:acme/api", nil), "ALLOWED")
+
+	px.Down()
+	code, out := a.do("POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"})
+	if code != 503 || out["allowed"] == true {
+		t.Fatalf("with the bounds database down: %d %v, want 503", code, out)
+	}
+	// Humans are not bounded; their checks go on.
+	a.expectReason(a.check("user:alice", "read", "repo:acme/api", nil), "ALLOWED")
+	if err := px.Up(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, out = a.do("POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"})
+		if code == 200 {
+			a.expectReason(out, "ALLOWED")
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never recovered: %d %v", code, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/mandate-dev/mandate/engine/audit"
 	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/engine/tcpproxy"
 )
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -225,75 +224,6 @@ func TestParseTime(t *testing.T) {
 	}
 }
 
-// proxy is a TCP proxy in front of the real Postgres, to take the database
-// away from the recorder and give it back without stopping the server that
-// other tests share.
-type proxy struct {
-	target string
-	addr   string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	p := &proxy{target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.down)
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-}
-
-// down refuses connections and cuts the open ones, as a stopped database would.
-func (p *proxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *proxy) up(t *testing.T) {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(ln)
-}
-
 // TestOutageSpoolsAndReplays: the database goes away mid-stream and comes
 // back; every record ends up stored exactly once, and none is dropped.
 func TestOutageSpoolsAndReplays(t *testing.T) {
@@ -312,8 +242,12 @@ func TestOutageSpoolsAndReplays(t *testing.T) {
 	}
 	t.Cleanup(direct.Close)
 	u, _ := url.Parse(uri)
-	p := newProxy(t, u.Host)
-	u.Host = p.addr
+	p, err := tcpproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Down)
+	u.Host = p.Addr
 	q := u.Query()
 	q.Set("connect_timeout", "1")
 	u.RawQuery = q.Encode()
@@ -345,13 +279,15 @@ func TestOutageSpoolsAndReplays(t *testing.T) {
 	}
 	write(0, 200, false)
 	write(200, 201, true) // everything before is flushed
-	p.down()
+	p.Down()
 	write(201, 400, false)
 	write(400, 401, true) // acknowledged while the database is away: spooled
 	if metric(t, reg, "mandate_audit_spooled_total") == 0 {
 		t.Fatal("nothing was spooled during the outage")
 	}
-	p.up(t)
+	if err := p.Up(); err != nil {
+		t.Fatal(err)
+	}
 	write(401, n, false)
 	rec.Close()
 	<-done
