@@ -72,14 +72,21 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 	}})
 	// Each revocation kind, made on A, denied on B and C within the bound.
 	kinds := []struct {
-		name   string
-		reason string
-		revoke func(task, agent, grant string)
+		name    string
+		reason  string
+		revoke  func(task, agent, grant string)
+		restore func()
 	}{
-		{"complete", "TASK_COMPLETED", func(task, _, _ string) { post(t, a, "/v1/tasks/"+task+":complete", operatorKey, nil) }},
-		{"delete agent", "AGENT_REVOKED", func(_, agent, _ string) { do(t, a, "DELETE", "/v1/agents/"+agent, operatorKey, nil) }},
-		{"suspend", "AGENT_SUSPENDED", func(_, agent, _ string) { post(t, a, "/v1/agents/"+agent+":suspend", operatorKey, nil) }},
-		{"delete grant", "NO_GRANT", func(_, _, grant string) { do(t, a, "DELETE", "/v1/grants/"+grant, operatorKey, nil) }},
+		{"complete", "TASK_COMPLETED", func(task, _, _ string) { post(t, a, "/v1/tasks/"+task+":complete", operatorKey, nil) }, nil},
+		{"delete agent", "AGENT_REVOKED", func(_, agent, _ string) { do(t, a, "DELETE", "/v1/agents/"+agent, operatorKey, nil) }, nil},
+		{"suspend", "AGENT_SUSPENDED", func(_, agent, _ string) { post(t, a, "/v1/agents/"+agent+":suspend", operatorKey, nil) }, nil},
+		{"delete grant", "NO_GRANT", func(_, _, grant string) { do(t, a, "DELETE", "/v1/grants/"+grant, operatorKey, nil) }, nil},
+		{"suspend the principal's agents", "PRINCIPAL_AGENTS_SUSPENDED",
+			func(_, _, _ string) { post(t, a, "/v1/principals/alice:suspend-agents", operatorKey, nil) },
+			func() { post(t, a, "/v1/principals/alice:resume-agents", operatorKey, nil) }},
+		{"freeze all agents", "AGENTS_FROZEN",
+			func(_, _, _ string) { post(t, a, "/v1/agents:freeze-all", adminKey, nil) },
+			func() { post(t, a, "/v1/agents:unfreeze-all", adminKey, nil) }},
 	}
 	for _, k := range kinds {
 		task, agent, grant := provision(t, a, "15m")
@@ -101,6 +108,30 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 			took := waitDeny(t, r, check, k.reason)
 			t.Logf("%s: %s denied %v after the revocation on A", k.name, r.name, took)
 		}
+		if k.restore != nil {
+			k.restore()
+			for _, r := range rs {
+				waitAllow(t, r, check)
+			}
+		}
+	}
+
+	// Behavioural bounds share one budget: checks on B and C count together,
+	// and the crossing on A suspends the agent for every replica.
+	task := post(t, a, "/v1/tasks", operatorKey, map[string]any{"principal": "user:alice", "ttl": "1h", "bounds": map[string]any{"checks_per_minute": 4}})["task"].(map[string]any)["id"].(string)
+	bounded := post(t, a, "/v1/agents", operatorKey, map[string]string{"task": "task:" + task, "name": "b", "ttl": "1h"})["agent"].(map[string]any)["id"].(string)
+	post(t, a, "/v1/grants", operatorKey, map[string]string{"holder": "agent:" + bounded, "permission": "read", "resource": "repo:acme/api", "ttl": "15m"})
+	bcheck := map[string]string{"subject": "agent:" + bounded, "permission": "read", "resource": "repo:acme/api"}
+	for _, r := range []*replica{b, c, b, c} {
+		if out := post(t, r, "/v1/check", checkerKey, bcheck); out["allowed"] != true {
+			t.Fatalf("bounded agent denied on %s within its budget: %v", r.name, out)
+		}
+	}
+	if out := post(t, a, "/v1/check", checkerKey, bcheck); out["reason_code"] != "BOUND_EXCEEDED" {
+		t.Fatalf("the fifth check across replicas did not cross the shared bound: %v", out)
+	}
+	for _, r := range []*replica{b, c} {
+		waitDeny(t, r, bcheck, "AGENT_SUSPENDED")
 	}
 
 	// Expiry across replicas, with no write at all.
@@ -216,6 +247,20 @@ func waitDeny(t *testing.T, r *replica, check map[string]string, reason string) 
 		}
 		if time.Since(start) > propagationBound {
 			t.Fatalf("%s still allowed %v after the revocation", r.name, propagationBound)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func waitAllow(t *testing.T, r *replica, check map[string]string) {
+	t.Helper()
+	start := time.Now()
+	for {
+		if out := post(t, r, "/v1/check", checkerKey, check); out["allowed"] == true {
+			return
+		}
+		if time.Since(start) > propagationBound {
+			t.Fatalf("%s still denied %v after the switch was lifted", r.name, propagationBound)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
