@@ -213,3 +213,18 @@ func validateConditionContext(qctx *structpb.Struct) error {
 	}
 	return nil
 }
+
+// describe says in words when the condition holds.
+func (c *Condition) describe() string {
+	switch c.Name {
+	case ConditionSourceNetwork:
+		return "context.source_ip is in " + strings.Join(c.CIDRs, ", ")
+	case ConditionHours:
+		return fmt.Sprintf("the time is between %s and %s in %s", c.Start, c.End, c.TimeZone)
+	case ConditionMaxRisk:
+		return fmt.Sprintf("context.risk_score is at most %g", c.MaxRisk)
+	case ConditionEnvironment:
+		return fmt.Sprintf("context.environment is %q", c.Environment)
+	}
+	return c.Name
+}

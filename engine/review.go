@@ -484,6 +484,11 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 		return nil, err
 	}
 	now := e.now()
+	var legs []Leg
+	if d.Reason == ReasonAgentsFrozen {
+		legs = append(legs, Leg{Name: "freeze", Detail: "every agent check is denied: the agents are frozen (POST /v1/agents:freeze-all)"})
+		x.WouldChange = append(x.WouldChange, "an admin lifting the freeze (POST /v1/agents:unfreeze-all)")
+	}
 	// Leg 1: every agent of the chain.
 	identity := Leg{Name: "identity", Passed: true, ExpiresAt: c.earliestAgent()}
 	for _, l := range c.agents {
@@ -517,6 +522,12 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 		Detail: fmt.Sprintf("task:%s of %s is %s", t.ID, t.Principal, t.Status), Path: []string{fmt.Sprintf("task:%s#open until %s", t.ID, t.ExpiresAt.Format(time.RFC3339))}}
 	if !task.Passed {
 		x.WouldChange = append(x.WouldChange, fmt.Sprintf("nothing: task:%s is %s; start a new task", t.ID, t.Status))
+	} else if suspended, err := e.PrincipalAgentsSuspended(ctx, c.principal); err != nil {
+		return nil, err
+	} else if suspended {
+		task.Passed = false
+		task.Detail = fmt.Sprintf("every agent of %s is suspended", c.principal)
+		x.WouldChange = append(x.WouldChange, fmt.Sprintf("resuming the agents of %s (POST /v1/principals/%s:resume-agents)", c.principal, c.principal.ID))
 	}
 	// Leg 3: the leaf's grant.
 	grantRel := q.Permission + schema.GrantSuffix
@@ -541,12 +552,28 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 					grant.ExpiresAt = exp
 				}
 			}
+			if cond := conditionOf(r); cond != nil {
+				state += ", if " + cond.describe()
+			}
 			grant.Path = append(grant.Path, fmt.Sprintf("%s#%s@%s: grant %s, %s until %s", q.Resource, grantRel, relSubject(r), caveatString(r, "grant_id"), state, exp.Format(time.RFC3339)))
 		}
 	}
-	if grant.Passed {
+	if d.Condition != "" {
+		// The grant is there, but its condition does not hold in this context.
+		grant.Passed = false
+		if d.Reason == ReasonMissingContext {
+			grant.Detail = fmt.Sprintf("the %s condition needs context the check did not send: %s", d.Condition, strings.Join(d.MissingContext, ", "))
+			x.WouldChange = append(x.WouldChange, fmt.Sprintf("sending %s in the check's context", strings.Join(d.MissingContext, ", ")))
+		} else {
+			grant.Detail = fmt.Sprintf("the %s condition of the grant does not hold in this context", d.Condition)
+			x.WouldChange = append(x.WouldChange, fmt.Sprintf("a context that satisfies the %s condition, or a grant without it", d.Condition))
+		}
+	}
+	switch {
+	case d.Condition != "":
+	case grant.Passed:
 		grant.Detail = fmt.Sprintf("%s or its task holds a live grant of %s on %s", leafRef, q.Permission, q.Resource)
-	} else {
+	default:
 		grant.Detail = fmt.Sprintf("neither %s nor its task holds a live grant of %s on %s", leafRef, q.Permission, q.Resource)
 		x.WouldChange = append(x.WouldChange, fmt.Sprintf("a grant of %s on %s to %s (POST /v1/grants)", q.Permission, q.Resource, leafRef))
 	}
@@ -568,7 +595,7 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 		attenuation.Detail += "; an ancestor agent holds no live grant for it"
 		x.WouldChange = append(x.WouldChange, fmt.Sprintf("a grant of %s on %s to every ancestor agent of %s", q.Permission, q.Resource, leafRef))
 	}
-	x.Legs = []Leg{identity, task, grant, attenuation}
+	x.Legs = append(legs, identity, task, grant, attenuation)
 	if d.Allowed {
 		x.WouldChange = []string{fmt.Sprintf("at %s the answer becomes deny (the earliest expiry it relies on)", d.ValidUntil.Format(time.RFC3339)),
 			fmt.Sprintf("completing task:%s, revoking or suspending any agent of the chain, removing the grant, or %s losing %s on %s", c.task, c.principal, q.Permission, q.Resource)}

@@ -207,9 +207,29 @@ func TestExplainEachReason(t *testing.T) {
 	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
 		{"operation": "DELETE", "relationship": "repo:acme/c#reader@user:alice"},
 	}})
+	// A conditioned grant, and a human whose agents are all suspended.
+	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]any{"holder": "agent:" + s.other, "permission": "write", "resource": "repo:acme/a", "ttl": "15m",
+		"condition": map[string]any{"max_risk": map[string]any{"max": 0.5}}})
+	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/a#reader@user:carol"},
+	}})
+	carolTask := field(a.ok("POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:carol", "ttl": "1h"}), "task", "id").(string)
+	carolAgent := a.agentOf(carolTask, "", "1h")
+	a.grantTo("agent:"+carolAgent, "read", "repo:acme/a", "15m")
+	a.ok("POST", "/v1/principals/carol:suspend-agents", service.RoleOperator, nil)
 	time.Sleep(1100 * time.Millisecond)
 
-	cases := []struct {
+	type explainCase struct {
+		subject, perm, res, reason, failedLeg string
+		ctx                                   map[string]any
+	}
+	cases := []explainCase{
+		{"agent:" + s.other, "write", "repo:acme/a", "CONDITION_FAILED", "grant", map[string]any{"risk_score": 0.9}},
+		{"agent:" + s.other, "write", "repo:acme/a", "MISSING_CONTEXT", "grant", nil},
+		{"agent:" + s.other, "write", "repo:acme/a", "ALLOWED", "", map[string]any{"risk_score": 0.1}},
+		{"agent:" + carolAgent, "read", "repo:acme/a", "PRINCIPAL_AGENTS_SUSPENDED", "task", nil},
+	}
+	for _, c := range []struct {
 		subject, perm, res, reason, failedLeg string
 	}{
 		{"agent:" + s.top, "read", "repo:acme/a", "ALLOWED", ""},
@@ -223,9 +243,12 @@ func TestExplainEachReason(t *testing.T) {
 		{"agent:agt_nobody", "read", "repo:acme/a", "UNKNOWN_SUBJECT", "identity"},
 		{"user:alice", "read", "repo:acme/a", "ALLOWED", ""},
 		{"user:bob", "read", "repo:acme/a", "NO_PERMISSION", "permission"},
+	} {
+		cases = append(cases, explainCase{c.subject, c.perm, c.res, c.reason, c.failedLeg, nil})
 	}
-	for _, c := range cases {
-		out := a.ok("POST", "/v1/explain", service.RoleReviewer, map[string]string{"subject": c.subject, "permission": c.perm, "resource": c.res})
+	explain := func(c explainCase) {
+		t.Helper()
+		out := a.ok("POST", "/v1/explain", service.RoleReviewer, map[string]any{"subject": c.subject, "permission": c.perm, "resource": c.res, "context": c.ctx})
 		if out["reason_code"] != c.reason || (out["allowed"] == true) != (c.reason == "ALLOWED") {
 			t.Fatalf("explain %s %s %s: %v, want %s", c.subject, c.perm, c.res, out["reason_code"], c.reason)
 		}
@@ -247,6 +270,12 @@ func TestExplainEachReason(t *testing.T) {
 			t.Fatalf("explain %s says nothing about what would change it", c.reason)
 		}
 	}
+	for _, c := range cases {
+		explain(c)
+	}
+	a.ok("POST", "/v1/agents:freeze-all", service.RoleAdmin, nil)
+	explain(explainCase{"agent:" + s.top, "read", "repo:acme/a", "AGENTS_FROZEN", "freeze", nil})
+	a.ok("POST", "/v1/agents:unfreeze-all", service.RoleAdmin, nil)
 	// The human's path comes from SpiceDB's trace.
 	out := a.ok("POST", "/v1/explain", service.RoleReviewer, map[string]string{"subject": "agent:" + s.top, "permission": "read", "resource": "repo:acme/a"})
 	att := out["legs"].([]any)[3].(map[string]any)
