@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -177,6 +178,9 @@ type Access struct {
 	Grants     []string
 	Holders    []Ref
 	ValidUntil time.Time
+	// Conditions must also hold in the check's context: the conditions of
+	// the grants in the chain, in words. Empty when none is conditioned.
+	Conditions []string
 }
 
 // AgentAccess lists every resource and permission the agent can reach now,
@@ -251,8 +255,9 @@ func (e *Engine) accessFor(ctx context.Context, at *v1.Consistency, c *chain, ty
 	taskRef := Ref{Type: schema.TypeTask, ID: c.task}
 	// Live grants per holder: the task's, then each agent's of the chain.
 	type live struct {
-		ids     []string
-		expires time.Time
+		ids        []string
+		expires    time.Time
+		conditions []string
 	}
 	read := func(sub Ref, subRel string) (map[string]*live, error) {
 		rels, err := e.readRelsAtConsistency(ctx, at, &v1.RelationshipFilter{ResourceType: typ, OptionalRelation: grantRel, OptionalSubjectFilter: subjectFilter(sub, subRel)})
@@ -261,7 +266,7 @@ func (e *Engine) accessFor(ctx context.Context, at *v1.Consistency, c *chain, ty
 		}
 		m := map[string]*live{}
 		for _, r := range rels {
-			if r.GetOptionalCaveat().GetCaveatName() != schema.CaveatGrantLifetime {
+			if cav := r.GetOptionalCaveat().GetCaveatName(); cav != schema.CaveatGrantLifetime && !schema.IsCondition(cav) {
 				continue
 			}
 			exp, ok := caveatTime(r, "expires_at")
@@ -273,6 +278,9 @@ func (e *Engine) accessFor(ctx context.Context, at *v1.Consistency, c *chain, ty
 			if l == nil {
 				l = &live{}
 				m[id] = l
+			}
+			if cond := conditionOf(r); cond != nil {
+				l.conditions = append(l.conditions, cond.describe())
 			}
 			l.ids = append(l.ids, caveatString(r, "grant_id"))
 			if exp.After(l.expires) {
@@ -308,7 +316,8 @@ func (e *Engine) accessFor(ctx context.Context, at *v1.Consistency, c *chain, ty
 		case t == nil:
 			return a, true
 		}
-		m := &live{ids: append(append([]string(nil), a.ids...), t.ids...), expires: a.expires}
+		m := &live{ids: append(append([]string(nil), a.ids...), t.ids...), expires: a.expires,
+			conditions: append(append([]string(nil), a.conditions...), t.conditions...)}
 		if t.expires.After(m.expires) {
 			m.expires = t.expires
 		}
@@ -343,6 +352,11 @@ func (e *Engine) accessFor(ctx context.Context, at *v1.Consistency, c *chain, ty
 			if g.expires.Before(a.ValidUntil) {
 				a.ValidUntil = g.expires
 			}
+			for _, cond := range g.conditions {
+				if !slices.Contains(a.Conditions, cond) {
+					a.Conditions = append(a.Conditions, cond)
+				}
+			}
 		}
 		if g := perAgent[0][res]; g != nil {
 			a.Grants = append(a.Grants, g.ids...)
@@ -373,7 +387,10 @@ func (e *Engine) lookup(ctx context.Context, at *v1.Consistency, typ, relation s
 		if err != nil {
 			return nil, backendErr("LookupResources", err)
 		}
-		if resp.GetPermissionship() == v1.LookupPermissionship_LOOKUP_PERMISSIONSHIP_HAS_PERMISSION {
+		// A conditional result is a conditioned grant whose condition needs the
+		// caller's context; it is listed with its condition.
+		switch resp.GetPermissionship() {
+		case v1.LookupPermissionship_LOOKUP_PERMISSIONSHIP_HAS_PERMISSION, v1.LookupPermissionship_LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION:
 			out = append(out, resp.GetResourceObjectId())
 		}
 	}

@@ -78,6 +78,14 @@ func TestConditionsOverREST(t *testing.T) {
 		a.expectReason(a.check(ag, "deploy", "environment:prod", map[string]any{"source_ip": "172.16.0.1", "ticket": "INC-1"}), "CONDITION_FAILED")
 	}
 
+	// The access review lists the conditioned grant with its condition.
+	acc := a.ok("GET", "/v1/agents/"+agent+"/access?resource_type=environment", service.RoleReviewer, nil)
+	entries := asList(acc["access"])
+	if len(entries) != 1 || field(entries[0].(map[string]any), "resource") != "environment:prod" ||
+		len(asList(entries[0].(map[string]any)["conditions"])) != 1 || asList(entries[0].(map[string]any)["conditions"])[0] != "context.source_ip is in 10.0.0.0/8" {
+		t.Fatalf("access listing of a conditioned grant: %v", acc)
+	}
+
 	// Malformed conditions and context are 400s naming the field.
 	for _, c := range []struct {
 		path  string

@@ -75,7 +75,7 @@ func (h *Handlers) ListAgents(ctx context.Context, r *mandatev1.ListAgentsReques
 func accessPB(a engine.Access, task string) *mandatev1.AccessEntry {
 	return &mandatev1.AccessEntry{
 		Resource: a.Resource.String(), Permission: a.Permission, Grants: a.Grants, Holders: refStrings(a.Holders),
-		Task: task, ValidUntil: tsp(a.ValidUntil), PrincipalHolds: true,
+		Task: task, ValidUntil: tsp(a.ValidUntil), PrincipalHolds: true, Conditions: a.Conditions,
 	}
 }
 

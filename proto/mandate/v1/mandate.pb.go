@@ -3672,8 +3672,11 @@ type AccessEntry struct {
 	ValidUntil *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
 	// principal_holds is true: the human holds the permission now (entries are listed only when a check would allow).
 	PrincipalHolds bool `protobuf:"varint,7,opt,name=principal_holds,json=principalHolds,proto3" json:"principal_holds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// conditions, when present, must also hold in the check's context: the
+	// conditions of the grants in the chain, in words.
+	Conditions    []string `protobuf:"bytes,8,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccessEntry) Reset() {
@@ -3753,6 +3756,13 @@ func (x *AccessEntry) GetPrincipalHolds() bool {
 		return x.PrincipalHolds
 	}
 	return false
+}
+
+func (x *AccessEntry) GetConditions() []string {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
 }
 
 type ListAgentAccessRequest struct {
@@ -4976,7 +4986,7 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"page_token\x18\x05 \x01(\tR\tpageToken\"g\n" +
 	"\x12ListAgentsResponse\x12)\n" +
 	"\x06agents\x18\x01 \x03(\v2\x11.mandate.v1.AgentR\x06agents\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf5\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x95\x02\n" +
 	"\vAccessEntry\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x1e\n" +
 	"\n" +
@@ -4987,7 +4997,10 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x04task\x18\x05 \x01(\tR\x04task\x12;\n" +
 	"\vvalid_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"validUntil\x12'\n" +
-	"\x0fprincipal_holds\x18\a \x01(\bR\x0eprincipalHolds\"\xa9\x01\n" +
+	"\x0fprincipal_holds\x18\a \x01(\bR\x0eprincipalHolds\x12\x1e\n" +
+	"\n" +
+	"conditions\x18\b \x03(\tR\n" +
+	"conditions\"\xa9\x01\n" +
 	"\x16ListAgentAccessRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x1e\n" +
