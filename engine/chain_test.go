@@ -2,7 +2,10 @@ package engine_test
 
 import (
 	"context"
+	"os"
 	"testing"
+
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/embedded"
@@ -57,4 +60,46 @@ func TestChainReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	w2.expect(ag(leaf), "read", "repo:acme/api", engine.ReasonAgentRevoked)
+}
+
+// TestStartUpgradesOldCore: an engine started on a SpiceDB whose schema has
+// an earlier mandate core upgrades it in place, and the old data still
+// decides.
+func TestStartUpgradesOldCore(t *testing.T) {
+	old, err := os.ReadFile("../schema/testdata/core-v0.zed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := embedded.Start(context.Background(), embedded.Config{Engine: "memory"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	conn, err := srv.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := engine.NewClient(conn)
+	// The old schema goes in straight through SpiceDB, as an earlier mandate wrote it.
+	if _, err := client.Schema.WriteSchema(context.Background(), &v1.WriteSchemaRequest{Schema: string(old)}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(context.Background(), engine.Config{}, client, nil)
+	if err != nil {
+		t.Fatalf("starting on an old core: %v", err)
+	}
+	if !e.Schema().Grantable("doc", "view") || !e.Schema().HasType("mandate") {
+		t.Fatal("the upgraded schema lost the admin's type or lacks the new core")
+	}
+	w := &world{t: t, e: e}
+	w.admin("doc:handbook#viewer@user:alice")
+	task := w.task("user:alice", "1h")
+	a := w.agent(task, nil, "30m")
+	w.mustGrant(ag(a), "view", "doc:handbook", "10m")
+	w.expect(ag(a), "view", "doc:handbook", engine.ReasonAllowed)
+	if _, _, err := e.FreezeAgents(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w.expect(ag(a), "view", "doc:handbook", engine.ReasonAgentsFrozen)
 }

@@ -124,7 +124,16 @@ func (e *Engine) loadSchema(ctx context.Context) error {
 	}
 	info, err := schema.Parse(resp.GetSchemaText())
 	if err != nil {
-		return fmt.Errorf("the schema in SpiceDB is not mandate-compatible: %w", err)
+		// A schema written for an earlier mandate gets this version's core.
+		up, changed, uerr := schema.Upgrade(resp.GetSchemaText())
+		if uerr != nil || !changed {
+			return fmt.Errorf("the schema in SpiceDB is not mandate-compatible: %w", err)
+		}
+		e.log.Warn("the schema in SpiceDB has an earlier mandate core; upgrading its core definitions", "reason", err.Error())
+		if _, werr := e.WriteSchema(ctx, up); werr != nil {
+			return fmt.Errorf("upgrading the schema's core (%v): %w", err, werr)
+		}
+		return nil
 	}
 	e.schema.Store(info)
 	return nil

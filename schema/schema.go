@@ -4,6 +4,7 @@
 package schema
 
 import (
+	"context"
 	_ "embed"
 	"fmt"
 	"sort"
@@ -11,6 +12,7 @@ import (
 
 	core "github.com/authzed/spicedb/pkg/proto/core/v1"
 	"github.com/authzed/spicedb/pkg/schemadsl/compiler"
+	"github.com/authzed/spicedb/pkg/schemadsl/generator"
 	"github.com/authzed/spicedb/pkg/schemadsl/input"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -336,4 +338,57 @@ func clearPositions(m protoreflect.Message) {
 		}
 		return true
 	})
+}
+
+// Upgrade brings a schema written for an earlier mandate up to this
+// version's core: every core definition and caveat is replaced by, or
+// gains, the current one, and everything else is kept as it is. It reports
+// whether anything changed. It only adds to the core (relations, caveats,
+// the mandate definition), so existing relationships stay valid.
+func Upgrade(src string) (string, bool, error) {
+	if _, err := Parse(src); err == nil {
+		return src, false, nil
+	}
+	cs, err := compile(src)
+	if err != nil {
+		return "", false, &Error{Msg: err.Error()}
+	}
+	wantDefs := map[string]*core.NamespaceDefinition{}
+	for _, d := range defaultCompiled.ObjectDefinitions {
+		if IsCore(d.GetName()) {
+			wantDefs[d.GetName()] = d
+		}
+	}
+	wantCaveats := map[string]*core.CaveatDefinition{}
+	for _, c := range defaultCompiled.CaveatDefinitions {
+		wantCaveats[c.GetName()] = c
+	}
+	var out []compiler.SchemaDefinition
+	// The core first, in the default's order, then everything else in its own.
+	for _, c := range defaultCompiled.CaveatDefinitions {
+		out = append(out, c)
+	}
+	for _, d := range defaultCompiled.ObjectDefinitions {
+		if IsCore(d.GetName()) {
+			out = append(out, d)
+		}
+	}
+	for _, c := range cs.CaveatDefinitions {
+		if wantCaveats[c.GetName()] == nil {
+			out = append(out, c)
+		}
+	}
+	for _, d := range cs.ObjectDefinitions {
+		if wantDefs[d.GetName()] == nil {
+			out = append(out, d)
+		}
+	}
+	text, _, err := generator.GenerateSchema(context.Background(), out)
+	if err != nil {
+		return "", false, fmt.Errorf("writing the upgraded schema: %w", err)
+	}
+	if _, err := Parse(text); err != nil {
+		return "", false, fmt.Errorf("the schema cannot be upgraded to this mandate's core: %w", err)
+	}
+	return text, true, nil
 }
