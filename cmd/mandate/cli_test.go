@@ -120,4 +120,31 @@ definition doc {
 	if out, code := run(adminKey, "review", "report", "--principal", "user:alice"); code != 0 || !strings.Contains(out, "never used  read repo:acme/api") {
 		t.Fatalf("review report: %d %s", code, out)
 	}
+
+	// The kill switches.
+	check := map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"}
+	if out, code := run(operatorKey, "agents", "freeze-all"); code != 1 || !strings.Contains(out, "PermissionDenied") {
+		t.Fatalf("freeze-all with an operator key: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "agents", "freeze-all", "--reason", "drill"); code != 0 || !strings.Contains(out, "every agent is frozen") {
+		t.Fatalf("freeze-all: %d %s", code, out)
+	}
+	if out := post(t, r, "/v1/check", checkerKey, check); out["reason_code"] != "AGENTS_FROZEN" {
+		t.Fatalf("after freeze-all: %v", out)
+	}
+	if out, code := run(adminKey, "agents", "unfreeze-all", "-o", "json"); code != 0 || !strings.Contains(out, `"was_frozen": true`) {
+		t.Fatalf("unfreeze-all: %d %s", code, out)
+	}
+	if out, code := run(operatorKey, "principals", "suspend-agents", "user:alice", "--reason", "drill"); code != 0 || !strings.Contains(out, "user:alice is suspended") {
+		t.Fatalf("suspend-agents: %d %s", code, out)
+	}
+	if out := post(t, r, "/v1/check", checkerKey, check); out["reason_code"] != "PRINCIPAL_AGENTS_SUSPENDED" {
+		t.Fatalf("after suspend-agents: %v", out)
+	}
+	if out, code := run(operatorKey, "principals", "resume-agents", "alice"); code != 0 || !strings.Contains(out, "were suspended: true") {
+		t.Fatalf("resume-agents: %d %s", code, out)
+	}
+	if out := post(t, r, "/v1/check", checkerKey, check); out["allowed"] != true {
+		t.Fatalf("after resume-agents: %v", out)
+	}
 }

@@ -44,7 +44,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd(), auditCmd(), agentsCmd(), explainCmd(), reviewCmd())
+	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd(), auditCmd(), agentsCmd(), principalsCmd(), explainCmd(), reviewCmd())
 	return root
 }
 
@@ -349,7 +349,8 @@ func auditCmd() *cobra.Command {
 }
 
 func agentsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "agents", Short: "Review agent instances"}
+	cmd := &cobra.Command{Use: "agents", Short: "Review agent instances, or freeze them all"}
+	cmd.AddCommand(freezeCmds()...)
 	var lf clientFlags
 	var lreq mandatev1.ListAgentsRequest
 	var lout string
