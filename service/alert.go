@@ -3,6 +3,9 @@ package service
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -37,6 +40,9 @@ type AlertEvent struct {
 // with exponential backoff. Every event is also logged, delivered or not.
 type Alerter struct {
 	URL string
+	// Secret, when set, signs every delivery: the header
+	// X-Mandate-Signature is "sha256=" + hex(HMAC-SHA256(secret, body)).
+	Secret string
 	// Attempts is the number of deliveries tried per event. Default 6.
 	Attempts int
 	// Backoff is the wait before the first retry; it doubles each time. Default 500ms.
@@ -155,6 +161,9 @@ func (a *Alerter) post(body []byte, id string) error {
 	req.Header.Set("Content-Type", "application/json")
 	// Receivers can drop duplicates of a retried delivery by this id.
 	req.Header.Set("Idempotency-Key", id)
+	if a.Secret != "" {
+		req.Header.Set("X-Mandate-Signature", Sign(a.Secret, body))
+	}
 	resp, err := a.Client.Do(req)
 	if err != nil {
 		return err
@@ -164,6 +173,13 @@ func (a *Alerter) post(body []byte, id string) error {
 		return fmt.Errorf("webhook answered %s", resp.Status)
 	}
 	return nil
+}
+
+// Sign is the X-Mandate-Signature of an alert body, for receivers to verify.
+func Sign(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
 
 // Close stops the alerter after trying what is queued.

@@ -154,6 +154,9 @@ func newWebhook(t *testing.T, fail int) *webhook {
 		}
 		var ev service.AlertEvent
 		raw, _ := io.ReadAll(r.Body)
+		if got, want := r.Header.Get("X-Mandate-Signature"), service.Sign("test-webhook-secret", raw); got != want {
+			t.Errorf("alert signature %q, want %q", got, want)
+		}
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			t.Errorf("alert is not JSON: %s", raw)
 		}
@@ -186,7 +189,7 @@ func (w *webhook) wait(t *testing.T, n int) []service.AlertEvent {
 func TestBoundsSuspend(t *testing.T) {
 	hook := newWebhook(t, 2)
 	a := startServer(t, service.Config{Bounds: service.BoundsConfig{
-		Webhook: hook.srv.URL, WebhookBackoff: 20 * time.Millisecond,
+		Webhook: hook.srv.URL, WebhookSecret: "test-webhook-secret", WebhookBackoff: 20 * time.Millisecond,
 		// A server-wide default that the task overrides below.
 		Defaults: bounds.Limits{ChecksPerMinute: 1000},
 	}})

@@ -106,6 +106,8 @@ type BoundsConfig struct {
 	DSN string
 	// Webhook receives an alert, as JSON, for each automatic suspension.
 	Webhook string
+	// WebhookSecret signs each alert (X-Mandate-Signature, HMAC-SHA256).
+	WebhookSecret string
 	// WebhookAttempts is the deliveries tried per alert. Default 6.
 	WebhookAttempts int
 	// WebhookBackoff is the first retry's delay; it doubles. Default 500ms.
@@ -387,7 +389,7 @@ func (s *Server) setupBounds(ctx context.Context, c Config, h *Handlers) error {
 	} else {
 		store = bounds.NewMemoryStore()
 	}
-	alerter := &Alerter{URL: b.Webhook, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: c.Log}
+	alerter := &Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: c.Log}
 	// Closers run in order: the alerter drains before the stores close.
 	s.closers = append([]func() error{func() error { alerter.Close(); return nil }}, s.closers...)
 	h.Bounds = &Bounds{Store: store, Defaults: b.Defaults, Alerter: alerter}

@@ -68,6 +68,9 @@ func serveCmd() *cobra.Command {
 			if cfg.SpiceDBToken == "" {
 				cfg.SpiceDBToken = os.Getenv("MANDATE_SPICEDB_TOKEN")
 			}
+			if cfg.Bounds.WebhookSecret == "" {
+				cfg.Bounds.WebhookSecret = os.Getenv("MANDATE_ALERT_WEBHOOK_SECRET")
+			}
 			srv, err := cfg.Complete(cmd.Context())
 			if err != nil {
 				return err
@@ -109,6 +112,7 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Bounds.Defaults.DenialWindow, "bound-denial-window", 5*time.Minute, "window of --bound-max-denials")
 	f.IntVar(&cfg.Bounds.Defaults.ResourcesPerHour, "bound-resources-per-hour", 0, "default behavioural bound: most distinct resources per agent in any sliding hour (0: unbounded)")
 	f.StringVar(&cfg.Bounds.DSN, "bounds-dsn", "", "Postgres or CockroachDB that keeps bound counts, shared by replicas (default: the postgres/cockroachdb datastore; otherwise in memory; \"memory\" forces in-process)")
+	f.StringVar(&cfg.Bounds.WebhookSecret, "alert-webhook-secret", "", "signs each alert with HMAC-SHA256 in X-Mandate-Signature (or MANDATE_ALERT_WEBHOOK_SECRET)")
 	f.StringVar(&cfg.Bounds.Webhook, "alert-webhook", "", "URL that receives a JSON alert, with retries, whenever an agent is suspended for crossing a bound")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
