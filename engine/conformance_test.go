@@ -87,15 +87,7 @@ func (w *world) mustGrant(holder, perm, res, ttl string) *engine.Grant {
 
 func (w *world) check(subject, perm, res string) engine.Decision {
 	w.t.Helper()
-	q, err := w.e.ValidateQuery(context.Background(), subject, perm, res, nil)
-	if err != nil {
-		w.t.Fatalf("validating query: %v", err)
-	}
-	d, err := w.e.Decide(context.Background(), q)
-	if err != nil {
-		w.t.Fatalf("check %s %s %s: %v", subject, perm, res, err)
-	}
-	return d
+	return w.checkCtx(subject, perm, res, nil)
 }
 
 func (w *world) expect(subject, perm, res, reason string) engine.Decision {

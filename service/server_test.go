@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -51,22 +50,10 @@ type api struct {
 
 func startServer(t *testing.T, cfg service.Config) *api {
 	t.Helper()
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	if cfg.KeysFile == "" {
 		cfg.KeysFile = writeKeysFile(t)
 	}
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := cfg.Complete(ctx)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	a := &api{t: t, base: "http://" + srv.HTTPAddr()}
-	a.waitHealthy()
+	a, _ := startStoppable(t, cfg)
 	return a
 }
 
