@@ -53,7 +53,7 @@ func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
 		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,c,d,e,open,audit,access,f,g", "scenarios to run")
+		scenarios  = flag.String("scenarios", "a,b,c,d,e,open,audit,access,bounds,f,g", "scenarios to run")
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
@@ -177,6 +177,11 @@ func main() {
 	}
 	if *pgDSN != "" && want["f"] {
 		add("(f) revocation on replica A until B and C both deny, 3 replicas on Postgres", propagation(ctx, *pgDSN, keys, *propRounds))
+	}
+	if want["bounds"] {
+		for _, r := range boundsCost(ctx, *pgDSN, keys, *warmup, *duration) {
+			add(r.Description, r)
+		}
 	}
 	if *pgDSN != "" && want["g"] {
 		for _, r := range million(ctx, *pgDSN, keys, *warmup, *duration) {
