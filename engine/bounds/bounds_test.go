@@ -139,9 +139,12 @@ func TestPostgresSharedAndDurable(t *testing.T) {
 	}
 	r1, r2 := open(), open()
 	defer r2.Close()
-	l := bounds.Limits{ChecksPerMinute: 40}
+	l := bounds.Limits{ChecksPerMinute: 40, MaxDenials: 100, ResourcesPerHour: 100}
 	var wg sync.WaitGroup
 	seen := make(chan int, 40)
+	var mu sync.Mutex
+	denials := map[int]bool{}
+	maxRes := 0
 	for i := 0; i < 40; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -150,12 +153,25 @@ func TestPostgresSharedAndDurable(t *testing.T) {
 			if i%2 == 1 {
 				s = r2
 			}
-			c, err := s.Record(ctx, bounds.Event{Agent: "shared", Resource: fmt.Sprintf("repo:%d", i), At: t0.Add(time.Duration(i) * time.Millisecond)}, l)
+			denied := i%2 == 0
+			c, err := s.Record(ctx, bounds.Event{Agent: "shared", Resource: fmt.Sprintf("repo:%d", i%10), Denied: denied, At: t0.Add(time.Duration(i) * time.Millisecond)}, l)
 			if err != nil {
 				t.Error(err)
 				return
 			}
 			seen <- c.Checks
+			mu.Lock()
+			defer mu.Unlock()
+			if denied {
+				if denials[c.Denials] {
+					t.Errorf("two denials saw the same count %d", c.Denials)
+				}
+				denials[c.Denials] = true
+			}
+			if c.Resources < 1 || c.Resources > 10 {
+				t.Errorf("resources count %d outside 1..10", c.Resources)
+			}
+			maxRes = max(maxRes, c.Resources)
 		}(i)
 	}
 	wg.Wait()
@@ -170,16 +186,19 @@ func TestPostgresSharedAndDurable(t *testing.T) {
 	if len(counts) != 40 || !counts[40] {
 		t.Fatalf("counts %v, want 1..40 once each", counts)
 	}
+	if len(denials) != 20 || !denials[20] || maxRes != 10 {
+		t.Fatalf("denial counts %v (want 1..20 once each), most resources %d (want 10)", denials, maxRes)
+	}
 	r1.Close()
 
 	// A restart: a new store on the same database keeps the counts.
 	r3 := open()
 	defer r3.Close()
-	c, err := r3.Record(ctx, bounds.Event{Agent: "shared", Resource: "repo:x", At: t0.Add(time.Second)}, l)
+	c, err := r3.Record(ctx, bounds.Event{Agent: "shared", Resource: "repo:0", At: t0.Add(time.Second)}, l)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if x := bounds.Crossed(l, c); len(x) != 1 || x[0].Observed != 41 {
+	if x := bounds.Crossed(l, c); len(x) != 1 || x[0].Observed != 41 || c.Resources != 10 || c.Denials != 20 {
 		t.Fatalf("after a restart: counts %+v crossed %v", c, x)
 	}
 	if err := r3.Prune(ctx, t0.Add(2*time.Hour)); err != nil {
