@@ -163,6 +163,9 @@ var methodRoles = map[string][]Role{
 	"/mandate.v1.ReviewService/ListUnusedGrants":         {RoleReviewer, RoleAdmin},
 	"/mandate.v1.ReviewService/GetReviewReport":          {RoleReviewer, RoleAdmin},
 	"/mandate.v1.ReviewService/GetReviewReportCSV":       {RoleReviewer, RoleAdmin},
+	"/mandate.v1.SearchService/LookupSubjects":           {RoleReviewer, RoleAdmin},
+	"/mandate.v1.SearchService/LookupResources":          {RoleReviewer, RoleAdmin},
+	"/mandate.v1.SearchService/LookupActions":            {RoleReviewer, RoleAdmin},
 }
 
 // unauthenticatedPrefixes are methods anyone may call.

@@ -239,6 +239,7 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	mandatev1.RegisterRelationshipServiceServer(s.grpcServer, h)
 	mandatev1.RegisterAuditServiceServer(s.grpcServer, h)
 	mandatev1.RegisterReviewServiceServer(s.grpcServer, h)
+	mandatev1.RegisterSearchServiceServer(s.grpcServer, &SearchHandlers{Handlers: h})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 
