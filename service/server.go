@@ -29,6 +29,7 @@ import (
 	"github.com/mandate-dev/mandate/engine/cache"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	"github.com/mandate-dev/mandate/gateway"
+	"github.com/mandate-dev/mandate/gateway/authzen"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
 
@@ -263,10 +264,15 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 		return nil, err
 	}
 	s.closers = append([]func() error{gwConn.Close}, s.closers...)
+	extra := map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	// AuthZEN asks the same gRPC services, so keys, cache, audit and metrics apply.
+	for pattern, h := range authzen.New(authzen.Config{Conn: gwConn, Log: c.Log}).Routes() {
+		extra[pattern] = h
+	}
 	handler, err := gateway.New(ctx, gwConn, gateway.Config{
 		MaxBodyBytes: c.MaxBodyBytes,
 		Health:       s.healthz,
-		Extra:        map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
+		Extra:        extra,
 	})
 	if err != nil {
 		return nil, err

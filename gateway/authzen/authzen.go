@@ -1,0 +1,221 @@
+// Package authzen serves the OpenID AuthZEN Authorization API 1.0 on
+// mandate's HTTP port: access evaluation (single and batch), the three
+// searches and the metadata document. It decides nothing itself: every
+// question goes to mandate's own gRPC services over the in-process
+// connection, so keys and roles, the decision cache, the audit trail, the
+// metrics and the four-leg agent check apply exactly as they do to
+// POST /v1/check.
+//
+// The handlers are plain net/http rather than grpc-gateway, because AuthZEN
+// clients compare JSON strictly (no extra keys) and expect 400 for a field of
+// the wrong type.
+package authzen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
+)
+
+// Paths of the endpoints.
+const (
+	PathEvaluation     = "/access/v1/evaluation"
+	PathEvaluations    = "/access/v1/evaluations"
+	PathSearchSubject  = "/access/v1/search/subject"
+	PathSearchResource = "/access/v1/search/resource"
+	PathSearchAction   = "/access/v1/search/action"
+	PathMetadata       = "/.well-known/authzen-configuration"
+)
+
+// ReasonHeader asks for the decision's reason code and id in the response
+// context: send "Mandate-Reason-Code: true". Without it a response carries
+// only what AuthZEN defines, because interop clients compare answers
+// strictly and an extra key fails them.
+const ReasonHeader = "Mandate-Reason-Code"
+
+// maxEvaluations bounds one batch, as CheckBulk does.
+const maxEvaluations = 1000
+
+// Config configures the AuthZEN endpoints.
+type Config struct {
+	// Conn is a connection to mandate's own gRPC server. Never nil.
+	Conn grpc.ClientConnInterface
+	// BaseURL is the PDP's public URL, advertised in the metadata document.
+	// Default: the scheme and host the request came in on.
+	BaseURL string
+	// Log is the logger. Default slog.Default().
+	Log *slog.Logger
+}
+
+// Handler serves the AuthZEN endpoints.
+type Handler struct {
+	cfg    Config
+	check  mandatev1.CheckServiceClient
+	search mandatev1.SearchServiceClient
+}
+
+// New returns the AuthZEN handler.
+func New(cfg Config) *Handler {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
+	return &Handler{cfg: cfg, check: mandatev1.NewCheckServiceClient(cfg.Conn), search: mandatev1.NewSearchServiceClient(cfg.Conn)}
+}
+
+// Routes returns the handlers by ServeMux pattern, for gateway.Config.Extra.
+func (h *Handler) Routes() map[string]http.Handler {
+	return map[string]http.Handler{
+		"POST " + PathEvaluation:     h.endpoint(h.evaluation),
+		"POST " + PathEvaluations:    h.endpoint(h.evaluations),
+		"POST " + PathSearchSubject:  h.endpoint(h.searchSubject),
+		"POST " + PathSearchResource: h.endpoint(h.searchResource),
+		"POST " + PathSearchAction:   h.endpoint(h.searchAction),
+		"GET " + PathMetadata:        http.HandlerFunc(h.metadata),
+	}
+}
+
+// call is one request on its way to the gRPC services.
+type call struct {
+	r      *http.Request
+	ctx    context.Context // carries the caller's key and request id as gRPC metadata
+	reason bool            // the caller asked for reason codes
+}
+
+// endpoint reads the body, runs fn and writes its answer or its error.
+func (h *Handler) endpoint(fn func(c *call, body object) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.Header.Get("X-Request-Id"); id != "" {
+			w.Header().Set("X-Request-Id", id)
+		}
+		body, err := readBody(r)
+		if err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+		md := metadata.MD{}
+		if a := authorization(r); a != "" {
+			md.Set("authorization", a)
+		}
+		if id := r.Header.Get("X-Request-Id"); id != "" {
+			md.Set("x-request-id", id)
+		}
+		c := &call{r: r, ctx: metadata.NewOutgoingContext(r.Context(), md), reason: strings.EqualFold(r.Header.Get(ReasonHeader), "true")}
+		out, err := fn(c, body)
+		if err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+// authorization accepts "Bearer <key>" and, because AuthZEN's interop
+// harnesses send their configured key verbatim, a bare key too.
+func authorization(r *http.Request) string {
+	v := strings.TrimSpace(r.Header.Get("Authorization"))
+	if v == "" {
+		return ""
+	}
+	if scheme, _, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "bearer") {
+		return v
+	}
+	return "Bearer " + v
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError maps an error to HTTP: 400 for a bad payload, and for gRPC
+// errors the same codes as the rest of the REST API, with a Bearer challenge
+// on 401.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var br *badRequest
+	var tl *tooLargeError
+	switch {
+	case errors.As(err, &br):
+		writeJSON(w, http.StatusBadRequest, errorBody(codes.InvalidArgument, br.Error()))
+		return
+	case errors.As(err, &tl):
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody(codes.InvalidArgument, tl.Error()))
+		return
+	}
+	st := status.Convert(err)
+	code := http.StatusInternalServerError
+	switch st.Code() {
+	case codes.InvalidArgument, codes.FailedPrecondition:
+		code = http.StatusBadRequest
+	case codes.Unauthenticated:
+		code = http.StatusUnauthorized
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mandate"`)
+	case codes.PermissionDenied:
+		code = http.StatusForbidden
+	case codes.NotFound:
+		code = http.StatusNotFound
+	case codes.Unavailable, codes.DeadlineExceeded:
+		code = http.StatusServiceUnavailable
+	case codes.Internal, codes.Unknown:
+		h.cfg.Log.ErrorContext(r.Context(), "authzen: internal error", "path", r.URL.Path, "error", err)
+	}
+	writeJSON(w, code, errorBody(st.Code(), st.Message()))
+}
+
+func errorBody(code codes.Code, msg string) map[string]any {
+	return map[string]any{"code": int(code), "message": msg, "details": []any{}}
+}
+
+// entityFields are the request fields whose InvalidArgument means "this
+// names nothing mandate knows" (an unknown type or permission, an id too
+// long to exist): a deny, or an empty search, rather than a 400.
+var entityFields = map[string]bool{
+	"subject": true, "resource": true, "permission": true, "subject_type": true, "resource_type": true,
+}
+
+// namesNothing reports whether err is mandate refusing a question because an
+// entity or action it names cannot exist.
+func namesNothing(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return entityFields[info.GetMetadata()["field"]]
+		}
+	}
+	return false
+}
+
+// metadata serves the PDP metadata document. It needs no key.
+func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
+	base := h.cfg.BaseURL
+	if base == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		base = scheme + "://" + r.Host
+	}
+	writeJSON(w, http.StatusOK, map[string]string{
+		"policy_decision_point":       base,
+		"access_evaluation_endpoint":  base + PathEvaluation,
+		"access_evaluations_endpoint": base + PathEvaluations,
+		"search_subject_endpoint":     base + PathSearchSubject,
+		"search_resource_endpoint":    base + PathSearchResource,
+		"search_action_endpoint":      base + PathSearchAction,
+	})
+}
