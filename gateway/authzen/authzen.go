@@ -202,6 +202,9 @@ func namesNothing(err error) bool {
 
 // metadata serves the PDP metadata document. It needs no key.
 func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
+	if id := r.Header.Get("X-Request-Id"); id != "" {
+		w.Header().Set("X-Request-Id", id)
+	}
 	base := h.cfg.BaseURL
 	if base == "" {
 		scheme := "http"
