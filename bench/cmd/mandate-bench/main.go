@@ -53,7 +53,7 @@ func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
 		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,c,d,e,open,audit,access,f,g", "scenarios to run")
+		scenarios  = flag.String("scenarios", "a,b,c,d,e,authzen,open,audit,access,f,g", "scenarios to run")
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
@@ -149,6 +149,32 @@ func main() {
 			add(desc[s], bench.Closed(ctx, s, n, *warmup, *duration, ops[s]))
 		}
 	}
+	if want["authzen"] {
+		// The same cached question, native REST against AuthZEN, on the same
+		// server and HTTP client, back to back.
+		agentID := strings.TrimPrefix(agent, "agent:")
+		ops["authzen"] = func(ctx context.Context, w, i int) error {
+			body := fmt.Sprintf(`{"subject":{"type":"agent","id":%q},"action":{"name":"read"},"resource":{"type":"repo","id":%q}}`,
+				agentID, strings.TrimPrefix(hot(w*7919+i), "repo:"))
+			req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+srv.HTTPAddr()+"/access/v1/evaluation", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+checkerKey)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := httpClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var out struct{ Decision bool }
+			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || !out.Decision {
+				return fmt.Errorf("status %d decision %v %v", resp.StatusCode, out.Decision, err)
+			}
+			return nil
+		}
+		for _, n := range []int{1, 8} {
+			add("(e) native POST /v1/check, cached, hot set (AuthZEN's baseline)", bench.Closed(ctx, "authzen-native", n, *warmup, *duration, ops["e"]))
+			add("AuthZEN POST /access/v1/evaluation, the same question", bench.Closed(ctx, "authzen", n, *warmup, *duration, ops["authzen"]))
+		}
+	}
 	if want["open"] {
 		add("(d) open loop at a fixed rate: latency from when each request was due", bench.Open(ctx, "d-open", 5000, *duration, 10_000, ops["d"]))
 		add("(c) open loop at a fixed rate", bench.Open(ctx, "c-open", 1000, *duration, 10_000, ops["c"]))
@@ -234,6 +260,8 @@ func targetRatios(rs []bench.Result) []string {
 	ratio("2a: (d)/(b) throughput at 8 in flight", find(rs, "d", 8), find(rs, "b", 8), tp, ">= 1.25")
 	ratio("2b: (d)/(b) p50 at 1 in flight", find(rs, "d", 1), find(rs, "b", 1), p50, "<= 0.7")
 	ratio("3: (c)/(b) p50 at 1 in flight", find(rs, "c", 1), find(rs, "b", 1), p50, "<= 1.3")
+	ratio("authzen: AuthZEN / native REST check, p50 at 1 in flight", find(rs, "authzen", 1), find(rs, "authzen-native", 1), p50, "<= 1.2")
+	ratio("authzen: AuthZEN / native REST check, p50 at 8 in flight", find(rs, "authzen", 8), find(rs, "authzen-native", 8), p50, "<= 1.2")
 	ratio("audit: (d) audit batched / audit off, throughput at 8 in flight", find(rs, "d-audit-on", 8), find(rs, "d-audit-off", 8), tp, ">= 0.9")
 	for _, r := range rs {
 		if r.Scenario == "f" {
