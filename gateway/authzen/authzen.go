@@ -13,6 +13,8 @@ package authzen
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -96,9 +98,13 @@ type call struct {
 // endpoint reads the body, runs fn and writes its answer or its error.
 func (h *Handler) endpoint(fn func(c *call, body object) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id := r.Header.Get("X-Request-Id"); id != "" {
-			w.Header().Set("X-Request-Id", id)
+		// One request id for every gRPC call the request makes, so that the
+		// audit records of a batch share it; the caller's is echoed.
+		id := r.Header.Get("X-Request-Id")
+		if id == "" {
+			id = newRequestID()
 		}
+		w.Header().Set("X-Request-Id", id)
 		body, err := readBody(r)
 		if err != nil {
 			h.writeError(w, r, err)
@@ -108,9 +114,7 @@ func (h *Handler) endpoint(fn func(c *call, body object) (any, error)) http.Hand
 		if a := authorization(r); a != "" {
 			md.Set("authorization", a)
 		}
-		if id := r.Header.Get("X-Request-Id"); id != "" {
-			md.Set("x-request-id", id)
-		}
+		md.Set("x-request-id", id)
 		c := &call{r: r, ctx: metadata.NewOutgoingContext(r.Context(), md), reason: strings.EqualFold(r.Header.Get(ReasonHeader), "true")}
 		out, err := fn(c, body)
 		if err != nil {
@@ -119,6 +123,12 @@ func (h *Handler) endpoint(fn func(c *call, body object) (any, error)) http.Hand
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+}
+
+func newRequestID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "req_" + hex.EncodeToString(b)
 }
 
 // authorization accepts "Bearer <key>" and, because AuthZEN's interop

@@ -349,6 +349,15 @@ func TestCertification(t *testing.T) {
 				}
 			}
 		}
+		// Without one, mandate makes one.
+		if _, _, hdr := p.callH("POST", authzen.PathEvaluation, testKeys[service.RoleChecker], "application/json", mustJSON(eval(alice, read, record1)), nil); !strings.HasPrefix(hdr.Get("X-Request-Id"), "req_") {
+			t.Errorf("no X-Request-Id generated: %q", hdr.Get("X-Request-Id"))
+		}
+		// A body over the limit is refused before it is read.
+		huge := mustJSON(obj{"subject": alice, "action": read, "resource": record1, "context": obj{"blob": strings.Repeat("x", 2<<20)}})
+		if code, raw := p.call("POST", authzen.PathEvaluation, testKeys[service.RoleChecker], "application/json", huge, nil); code != 413 {
+			t.Errorf("a 2 MiB body: got %d %s, want 413", code, raw)
+		}
 		// A bad request echoes it too.
 		if _, _, hdr := p.callH("POST", authzen.PathEvaluation, testKeys[service.RoleChecker], "text/plain", nil, http.Header{"X-Request-Id": {"cert-bad"}}); hdr.Get("X-Request-Id") != "cert-bad" {
 			t.Errorf("400 lost X-Request-Id: %q", hdr.Get("X-Request-Id"))
