@@ -3,11 +3,15 @@ package authzen_test
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 
 	"github.com/mandate-dev/mandate/gateway/authzen"
+	"github.com/mandate-dev/mandate/schema"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -258,4 +262,43 @@ func TestInteropSearch(t *testing.T) {
 		all, allTotal = all+passed, allTotal+total
 	}
 	t.Logf("search: %d/%d", all, allTotal)
+}
+
+var fixturesOut = flag.String("fixtures-out", "", "write the interop fixtures (schema and relationships) to this directory, to load into a running mandate for the public harnesses")
+
+// TestWriteFixtures writes, with -fixtures-out DIR, each interop scenario as
+// a schema file for `mandate schema apply` and a body for
+// POST /v1/relationships:write, so that the public Node harnesses can be
+// pointed at a running mandate loaded with the same data as these tests.
+func TestWriteFixtures(t *testing.T) {
+	if *fixturesOut == "" {
+		t.Skip("set -fixtures-out DIR to write the fixtures")
+	}
+	for name, f := range map[string]struct {
+		schemas []string
+		rels    []string
+	}{
+		"todo-gateway": {[]string{"testdata/todo/schema.zed", "testdata/gateway/schema.zed"}, todoAndGatewayRelationships(t)},
+		"search":       {[]string{"testdata/search/schema.zed"}, searchRelationships(t)},
+	} {
+		src := schema.Default
+		for _, s := range f.schemas {
+			b, err := os.ReadFile(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src += "\n" + string(b)
+		}
+		var updates []map[string]string
+		for _, r := range f.rels {
+			updates = append(updates, map[string]string{"operation": "TOUCH", "relationship": r})
+		}
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(os.WriteFile(filepath.Join(*fixturesOut, name+".zed"), []byte(src), 0o644))
+		must(os.WriteFile(filepath.Join(*fixturesOut, name+".relationships.json"), mustJSON(map[string]any{"updates": updates}), 0o644))
+	}
 }
