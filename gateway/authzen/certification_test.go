@@ -117,6 +117,21 @@ func TestCertification(t *testing.T) {
 		p.exact(authzen.PathEvaluations, service.RoleChecker, obj{
 			"subject": alice, "evaluations": []obj{{"action": read, "resource": record1}, {"action": read}, {"action": write, "resource": record1}},
 		}, `{"evaluations":[{"decision":true},{"decision":false},{"decision":true}]}`)
+		// Asked for reasons, the denied item says why.
+		code, raw := p.call("POST", authzen.PathEvaluations, testKeys[service.RoleChecker], "application/json",
+			mustJSON(obj{"subject": alice, "evaluations": []obj{{"action": read}, {"action": read, "resource": obj{"type": "ledger", "id": "x"}}}}),
+			http.Header{authzen.ReasonHeader: {"true"}})
+		var out struct {
+			Evaluations []struct {
+				Decision bool
+				Context  map[string]string
+			}
+		}
+		if err := json.Unmarshal(raw, &out); code != 200 || err != nil || len(out.Evaluations) != 2 ||
+			out.Evaluations[0].Context["reason_code"] != "INVALID_REQUEST" || out.Evaluations[0].Context["error"] != "evaluations[0].resource: is required" ||
+			out.Evaluations[1].Context["reason_code"] != "INVALID_REFERENCE" || out.Evaluations[1].Decision {
+			t.Errorf("reasons of denied items: %d %s", code, raw)
+		}
 		// Short-circuit semantics stop after, and include, the deciding answer.
 		items := []obj{{"action": read}, {"subject": bob, "action": write}, {"action": write}}
 		p.exact(authzen.PathEvaluations, service.RoleChecker, obj{"subject": alice, "resource": record1, "evaluations": items,

@@ -50,6 +50,16 @@ func (h *Handler) ask(c *call, req *mandatev1.CheckRequest) (decision, error) {
 	return d, nil
 }
 
+// Reason codes of denies the handler gives without asking the engine.
+const (
+	// reasonInvalidReference: the question names a type, action or id that
+	// cannot exist in mandate.
+	reasonInvalidReference = "INVALID_REFERENCE"
+	// reasonInvalidRequest: a batch item lacks a field or carries context
+	// mandate refuses.
+	reasonInvalidRequest = "INVALID_REQUEST"
+)
+
 // denied is a deny mandate decided without asking the engine, with why when
 // the caller asked.
 func (h *Handler) denied(c *call, code string, msg ...string) decision {
@@ -85,11 +95,11 @@ func (h *Handler) single(c *call, t tuple) (any, error) {
 		return nil, err
 	}
 	if !ok {
-		return h.denied(c, "UNKNOWN_TYPE"), nil
+		return h.denied(c, reasonInvalidReference, "resource.type: names no resource type"), nil
 	}
 	d, err := h.ask(c, req)
 	if err != nil && namesNothing(err) {
-		return h.denied(c, "INVALID_REFERENCE", status.Convert(err).Message()), nil
+		return h.denied(c, reasonInvalidReference, status.Convert(err).Message()), nil
 	}
 	return d, err
 }
@@ -174,18 +184,22 @@ func (h *Handler) evaluations(c *call, body object) (any, error) {
 // denies.
 func (h *Handler) item(c *call, t tuple, prefix string) (decision, error) {
 	if f := t.missing(prefix); f != "" {
-		return h.denied(c, "INVALID_REQUEST", f+": is required"), nil
+		return h.denied(c, reasonInvalidRequest, f+": is required"), nil
 	}
 	req, ok, err := checkRequest(t)
 	if err != nil {
-		return h.denied(c, "INVALID_REQUEST", err.Error()), nil
+		return h.denied(c, reasonInvalidRequest, err.Error()), nil
 	}
 	if !ok {
-		return h.denied(c, "UNKNOWN_TYPE"), nil
+		return h.denied(c, reasonInvalidReference, "resource.type: names no resource type"), nil
 	}
 	d, err := h.ask(c, req)
-	if st := status.Convert(err); err != nil && st.Code() == codes.InvalidArgument {
-		return h.denied(c, "INVALID_REQUEST", st.Message()), nil
+	switch st := status.Convert(err); {
+	case err == nil:
+	case namesNothing(err):
+		return h.denied(c, reasonInvalidReference, st.Message()), nil
+	case st.Code() == codes.InvalidArgument:
+		return h.denied(c, reasonInvalidRequest, st.Message()), nil
 	}
 	return d, err
 }
