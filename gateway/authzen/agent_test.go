@@ -122,6 +122,24 @@ func TestAgentSubject(t *testing.T) {
 		t.Errorf("action search: %s, want %s", ac, want)
 	}
 
+	// A grant held by the task reaches its agents, in evaluations and in searches.
+	taskGrant := p.native("POST", "/v1/grants", service.RoleOperator, obj{"holder": "task:" + task, "permission": "view", "resource": "record:105", "ttl": "10m"})["grant"].(map[string]any)["id"].(string)
+	if out := ask("view", "105", nil); out["decision"] != true {
+		t.Fatalf("view through the task's grant: %v", out)
+	}
+	if _, r := p.authzen(authzen.PathSearchResource, service.RoleReviewer, obj{"subject": a, "action": obj{"name": "view"}, "resource": obj{"type": "record"}}); compact(t, r) !=
+		`{"results":[{"type":"record","id":"102"},{"type":"record","id":"105"}],"page":{"next_token":""}}` {
+		t.Errorf("resource search with a task grant: %s", r)
+	}
+	if _, s := p.authzen(authzen.PathSearchSubject, service.RoleReviewer, obj{"subject": obj{"type": "agent"}, "action": obj{"name": "view"}, "resource": obj{"type": "record", "id": "105"}}); compact(t, s) !=
+		`{"results":[{"type":"agent","id":"`+agent+`"}],"page":{"next_token":""}}` {
+		t.Errorf("subject search with a task grant: %s", s)
+	}
+	p.native("DELETE", "/v1/grants/"+taskGrant, service.RoleOperator, nil)
+	if out := ask("view", "105", reason); out["decision"] != false || out["context"].(map[string]any)["reason_code"] != "NO_GRANT" {
+		t.Fatalf("view after the task's grant was removed: %v", out)
+	}
+
 	// Suspending the agent ends it all at once: leg 1.
 	p.native("POST", "/v1/agents/"+agent+":suspend", service.RoleOperator, nil)
 	if out := ask("view", "102", reason); out["decision"] != false || out["context"].(map[string]any)["reason_code"] != "AGENT_SUSPENDED" {
