@@ -210,6 +210,18 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 	return nil, status.Errorf(codes.PermissionDenied, "key %q has role %s; %s needs one of %v", key.Name, key.Role, method, roles)
 }
 
+// AuthorizeHeader checks an Authorization header value against method's
+// roles exactly as the interceptors do, for HTTP handlers that must refuse a
+// caller before doing any work of their own (the AuthZEN endpoints).
+func (k *Keys) AuthorizeHeader(ctx context.Context, authorization, method string) error {
+	md := metadata.MD{}
+	if authorization != "" {
+		md.Set("authorization", authorization)
+	}
+	_, err := k.authorize(metadata.NewIncomingContext(ctx, md), method)
+	return err
+}
+
 // UnaryInterceptor authenticates and authorizes every unary call.
 func (k *Keys) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	ctx, err := k.authorize(ctx, info.FullMethod)

@@ -24,6 +24,12 @@ func TestKeysAndRoles(t *testing.T) {
 		{"unknown key", authzen.PathEvaluation, "Bearer not-a-key", body, 401},
 		{"unknown bare key", authzen.PathEvaluation, "not-a-key", body, 401},
 		{"no key on search", authzen.PathSearchSubject, "", search, 401},
+		// A batch whose items are all denied without asking Check still needs a key.
+		{"no key, nothing to ask", authzen.PathEvaluations, "", mustJSON(obj{"subject": alice, "evaluations": []obj{{"action": read}}}), 401},
+		{"no key, unknown resource type", authzen.PathEvaluation, "", mustJSON(eval(alice, read, obj{"type": "user_resource", "id": "x"})), 401},
+		// The key is checked before the body.
+		{"no key, malformed body", authzen.PathEvaluation, "", []byte("{"), 401},
+		{"reviewer, malformed body", authzen.PathEvaluation, testKeys[service.RoleReviewer], []byte("{"), 403},
 		{"checker, Bearer", authzen.PathEvaluation, "Bearer " + testKeys[service.RoleChecker], body, 200},
 		{"checker, bare key as the harness sends it", authzen.PathEvaluation, testKeys[service.RoleChecker], body, 200},
 		{"checker, batch", authzen.PathEvaluations, testKeys[service.RoleChecker], body, 200},

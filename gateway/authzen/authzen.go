@@ -53,6 +53,11 @@ const maxEvaluations = 1000
 type Config struct {
 	// Conn is a connection to mandate's own gRPC server. Never nil.
 	Conn grpc.ClientConnInterface
+	// Authorize checks the caller's Authorization header against the roles
+	// of a gRPC method, before anything else is done with the request: a
+	// batch whose items are all denied without asking Check, for example,
+	// must still refuse an unknown key. Never nil.
+	Authorize func(ctx context.Context, authorization, method string) error
 	// BaseURL is the PDP's public URL, advertised in the metadata document.
 	// Default: the scheme and host the request came in on.
 	BaseURL string
@@ -79,11 +84,11 @@ func New(cfg Config) *Handler {
 // Routes returns the handlers by ServeMux pattern, for gateway.Config.Extra.
 func (h *Handler) Routes() map[string]http.Handler {
 	return map[string]http.Handler{
-		"POST " + PathEvaluation:     h.endpoint(h.evaluation),
-		"POST " + PathEvaluations:    h.endpoint(h.evaluations),
-		"POST " + PathSearchSubject:  h.endpoint(h.searchSubject),
-		"POST " + PathSearchResource: h.endpoint(h.searchResource),
-		"POST " + PathSearchAction:   h.endpoint(h.searchAction),
+		"POST " + PathEvaluation:     h.endpoint(methodCheck, h.evaluation),
+		"POST " + PathEvaluations:    h.endpoint(methodCheck, h.evaluations),
+		"POST " + PathSearchSubject:  h.endpoint(methodLookupSubjects, h.searchSubject),
+		"POST " + PathSearchResource: h.endpoint(methodLookupResources, h.searchResource),
+		"POST " + PathSearchAction:   h.endpoint(methodLookupActions, h.searchAction),
 		"GET " + PathMetadata:        http.HandlerFunc(h.metadata),
 	}
 }
@@ -95,8 +100,17 @@ type call struct {
 	reason bool            // the caller asked for reason codes
 }
 
-// endpoint reads the body, runs fn and writes its answer or its error.
-func (h *Handler) endpoint(fn func(c *call, body object) (any, error)) http.Handler {
+// The gRPC methods whose roles each endpoint takes.
+const (
+	methodCheck           = "/mandate.v1.CheckService/Check"
+	methodLookupSubjects  = "/mandate.v1.SearchService/LookupSubjects"
+	methodLookupResources = "/mandate.v1.SearchService/LookupResources"
+	methodLookupActions   = "/mandate.v1.SearchService/LookupActions"
+)
+
+// endpoint authorizes the caller for method, reads the body, runs fn and
+// writes its answer or its error.
+func (h *Handler) endpoint(method string, fn func(c *call, body object) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// One request id for every gRPC call the request makes, so that the
 		// audit records of a batch share it; the caller's is echoed.
@@ -105,14 +119,19 @@ func (h *Handler) endpoint(fn func(c *call, body object) (any, error)) http.Hand
 			id = newRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
+		authz := authorization(r)
+		if err := h.cfg.Authorize(r.Context(), authz, method); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
 		body, err := readBody(r)
 		if err != nil {
 			h.writeError(w, r, err)
 			return
 		}
 		md := metadata.MD{}
-		if a := authorization(r); a != "" {
-			md.Set("authorization", a)
+		if authz != "" {
+			md.Set("authorization", authz)
 		}
 		md.Set("x-request-id", id)
 		c := &call{r: r, ctx: metadata.NewOutgoingContext(r.Context(), md), reason: strings.EqualFold(r.Header.Get(ReasonHeader), "true")}
