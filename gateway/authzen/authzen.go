@@ -82,8 +82,9 @@ func New(cfg Config) *Handler {
 }
 
 // Routes returns the handlers by ServeMux pattern, for gateway.Config.Extra.
+// Any other method on these paths gets 405.
 func (h *Handler) Routes() map[string]http.Handler {
-	return map[string]http.Handler{
+	routes := map[string]http.Handler{
 		"POST " + PathEvaluation:     h.endpoint(methodCheck, h.evaluation),
 		"POST " + PathEvaluations:    h.endpoint(methodCheck, h.evaluations),
 		"POST " + PathSearchSubject:  h.endpoint(methodLookupSubjects, h.searchSubject),
@@ -91,6 +92,18 @@ func (h *Handler) Routes() map[string]http.Handler {
 		"POST " + PathSearchAction:   h.endpoint(methodLookupActions, h.searchAction),
 		"GET " + PathMetadata:        http.HandlerFunc(h.metadata),
 	}
+	patterns := make([]string, 0, len(routes))
+	for pattern := range routes {
+		patterns = append(patterns, pattern)
+	}
+	for _, pattern := range patterns {
+		method, path, _ := strings.Cut(pattern, " ")
+		routes[path] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", method)
+			writeJSON(w, http.StatusMethodNotAllowed, errorBody(codes.Unimplemented, "method "+r.Method+" is not allowed on "+r.URL.Path+"; use "+method))
+		})
+	}
+	return routes
 }
 
 // call is one request on its way to the gRPC services.
@@ -216,17 +229,20 @@ var entityFields = map[string]bool{
 
 // namesNothing reports whether err is mandate refusing a question because an
 // entity or action it names cannot exist.
-func namesNothing(err error) bool {
+func namesNothing(err error) bool { return entityFields[fieldOf(err)] }
+
+// fieldOf is the request field an InvalidArgument from mandate names, or "".
+func fieldOf(err error) string {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.InvalidArgument {
-		return false
+		return ""
 	}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return entityFields[info.GetMetadata()["field"]]
+			return info.GetMetadata()["field"]
 		}
 	}
-	return false
+	return ""
 }
 
 // metadata serves the PDP metadata document. It needs no key.

@@ -216,10 +216,13 @@ func TestCertification(t *testing.T) {
 		if strings.Join(ids, ",") != "alice,bob" || token != "" {
 			t.Errorf("paged subjects: %v, last token %q; want alice,bob and an empty token", ids, token)
 		}
-		if code, _ := p.authzen(authzen.PathSearchSubject, service.RoleReviewer, obj{"subject": obj{"type": "user"}, "action": read, "resource": record1,
-			"page": obj{"token": "not-a-token"}}); code != 400 {
-			t.Errorf("bad page token: %d, want 400", code)
+		if code, raw := p.authzen(authzen.PathSearchSubject, service.RoleReviewer, obj{"subject": obj{"type": "user"}, "action": read, "resource": record1,
+			"page": obj{"token": "not-a-token"}}); code != 400 || !strings.Contains(string(raw), "page.token") {
+			t.Errorf("bad page token: %d %s, want 400 naming page.token", code, raw)
 		}
+		// A limit above the largest page gets the largest page.
+		p.exact(authzen.PathSearchSubject, service.RoleReviewer, obj{"subject": obj{"type": "user"}, "action": read, "resource": record1, "page": obj{"limit": 5000}},
+			`{"results":[{"type":"user","id":"alice"},{"type":"user","id":"bob"}],"page":{"next_token":""}}`)
 	})
 
 	t.Run("Search/Properties", func(t *testing.T) {
@@ -336,6 +339,18 @@ func TestCertification(t *testing.T) {
 				if code != 400 || !strings.Contains(string(raw), c.field) {
 					t.Errorf("%s, %s: got %d %s, want 400 naming %s", path, c.name, code, raw, c.field)
 				}
+			}
+		}
+	})
+
+	t.Run("Methods", func(t *testing.T) {
+		p.t = t
+		for _, c := range []struct{ method, path, allow string }{
+			{"GET", authzen.PathEvaluation, "POST"}, {"PUT", authzen.PathEvaluations, "POST"},
+			{"GET", authzen.PathSearchAction, "POST"}, {"POST", authzen.PathMetadata, "GET"},
+		} {
+			if code, _, hdr := p.callH(c.method, c.path, testKeys[service.RoleAdmin], "application/json", nil, nil); code != 405 || hdr.Get("Allow") != c.allow {
+				t.Errorf("%s %s: %d, Allow %q; want 405, Allow %s", c.method, c.path, code, hdr.Get("Allow"), c.allow)
 			}
 		}
 	})

@@ -19,6 +19,9 @@ type actionName struct {
 	Name string `json:"name"`
 }
 
+// maxPage is SearchService's largest page.
+const maxPage = 1000
+
 type pageOut struct {
 	NextToken string `json:"next_token"`
 }
@@ -44,7 +47,9 @@ func page(body object) (token string, limit uint32, err error) {
 		if err := json.Unmarshal(raw, &n); err != nil || n < 0 || n > 1<<31 {
 			return "", 0, bad("page.limit", "must be a non-negative integer")
 		}
-		limit = uint32(n)
+		// A PDP may return fewer results than asked for; SearchService's
+		// largest page is 1000.
+		limit = uint32(min(n, maxPage))
 	}
 	return token, limit, nil
 }
@@ -97,7 +102,7 @@ func (h *Handler) searchSubject(c *call, body object) (any, error) {
 		if namesNothing(err) {
 			return emptySearch[ref](), nil
 		}
-		return nil, err
+		return nil, searchError(err)
 	}
 	out := emptySearch[ref]()
 	for _, s := range resp.GetSubjects() {
@@ -141,7 +146,7 @@ func (h *Handler) searchResource(c *call, body object) (any, error) {
 		if namesNothing(err) {
 			return emptySearch[ref](), nil
 		}
-		return nil, err
+		return nil, searchError(err)
 	}
 	out := emptySearch[ref]()
 	for _, r := range resp.GetResources() {
@@ -185,7 +190,7 @@ func (h *Handler) searchAction(c *call, body object) (any, error) {
 		if namesNothing(err) {
 			return emptySearch[actionName](), nil
 		}
-		return nil, err
+		return nil, searchError(err)
 	}
 	out := emptySearch[actionName]()
 	for _, p := range resp.GetPermissions() {
@@ -193,6 +198,14 @@ func (h *Handler) searchAction(c *call, body object) (any, error) {
 	}
 	out.Page.NextToken = resp.GetNextPageToken()
 	return out, nil
+}
+
+// searchError names a refused page token by its AuthZEN field.
+func searchError(err error) error {
+	if fieldOf(err) == "page_token" {
+		return bad("page.token", "is not a token this server issued")
+	}
+	return err
 }
 
 // decodeRef returns the AuthZEN id of a "<type>:<id>" result. An id that
