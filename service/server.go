@@ -266,7 +266,11 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	s.closers = append([]func() error{gwConn.Close}, s.closers...)
 	extra := map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
 	// AuthZEN asks the same gRPC services, so keys, cache, audit and metrics apply.
-	for pattern, h := range authzen.New(authzen.Config{Conn: gwConn, Authorize: keys.AuthorizeHeader, Log: c.Log}).Routes() {
+	az, err := authzen.New(authzen.Config{Conn: gwConn, Authorize: keys.AuthorizeHeader, Log: c.Log})
+	if err != nil {
+		return nil, err
+	}
+	for pattern, h := range az.Routes() {
 		extra[pattern] = h
 	}
 	handler, err := gateway.New(ctx, gwConn, gateway.Config{

@@ -72,13 +72,24 @@ type Handler struct {
 	search mandatev1.SearchServiceClient
 }
 
+// Validate reports whether the config is usable.
+func (c *Config) Validate() error {
+	if c.Conn == nil || c.Authorize == nil {
+		return errors.New("authzen: Conn and Authorize are required")
+	}
+	return nil
+}
+
 // New returns the AuthZEN handler.
-func New(cfg Config) *Handler {
+func New(cfg Config) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
 	cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
-	return &Handler{cfg: cfg, check: mandatev1.NewCheckServiceClient(cfg.Conn), search: mandatev1.NewSearchServiceClient(cfg.Conn)}
+	return &Handler{cfg: cfg, check: mandatev1.NewCheckServiceClient(cfg.Conn), search: mandatev1.NewSearchServiceClient(cfg.Conn)}, nil
 }
 
 // Routes returns the handlers by ServeMux pattern, for gateway.Config.Extra.
