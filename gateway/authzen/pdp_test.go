@@ -174,7 +174,7 @@ func (p *pdp) authzen(path string, role service.Role, body any) (int, []byte) {
 	return p.call("POST", path, testKeys[role], "application/json", mustJSON(body), nil)
 }
 
-// admin calls mandate's native REST API as admin or another role.
+// native calls mandate's native REST API with a key of role, and requires a 200.
 func (p *pdp) native(method, path string, role service.Role, body any) map[string]any {
 	p.t.Helper()
 	var b []byte
