@@ -191,20 +191,24 @@ func (e *Engine) ValidateQuery(ctx context.Context, subject, permission, resourc
 	if err := e.requirePermission(ctx, "permission", res.Type, permission); err != nil {
 		return Query{}, err
 	}
-	if qctx != nil {
-		for _, k := range reservedContext {
-			if _, ok := qctx.GetFields()[k]; ok {
-				return Query{}, invalid("context."+k, "is reserved: mandate's own caveats use it")
-			}
-		}
-		if len(qctx.GetFields()) > maxContextFields {
-			return Query{}, invalid("context", "has more than %d fields", maxContextFields)
-		}
-		if err := validateConditionContext(qctx); err != nil {
-			return Query{}, err
-		}
+	if err := validateContext(qctx); err != nil {
+		return Query{}, err
 	}
 	return Query{Subject: sub, Permission: permission, Resource: res, Context: qctx}, nil
+}
+
+// validateContext refuses the context keys mandate's own caveats use, too
+// many keys, and malformed values of the keys the grant conditions read.
+func validateContext(qctx *structpb.Struct) error {
+	for _, k := range reservedContext {
+		if _, ok := qctx.GetFields()[k]; ok {
+			return invalid("context."+k, "is reserved: mandate's own caveats use it")
+		}
+	}
+	if len(qctx.GetFields()) > maxContextFields {
+		return invalid("context", "has more than %d fields", maxContextFields)
+	}
+	return validateConditionContext(qctx)
 }
 
 // Decide answers a validated query against SpiceDB, at full consistency.

@@ -62,6 +62,7 @@ func New(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Handler, 
 		mandatev1.RegisterRelationshipServiceHandler,
 		mandatev1.RegisterAuditServiceHandler,
 		mandatev1.RegisterReviewServiceHandler,
+		mandatev1.RegisterSearchServiceHandler,
 	} {
 		if err := register(ctx, mux, conn); err != nil {
 			return nil, fmt.Errorf("registering REST handlers: %w", err)

@@ -167,6 +167,9 @@ var methodRoles = map[string][]Role{
 	"/mandate.v1.ReviewService/ListUnusedGrants":         {RoleReviewer, RoleAdmin},
 	"/mandate.v1.ReviewService/GetReviewReport":          {RoleReviewer, RoleAdmin},
 	"/mandate.v1.ReviewService/GetReviewReportCSV":       {RoleReviewer, RoleAdmin},
+	"/mandate.v1.SearchService/LookupSubjects":           {RoleReviewer, RoleAdmin},
+	"/mandate.v1.SearchService/LookupResources":          {RoleReviewer, RoleAdmin},
+	"/mandate.v1.SearchService/LookupActions":            {RoleReviewer, RoleAdmin},
 }
 
 // unauthenticatedPrefixes are methods anyone may call.
@@ -209,6 +212,18 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 		}
 	}
 	return nil, status.Errorf(codes.PermissionDenied, "key %q has role %s; %s needs one of %v", key.Name, key.Role, method, roles)
+}
+
+// AuthorizeHeader checks an Authorization header value against method's
+// roles exactly as the interceptors do, for HTTP handlers that must refuse a
+// caller before doing any work of their own (the AuthZEN endpoints).
+func (k *Keys) AuthorizeHeader(ctx context.Context, authorization, method string) error {
+	md := metadata.MD{}
+	if authorization != "" {
+		md.Set("authorization", authorization)
+	}
+	_, err := k.authorize(metadata.NewIncomingContext(ctx, md), method)
+	return err
 }
 
 // UnaryInterceptor authenticates and authorizes every unary call.

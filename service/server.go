@@ -31,6 +31,7 @@ import (
 	"github.com/mandate-dev/mandate/engine/cache"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	"github.com/mandate-dev/mandate/gateway"
+	"github.com/mandate-dev/mandate/gateway/authzen"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
 
@@ -265,6 +266,7 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	mandatev1.RegisterRelationshipServiceServer(s.grpcServer, h)
 	mandatev1.RegisterAuditServiceServer(s.grpcServer, h)
 	mandatev1.RegisterReviewServiceServer(s.grpcServer, h)
+	mandatev1.RegisterSearchServiceServer(s.grpcServer, &SearchHandlers{Handlers: h})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 
@@ -291,10 +293,19 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 		return nil, err
 	}
 	s.closers = append([]func() error{gwConn.Close}, s.closers...)
+	extra := map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	// AuthZEN asks the same gRPC services, so keys, cache, audit and metrics apply.
+	az, err := authzen.New(authzen.Config{Conn: gwConn, Authorize: keys.AuthorizeHeader, Log: c.Log})
+	if err != nil {
+		return nil, err
+	}
+	for pattern, h := range az.Routes() {
+		extra[pattern] = h
+	}
 	handler, err := gateway.New(ctx, gwConn, gateway.Config{
 		MaxBodyBytes: c.MaxBodyBytes,
 		Health:       s.healthz,
-		Extra:        map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
+		Extra:        extra,
 	})
 	if err != nil {
 		return nil, err

@@ -53,7 +53,7 @@ func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
 		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,c,d,e,open,audit,access,bounds,f,g", "scenarios to run")
+		scenarios  = flag.String("scenarios", "a,b,c,d,e,authzen,open,audit,access,bounds,f,g", "scenarios to run")
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
@@ -149,6 +149,33 @@ func main() {
 			add(desc[s], bench.Closed(ctx, s, n, *warmup, *duration, ops[s]))
 		}
 	}
+	if want["authzen"] {
+		// The same cached question, native REST against AuthZEN, on the same
+		// server and HTTP client, back to back.
+		agentID := strings.TrimPrefix(agent, "agent:")
+		ops["authzen"] = func(ctx context.Context, w, i int) error {
+			body := fmt.Sprintf(`{"subject":{"type":"agent","id":%q},"action":{"name":"read"},"resource":{"type":"repo","id":%q}}`,
+				agentID, strings.TrimPrefix(hot(w*7919+i), "repo:"))
+			req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+srv.HTTPAddr()+"/access/v1/evaluation", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+checkerKey)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := httpClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var out struct{ Decision bool }
+			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || !out.Decision {
+				return fmt.Errorf("status %d decision %v %v", resp.StatusCode, out.Decision, err)
+			}
+			return nil
+		}
+		for _, n := range []int{1, 8} {
+			native, az := interleaved(ctx, "authzen-native", "authzen", n, *warmup, *duration, ops["e"], ops["authzen"])
+			add("(e) native POST /v1/check, cached, hot set (AuthZEN's baseline), interleaved with the next", native)
+			add("AuthZEN POST /access/v1/evaluation, the same question, interleaved with the previous", az)
+		}
+	}
 	if want["open"] {
 		add("(d) open loop at a fixed rate: latency from when each request was due", bench.Open(ctx, "d-open", 5000, *duration, 10_000, ops["d"]))
 		add("(c) open loop at a fixed rate", bench.Open(ctx, "c-open", 1000, *duration, 10_000, ops["c"]))
@@ -206,6 +233,49 @@ func main() {
 	}
 }
 
+// interleaved runs two ops in one closed loop, every worker alternating
+// between them, so that both meet the same machine at the same moments: on a
+// shared, noisy machine, two loops run one after the other differ by more
+// than the thing measured. It returns one result per op.
+func interleaved(ctx context.Context, nameA, nameB string, inFlight int, warmup, d time.Duration, a, b bench.Op) (bench.Result, bench.Result) {
+	var mu sync.Mutex
+	var latA, latB []time.Duration
+	var errA, errB int
+	record := false
+	op := func(ctx context.Context, w, i int) error {
+		which, lat, errs := a, &latA, &errA
+		if i%2 == 1 {
+			which, lat, errs = b, &latB, &errB
+		}
+		t0 := time.Now()
+		err := which(ctx, w, i/2)
+		el := time.Since(t0)
+		mu.Lock()
+		if record {
+			*lat = append(*lat, el)
+			if err != nil {
+				*errs++
+			}
+		}
+		mu.Unlock()
+		return err
+	}
+	bench.Closed(ctx, "warmup", inFlight, 0, warmup, op)
+	mu.Lock()
+	record = true
+	mu.Unlock()
+	bench.Closed(ctx, "interleaved", inFlight, 0, d, op)
+	mu.Lock()
+	defer mu.Unlock()
+	out := func(name string, lat []time.Duration, errs int) bench.Result {
+		r := bench.Distribution(name, "", lat)
+		r.Mode, r.InFlight, r.Errors = "closed", inFlight, errs
+		r.Seconds, r.Throughput = d.Seconds(), float64(len(lat)-errs)/d.Seconds()
+		return r
+	}
+	return out(nameA, latA, errA), out(nameB, latB, errB)
+}
+
 func allowed(resp *mandatev1.CheckResponse, err error) error {
 	if err != nil {
 		return err
@@ -239,6 +309,8 @@ func targetRatios(rs []bench.Result) []string {
 	ratio("2a: (d)/(b) throughput at 8 in flight", find(rs, "d", 8), find(rs, "b", 8), tp, ">= 1.25")
 	ratio("2b: (d)/(b) p50 at 1 in flight", find(rs, "d", 1), find(rs, "b", 1), p50, "<= 0.7")
 	ratio("3: (c)/(b) p50 at 1 in flight", find(rs, "c", 1), find(rs, "b", 1), p50, "<= 1.3")
+	ratio("authzen: AuthZEN / native REST check, p50 at 1 in flight", find(rs, "authzen", 1), find(rs, "authzen-native", 1), p50, "<= 1.2")
+	ratio("authzen: AuthZEN / native REST check, p50 at 8 in flight", find(rs, "authzen", 8), find(rs, "authzen-native", 8), p50, "<= 1.2")
 	ratio("audit: (d) audit batched / audit off, throughput at 8 in flight", find(rs, "d-audit-on", 8), find(rs, "d-audit-off", 8), tp, ">= 0.9")
 	for _, r := range rs {
 		if r.Scenario == "f" {
