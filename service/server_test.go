@@ -347,6 +347,21 @@ func TestSpiceDBDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped = true
+	// Until the cache's watch notices the outage (milliseconds), it may still
+	// serve the answer it holds: that answer reflects every write SpiceDB
+	// made, and no write can happen while SpiceDB is down. Once the watch
+	// breaks, the cache is bypassed and nothing is allowed.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, h := a.do("GET", "/healthz", "", nil)
+		if code == 503 && strings.HasPrefix(fmt.Sprint(h["cache"]), "bypassed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("healthz never reported the outage and the bypassed cache: %d %v", code, h)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for i := 0; i < 5; i++ {
 		code, out := a.do("POST", "/v1/check", service.RoleChecker, check)
 		if code != 503 || out["allowed"] == true {
