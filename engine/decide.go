@@ -191,15 +191,19 @@ func (e *Engine) ValidateQuery(ctx context.Context, subject, permission, resourc
 	if err := e.requirePermission(ctx, "permission", res.Type, permission); err != nil {
 		return Query{}, err
 	}
-	if err := validateContext(qctx); err != nil {
+	if err := e.validateContext(qctx); err != nil {
 		return Query{}, err
 	}
 	return Query{Subject: sub, Permission: permission, Resource: res, Context: qctx}, nil
 }
 
 // validateContext refuses the context keys mandate's own caveats use, too
-// many keys, and malformed values of the keys the grant conditions read.
-func validateContext(qctx *structpb.Struct) error {
+// many keys, malformed values of the keys the grant conditions read, and
+// values of the wrong type for any caveat of the schema that reads them.
+func (e *Engine) validateContext(qctx *structpb.Struct) error {
+	if len(qctx.GetFields()) == 0 {
+		return nil
+	}
 	for _, k := range reservedContext {
 		if _, ok := qctx.GetFields()[k]; ok {
 			return invalid("context."+k, "is reserved: mandate's own caveats use it")
@@ -208,7 +212,13 @@ func validateContext(qctx *structpb.Struct) error {
 	if len(qctx.GetFields()) > maxContextFields {
 		return invalid("context", "has more than %d fields", maxContextFields)
 	}
-	return validateConditionContext(qctx)
+	if err := validateConditionContext(qctx); err != nil {
+		return err
+	}
+	if key, err := e.Schema().ValidateCheckContext(qctx.AsMap()); err != nil {
+		return invalid("context."+key, "%v", err)
+	}
+	return nil
 }
 
 // Decide answers a validated query against SpiceDB, at full consistency.

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Ref is an object reference, written "type:id".
@@ -125,12 +128,19 @@ type Relationship struct {
 	Relation        string
 	Subject         Ref
 	SubjectRelation string
+	// Caveat, when set, conditions the relationship, with CaveatContext as
+	// the values stored with it (SpiceDB's "[name]" or "[name:{...}]").
+	Caveat        string
+	CaveatContext *structpb.Struct
 }
 
 func (r Relationship) String() string {
 	s := r.Resource.String() + "#" + r.Relation + "@" + r.Subject.String()
 	if r.SubjectRelation != "" {
 		s += "#" + r.SubjectRelation
+	}
+	if r.Caveat != "" {
+		s += caveatSuffix(r.Caveat, r.CaveatContext)
 	}
 	return s
 }
@@ -141,7 +151,11 @@ func ParseRelationship(field, s string) (Relationship, error) {
 	if s == "" {
 		return Relationship{}, invalid(field, "is required")
 	}
-	res, sub, ok := strings.Cut(s, "@")
+	rest, caveat, ctx, err := cutCaveat(field, s)
+	if err != nil {
+		return Relationship{}, err
+	}
+	res, sub, ok := strings.Cut(rest, "@")
 	if !ok {
 		return Relationship{}, invalid(field, "%q is not of the form type:id#relation@type:id", s)
 	}
@@ -149,8 +163,7 @@ func ParseRelationship(field, s string) (Relationship, error) {
 	if !ok {
 		return Relationship{}, invalid(field, "%q has no #relation", s)
 	}
-	r := Relationship{Relation: rel}
-	var err error
+	r := Relationship{Relation: rel, Caveat: caveat, CaveatContext: ctx}
 	if r.Resource, err = ParseRef(field, resRef); err != nil {
 		return Relationship{}, err
 	}
@@ -175,6 +188,45 @@ func ParseRelationship(field, s string) (Relationship, error) {
 		return Relationship{}, err
 	}
 	return r, nil
+}
+
+// cutCaveat splits SpiceDB's caveat suffix off a relationship string:
+// "[name]" or "[name:{json object}]".
+func cutCaveat(field, s string) (rest, name string, ctx *structpb.Struct, err error) {
+	if !strings.HasSuffix(s, "]") {
+		return s, "", nil, nil
+	}
+	i := strings.Index(s, "[")
+	if i < 0 {
+		return "", "", nil, invalid(field, "%q has a ']' without '['", s)
+	}
+	rest, inner := s[:i], s[i+1:len(s)-1]
+	name, raw, hasCtx := strings.Cut(inner, ":")
+	if err := ValidateName(field, name); err != nil {
+		return "", "", nil, invalid(field, "%q has an invalid caveat name %q", s, name)
+	}
+	if hasCtx {
+		ctx = &structpb.Struct{}
+		if err := protojson.Unmarshal([]byte(raw), ctx); err != nil {
+			return "", "", nil, invalid(field, "the context of caveat %s must be a JSON object: %v", name, err)
+		}
+		if len(ctx.GetFields()) == 0 {
+			ctx = nil
+		}
+	}
+	return rest, name, ctx, nil
+}
+
+// caveatSuffix writes "[name]" or "[name:{json}]".
+func caveatSuffix(name string, ctx *structpb.Struct) string {
+	if len(ctx.GetFields()) == 0 {
+		return "[" + name + "]"
+	}
+	raw, err := protojson.MarshalOptions{}.Marshal(ctx)
+	if err != nil {
+		return "[" + name + "]"
+	}
+	return "[" + name + ":" + string(raw) + "]"
 }
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)

@@ -67,7 +67,23 @@ func (e *Engine) WriteRelationships(ctx context.Context, in []RelationshipUpdate
 		if !e.Schema().HasType(r.Subject.Type) {
 			return "", invalid(field+".relationship", "unknown subject type %q", r.Subject.Type)
 		}
-		updates = append(updates, &v1.RelationshipUpdate{Operation: op, Relationship: rel(r.Resource, r.Relation, r.Subject, r.SubjectRelation, "", nil)})
+		if r.Caveat != "" && op == v1.RelationshipUpdate_OPERATION_TOUCH {
+			if schema.IsCoreCaveat(r.Caveat) {
+				return "", invalid(field+".relationship", "caveat %s is mandate's own; it cannot be written through this API", r.Caveat)
+			}
+			if err := e.Schema().ValidateCaveatContext(r.Caveat, r.CaveatContext.AsMap()); err != nil {
+				return "", invalid(field+".relationship", "%v", err)
+			}
+		}
+		v1rel := rel(r.Resource, r.Relation, r.Subject, r.SubjectRelation, "", nil)
+		if r.Caveat != "" {
+			v1rel.OptionalCaveat = &v1.ContextualizedCaveat{CaveatName: r.Caveat, Context: r.CaveatContext}
+		}
+		if op == v1.RelationshipUpdate_OPERATION_DELETE {
+			// A delete names the relationship; its caveat is not part of its identity.
+			v1rel.OptionalCaveat = nil
+		}
+		updates = append(updates, &v1.RelationshipUpdate{Operation: op, Relationship: v1rel})
 	}
 	resp, err := e.sdb.Permissions.WriteRelationships(ctx, &v1.WriteRelationshipsRequest{Updates: updates})
 	if err != nil {
@@ -189,7 +205,7 @@ func relString(r *v1.Relationship) string {
 		s += "#" + sr
 	}
 	if c := r.GetOptionalCaveat(); c != nil {
-		s += "[" + c.GetCaveatName() + "]"
+		s += caveatSuffix(c.GetCaveatName(), c.GetContext())
 	}
 	return s
 }

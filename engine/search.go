@@ -66,7 +66,7 @@ func (e *Engine) SearchSubjects(ctx context.Context, d Decider, s SubjectSearch,
 	if err := ValidateName("permission", s.Permission); err != nil {
 		return nil, false, err
 	}
-	if err := validateSearchContext(s.Context); err != nil {
+	if err := e.validateContext(s.Context); err != nil {
 		return nil, false, err
 	}
 	if !e.searchable(ctx, res.Type, s.Permission) || !e.subjectType(ctx, s.SubjectType) {
@@ -108,7 +108,7 @@ func (e *Engine) SearchResources(ctx context.Context, d Decider, s ResourceSearc
 	if err := ValidateName("permission", s.Permission); err != nil {
 		return nil, false, err
 	}
-	if err := validateSearchContext(s.Context); err != nil {
+	if err := e.validateContext(s.Context); err != nil {
 		return nil, false, err
 	}
 	if !e.searchable(ctx, s.ResourceType, s.Permission) || !e.subjectType(ctx, sub.Type) {
@@ -148,7 +148,7 @@ func (e *Engine) SearchActions(ctx context.Context, d Decider, s ActionSearch, p
 	if err != nil {
 		return nil, false, err
 	}
-	if err := validateSearchContext(s.Context); err != nil {
+	if err := e.validateContext(s.Context); err != nil {
 		return nil, false, err
 	}
 	if !e.resourceType(ctx, res.Type) || !e.subjectType(ctx, sub.Type) {
@@ -159,9 +159,6 @@ func (e *Engine) SearchActions(ctx context.Context, d Decider, s ActionSearch, p
 		return Query{Subject: sub, Permission: p, Resource: res, Context: s.Context}
 	}, d)
 }
-
-// validateSearchContext checks a search's context as a check's is checked.
-func validateSearchContext(qctx *structpb.Struct) error { return validateContext(qctx) }
 
 // resourceType reports whether t is a resource type of the schema (not one of
 // mandate's own), refreshing the schema once in case another writer added it.

@@ -5,12 +5,15 @@ package schema
 
 import (
 	"context"
+	"errors"
 	_ "embed"
 	"fmt"
 	"sort"
 	"strings"
 
 	core "github.com/authzed/spicedb/pkg/proto/core/v1"
+	"github.com/authzed/spicedb/pkg/caveats"
+	caveattypes "github.com/authzed/spicedb/pkg/caveats/types"
 	"github.com/authzed/spicedb/pkg/schemadsl/compiler"
 	"github.com/authzed/spicedb/pkg/schemadsl/generator"
 	"github.com/authzed/spicedb/pkg/schemadsl/input"
@@ -51,6 +54,11 @@ const (
 // Conditions lists every grant condition, sorted.
 var Conditions = []string{ConditionEnvironment, ConditionHours, ConditionMaxRisk, ConditionSourceNetwork}
 
+// IsCoreCaveat reports whether c is one of mandate's own caveats.
+func IsCoreCaveat(c string) bool {
+	return c == CaveatWithinLifetime || c == CaveatGrantLifetime || c == CaveatRecord || IsCondition(c)
+}
+
 // IsCondition reports whether c names a grant condition.
 func IsCondition(c string) bool {
 	for _, x := range Conditions {
@@ -86,6 +94,45 @@ func (e *Error) Error() string {
 type Info struct {
 	source string
 	types  map[string]*TypeInfo
+	// caveats maps each caveat to its parameters' types.
+	caveats map[string]map[string]*core.CaveatTypeReference
+}
+
+// ValidateCaveatContext checks values stored with a relationship's caveat:
+// the caveat exists, and every key is one of its parameters, of its type.
+func (i *Info) ValidateCaveatContext(name string, ctx map[string]any) error {
+	params, ok := i.caveats[name]
+	if !ok {
+		return fmt.Errorf("the schema has no caveat %q", name)
+	}
+	if _, err := caveats.ConvertContextToParameters(caveattypes.Default.TypeSet, ctx, params, caveats.ErrorForUnknownParameters); err != nil {
+		return fmt.Errorf("caveat %s: %w", name, err)
+	}
+	return nil
+}
+
+// ValidateCheckContext checks a check's context against every caveat of the
+// schema: a key that a caveat reads must have that parameter's type. Keys no
+// caveat reads are left alone. It returns the first bad key.
+func (i *Info) ValidateCheckContext(ctx map[string]any) (string, error) {
+	keys := make([]string, 0, len(ctx))
+	for k := range ctx {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for name, params := range i.caveats {
+			t, ok := params[k]
+			if !ok {
+				continue
+			}
+			one := map[string]*core.CaveatTypeReference{k: t}
+			if _, err := caveats.ConvertContextToParameters(caveattypes.Default.TypeSet, map[string]any{k: ctx[k]}, one, caveats.SkipUnknownParameters); err != nil {
+				return k, fmt.Errorf("caveat %s reads it as %s: %w", name, caveats.ParameterTypeString(t), errors.Unwrap(err))
+			}
+		}
+	}
+	return "", nil
 }
 
 // TypeInfo describes one object definition.
@@ -199,14 +246,14 @@ func Parse(src string) (*Info, error) {
 	for _, d := range cs.ObjectDefinitions {
 		defs[d.GetName()] = d
 	}
-	caveats := map[string]*core.CaveatDefinition{}
+	caveatDefs := map[string]*core.CaveatDefinition{}
 	for _, c := range cs.CaveatDefinitions {
-		caveats[c.GetName()] = c
+		caveatDefs[c.GetName()] = c
 	}
 
 	// The core must be present and unchanged.
 	for _, want := range defaultCompiled.CaveatDefinitions {
-		got, ok := caveats[want.GetName()]
+		got, ok := caveatDefs[want.GetName()]
 		if !ok {
 			return nil, &Error{Msg: fmt.Sprintf("caveat %s is part of mandate's core and cannot be removed", want.GetName())}
 		}
@@ -227,7 +274,10 @@ func Parse(src string) (*Info, error) {
 		}
 	}
 
-	info := &Info{source: src, types: map[string]*TypeInfo{}}
+	info := &Info{source: src, types: map[string]*TypeInfo{}, caveats: map[string]map[string]*core.CaveatTypeReference{}}
+	for name, c := range caveatDefs {
+		info.caveats[name] = c.GetParameterTypes()
+	}
 	for _, d := range cs.ObjectDefinitions {
 		ti := &TypeInfo{Name: d.GetName(), relations: map[string]bool{}, permissions: map[string]bool{}, conditions: map[string]map[string][]string{}}
 		for _, r := range d.GetRelation() {
