@@ -51,6 +51,10 @@ func backendErr(op string, err error) error {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted, codes.Aborted, codes.Unauthenticated:
 		return &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable", Err: fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)}
+	case codes.InvalidArgument:
+		// What mandate checks up front, SpiceDB checks again; what slips
+		// through is still the request's fault, and says why.
+		return &Error{Kind: KindInvalidArgument, Msg: "refused by SpiceDB: " + status.Convert(err).Message(), Err: err}
 	}
 	return &Error{Kind: KindInternal, Msg: "internal error", Err: fmt.Errorf("%s: %w", op, err)}
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -24,8 +25,13 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
-		return err
+	// An engine error may wrap a SpiceDB status; the engine's own
+	// classification wins, so its message never leaks SpiceDB's.
+	var ee *engine.Error
+	if !errors.As(err, &ee) {
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
 	}
 	e := engine.AsError(err)
 	var code codes.Code
