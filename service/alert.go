@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // AlertEvent is what mandate posts to the alert webhook.
@@ -51,6 +53,8 @@ type Alerter struct {
 	Timeout time.Duration
 	Client  *http.Client
 	Log     *slog.Logger
+
+	delivered *prometheus.CounterVec // by result; nil counts nothing
 
 	once  sync.Once
 	queue chan AlertEvent
@@ -97,6 +101,7 @@ func (a *Alerter) Send(ev AlertEvent) {
 	case a.queue <- ev:
 	default:
 		a.Log.Error("alert webhook queue is full; this alert is only in the log and the audit trail", "alert_id", ev.ID)
+		a.count("dropped")
 	}
 }
 
@@ -131,9 +136,11 @@ func (a *Alerter) deliver(ev AlertEvent) {
 		err = a.post(body, ev.ID)
 		if err == nil {
 			a.Log.Info("alert delivered", "alert_id", ev.ID, "attempt", attempt)
+			a.count("delivered")
 			return
 		}
 		a.Log.Warn("alert delivery failed", "alert_id", ev.ID, "attempt", attempt, "of", a.Attempts, "error", err)
+		a.count("retried")
 		if attempt == a.Attempts {
 			break
 		}
@@ -142,6 +149,7 @@ func (a *Alerter) deliver(ev AlertEvent) {
 		case <-a.stop:
 			// Shutting down: one last try without waiting, then give up.
 			if err = a.post(body, ev.ID); err == nil {
+				a.count("delivered")
 				return
 			}
 			attempt = a.Attempts
@@ -149,6 +157,13 @@ func (a *Alerter) deliver(ev AlertEvent) {
 		wait *= 2
 	}
 	a.Log.Error("alert was not delivered; it is in the log and the audit trail", "alert_id", ev.ID, "error", err)
+	a.count("dropped")
+}
+
+func (a *Alerter) count(result string) {
+	if a.delivered != nil {
+		a.delivered.WithLabelValues(result).Inc()
+	}
 }
 
 func (a *Alerter) post(body []byte, id string) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -21,6 +22,28 @@ type Bounds struct {
 	Alerter  *Alerter
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+
+	crossed     *prometheus.CounterVec // by bound; nil counts nothing
+	countErrors prometheus.Counter
+}
+
+type boundsMetrics struct {
+	crossed     *prometheus.CounterVec
+	countErrors prometheus.Counter
+	alerts      *prometheus.CounterVec
+}
+
+func newBoundsMetrics(reg prometheus.Registerer) boundsMetrics {
+	m := boundsMetrics{
+		crossed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mandate_bounds_crossed_total",
+			Help: "Agent checks that crossed a behavioural bound and suspended the agent, by bound."}, []string{"bound"}),
+		countErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "mandate_bounds_count_errors_total",
+			Help: "Agent checks that failed closed because their count could not be recorded."}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mandate_alert_deliveries_total",
+			Help: "Alert webhook deliveries, by result: delivered, retried (a failed attempt) or dropped (all attempts failed, or the queue was full)."}, []string{"result"}),
+	}
+	reg.MustRegister(m.crossed, m.countErrors, m.alerts)
+	return m
 }
 
 // countedReasons are the answers that count as an agent's checks. Checks
@@ -66,6 +89,9 @@ func (h *Handlers) enforceBounds(ctx context.Context, q engine.Query, d engine.D
 	}, limits)
 	if err != nil {
 		h.Log.Error("counting a check against the agent's bounds failed; the check fails closed", "agent", q.Subject.ID, "error", err)
+		if h.Bounds.countErrors != nil {
+			h.Bounds.countErrors.Inc()
+		}
 		return d, status.Error(codes.Unavailable, "the check could not be counted against the agent's behavioural bounds")
 	}
 	crossed := bounds.Crossed(limits, counts)
@@ -73,6 +99,9 @@ func (h *Handlers) enforceBounds(ctx context.Context, q engine.Query, d engine.D
 		return d, nil
 	}
 	x := crossed[0]
+	if h.Bounds.crossed != nil {
+		h.Bounds.crossed.WithLabelValues(x.Bound).Inc()
+	}
 	d.Allowed, d.Reason, d.Bound, d.Grants = false, engine.ReasonBoundExceeded, x.Bound, nil
 	h.autoSuspend(ctx, q, d, decisionID, x)
 	return d, nil

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -295,6 +296,28 @@ func TestBoundsSuspend(t *testing.T) {
 			a.expectReason(a.check(ag, "read", "repo:acme/api", nil), "ALLOWED")
 			a.expectReason(a.check("agent:"+sub, "read", "repo:acme/api", nil), "ALLOWED")
 		})
+	}
+	// The metrics count crossings and deliveries (the last delivery is
+	// counted just after the receiver has it, so allow a moment).
+	wants := []string{`mandate_bounds_crossed_total{bound="checks_per_minute"} 1`, `mandate_bounds_crossed_total{bound="denied_checks"} 1`,
+		`mandate_bounds_crossed_total{bound="resources_per_hour"} 1`, `mandate_alert_deliveries_total{result="delivered"} 3`, `mandate_alert_deliveries_total{result="retried"} 2`}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, want := range wants {
+		for {
+			resp, err := http.Get(a.base + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			metrics, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(metrics), want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("metrics lack %s", want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	hook.mu.Lock()
 	defer hook.mu.Unlock()

@@ -2,9 +2,9 @@ package service
 
 import (
 	"context"
-	"errors"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"

@@ -279,7 +279,7 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	if err := s.setupAudit(ctx, c, h, reg); err != nil {
 		return nil, err
 	}
-	if err := s.setupBounds(ctx, c, h); err != nil {
+	if err := s.setupBounds(ctx, c, h, reg); err != nil {
 		return nil, err
 	}
 
@@ -383,7 +383,7 @@ func (s *Server) setupAudit(ctx context.Context, c Config, h *Handlers, reg prom
 	return nil
 }
 
-func (s *Server) setupBounds(ctx context.Context, c Config, h *Handlers) error {
+func (s *Server) setupBounds(ctx context.Context, c Config, h *Handlers, reg prometheus.Registerer) error {
 	b := c.Bounds
 	dsn := b.DSN
 	if dsn == "" && c.SpiceDBEndpoint == "" && (c.Embedded.Engine == "postgres" || c.Embedded.Engine == "cockroachdb") {
@@ -400,10 +400,11 @@ func (s *Server) setupBounds(ctx context.Context, c Config, h *Handlers) error {
 	} else {
 		store = bounds.NewMemoryStore()
 	}
-	alerter := &Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: c.Log}
+	m := newBoundsMetrics(reg)
+	alerter := &Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: c.Log, delivered: m.alerts}
 	// Closers run in order: the alerter drains before the stores close.
 	s.closers = append([]func() error{func() error { alerter.Close(); return nil }}, s.closers...)
-	h.Bounds = &Bounds{Store: store, Defaults: b.Defaults, Alerter: alerter}
+	h.Bounds = &Bounds{Store: store, Defaults: b.Defaults, Alerter: alerter, crossed: m.crossed, countErrors: m.countErrors}
 	pruneCtx, stop := context.WithCancel(context.Background())
 	s.closers = append([]func() error{func() error { stop(); return nil }}, s.closers...)
 	go func() {
