@@ -98,12 +98,22 @@ func (h *Handlers) enforceBounds(ctx context.Context, q engine.Query, d engine.D
 	if len(crossed) == 0 {
 		return d, nil
 	}
-	x := crossed[0]
-	if h.Bounds.crossed != nil {
-		h.Bounds.crossed.WithLabelValues(x.Bound).Inc()
+	d.Allowed, d.Reason, d.Bound, d.Grants = false, engine.ReasonBoundExceeded, crossed[0].Bound, nil
+	// Every check over a bound is denied, but only the one that took the
+	// count just past it suspends and alerts: checks already in flight when
+	// the suspension lands see higher counts, and must not repeat it. Each
+	// event gets its own count (the store orders one agent's events), so
+	// exactly one check per crossing does this, across replicas too.
+	for _, x := range crossed {
+		if x.Observed == x.Limit+1 {
+			d.Bound = x.Bound
+			if h.Bounds.crossed != nil {
+				h.Bounds.crossed.WithLabelValues(x.Bound).Inc()
+			}
+			h.autoSuspend(ctx, q, d, decisionID, x)
+			break
+		}
 	}
-	d.Allowed, d.Reason, d.Bound, d.Grants = false, engine.ReasonBoundExceeded, x.Bound, nil
-	h.autoSuspend(ctx, q, d, decisionID, x)
 	return d, nil
 }
 

@@ -135,6 +135,7 @@ func asList(v any) []any { l, _ := v.([]any); return l }
 // webhook is a local alert receiver that fails its first `fail` deliveries.
 type webhook struct {
 	mu       sync.Mutex
+	secret   string // when set, every delivery must be signed with it
 	fail     int
 	attempts int
 	got      []service.AlertEvent
@@ -142,8 +143,8 @@ type webhook struct {
 	srv      *httptest.Server
 }
 
-func newWebhook(t *testing.T, fail int) *webhook {
-	w := &webhook{fail: fail}
+func newWebhook(t *testing.T, fail int, secret string) *webhook {
+	w := &webhook{fail: fail, secret: secret}
 	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -155,7 +156,7 @@ func newWebhook(t *testing.T, fail int) *webhook {
 		}
 		var ev service.AlertEvent
 		raw, _ := io.ReadAll(r.Body)
-		if got, want := r.Header.Get("X-Mandate-Signature"), service.Sign("test-webhook-secret", raw); got != want {
+		if got, want := r.Header.Get("X-Mandate-Signature"), service.Sign(w.secret, raw); w.secret != "" && got != want {
 			t.Errorf("alert signature %q, want %q", got, want)
 		}
 		if err := json.Unmarshal(raw, &ev); err != nil {
@@ -188,7 +189,7 @@ func (w *webhook) wait(t *testing.T, n int) []service.AlertEvent {
 // and its sub-agents are suspended, the audit has the numbers, the webhook
 // gets the alert after retries, and only operators and admins can resume.
 func TestBoundsSuspend(t *testing.T) {
-	hook := newWebhook(t, 2)
+	hook := newWebhook(t, 2, "test-webhook-secret")
 	a := startServer(t, service.Config{Bounds: service.BoundsConfig{
 		Webhook: hook.srv.URL, WebhookSecret: "test-webhook-secret", WebhookBackoff: 20 * time.Millisecond,
 		// A server-wide default that the task overrides below.
@@ -481,5 +482,51 @@ func TestBoundsFailClosed(t *testing.T) {
 			t.Fatalf("never recovered: %d %v", code, out)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBoundCrossedOnceUnderConcurrency: many checks of one agent at once
+// over its bound are all denied beyond the budget, and exactly one of them
+// suspends the agent and alerts.
+func TestBoundCrossedOnceUnderConcurrency(t *testing.T) {
+	hook := newWebhook(t, 0, "")
+	a := startServer(t, service.Config{Bounds: service.BoundsConfig{Webhook: hook.srv.URL, Defaults: bounds.Limits{ChecksPerMinute: 3}}})
+	_, agent, _ := a.scene()
+	a.grantTo("agent:"+agent, "read", "repo:acme/api", "30m")
+	const n = 12
+	var wg sync.WaitGroup
+	results := make(chan map[string]any, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, out := a.do("POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"})
+			results <- out
+		}()
+	}
+	wg.Wait()
+	close(results)
+	allowed := 0
+	for out := range results {
+		switch out["reason_code"] {
+		case "ALLOWED":
+			allowed++
+		case "BOUND_EXCEEDED", "AGENT_SUSPENDED":
+		default:
+			t.Errorf("unexpected answer %v", out)
+		}
+	}
+	if allowed != 3 {
+		t.Fatalf("%d checks allowed, want the budget of 3", allowed)
+	}
+	hook.wait(t, 1)
+	if recs := a.records("agent.auto_suspend"); len(recs) != 1 {
+		t.Fatalf("%d automatic suspensions, want 1", len(recs))
+	}
+	time.Sleep(200 * time.Millisecond)
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	if len(hook.got) != 1 {
+		t.Fatalf("%d alerts, want 1", len(hook.got))
 	}
 }
