@@ -48,6 +48,22 @@ func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.Ch
 		r.Chain, r.Grants = chain, d.Grants
 		r.Principal, r.Task = refString(d.Principal), refString(d.Task)
 		r.ConsistencyToken, r.Cached = d.Token, d.Cached
+		// What the conditions and bounds saw, for the reviewer.
+		if d.Condition != "" || len(d.MissingContext) > 0 || d.Bound != "" || len(req.GetContext().GetFields()) > 0 {
+			r.Details = map[string]any{}
+			if d.Condition != "" {
+				r.Details["condition"] = d.Condition
+			}
+			if len(d.MissingContext) > 0 {
+				r.Details["missing_context"] = toAny(d.MissingContext)
+			}
+			if d.Bound != "" {
+				r.Details["bound"] = d.Bound
+			}
+			if len(req.GetContext().GetFields()) > 0 {
+				r.Details["context"] = req.GetContext().AsMap()
+			}
+		}
 	}
 	if err := h.Audit.Record(ctx, r, h.Audit.Strict()); err != nil {
 		return status.Errorf(codes.Unavailable, "the decision could not be recorded durably (audit mode strict): %v", err)

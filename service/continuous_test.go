@@ -79,6 +79,18 @@ func TestConditionsOverREST(t *testing.T) {
 		a.expectReason(a.check(ag, "deploy", "environment:prod", map[string]any{"source_ip": "172.16.0.1", "ticket": "INC-1"}), "CONDITION_FAILED")
 	}
 
+	// The audit keeps what the condition saw.
+	var failed map[string]any
+	for _, r := range records(a.ok("GET", "/v1/audit?agent=agent:"+agent+"&decision=deny&page_size=1000", service.RoleReviewer, nil)) {
+		if r["reason_code"] == "CONDITION_FAILED" {
+			failed = r
+			break
+		}
+	}
+	if field(failed, "details", "condition") != "source_network" || field(failed, "details", "context", "source_ip") != "172.16.0.1" {
+		t.Fatalf("audit record of a failed condition: %v", failed)
+	}
+
 	// The access review lists the conditioned grant with its condition.
 	acc := a.ok("GET", "/v1/agents/"+agent+"/access?resource_type=environment", service.RoleReviewer, nil)
 	entries := asList(acc["access"])
