@@ -10,7 +10,6 @@ import (
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mandate-dev/mandate/schema"
 )
@@ -22,13 +21,6 @@ const (
 	ConditionHours         = "hours"
 	ConditionMaxRisk       = "max_risk"
 	ConditionEnvironment   = "environment"
-)
-
-// Context keys the conditions read from a Check's context.
-const (
-	ContextSourceIP    = "source_ip"
-	ContextRiskScore   = "risk_score"
-	ContextEnvironment = "environment"
 )
 
 const (
@@ -185,33 +177,6 @@ func nextClockBoundary(now time.Time, loc *time.Location, start, end int) time.T
 		return now.Add(time.Minute)
 	}
 	return best
-}
-
-// validateConditionContext checks the context keys the conditions read, so a
-// malformed value is a 400 naming the field rather than a failed check.
-func validateConditionContext(qctx *structpb.Struct) error {
-	f := qctx.GetFields()
-	if v, ok := f[ContextSourceIP]; ok {
-		s, isStr := v.GetKind().(*structpb.Value_StringValue)
-		if !isStr {
-			return invalid("context."+ContextSourceIP, "must be a string holding an IPv4 or IPv6 address")
-		}
-		if _, err := netip.ParseAddr(s.StringValue); err != nil {
-			return invalid("context."+ContextSourceIP, "%q is not an IPv4 or IPv6 address", s.StringValue)
-		}
-	}
-	if v, ok := f[ContextRiskScore]; ok {
-		n, isNum := v.GetKind().(*structpb.Value_NumberValue)
-		if !isNum || math.IsNaN(n.NumberValue) || math.IsInf(n.NumberValue, 0) {
-			return invalid("context."+ContextRiskScore, "must be a finite number")
-		}
-	}
-	if v, ok := f[ContextEnvironment]; ok {
-		if _, isStr := v.GetKind().(*structpb.Value_StringValue); !isStr {
-			return invalid("context."+ContextEnvironment, "must be a string")
-		}
-	}
-	return nil
 }
 
 // describe says in words when the condition holds.

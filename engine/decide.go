@@ -198,8 +198,8 @@ func (e *Engine) ValidateQuery(ctx context.Context, subject, permission, resourc
 }
 
 // validateContext refuses the context keys mandate's own caveats use, too
-// many keys, malformed values of the keys the grant conditions read, and
-// values of the wrong type for any caveat of the schema that reads them.
+// many keys, and values of the wrong type for any caveat of the schema that
+// reads them, the grant conditions included.
 func (e *Engine) validateContext(qctx *structpb.Struct) error {
 	if len(qctx.GetFields()) == 0 {
 		return nil
@@ -212,10 +212,9 @@ func (e *Engine) validateContext(qctx *structpb.Struct) error {
 	if len(qctx.GetFields()) > maxContextFields {
 		return invalid("context", "has more than %d fields", maxContextFields)
 	}
-	if err := validateConditionContext(qctx); err != nil {
-		return err
-	}
-	if key, err := e.Schema().ValidateCheckContext(qctx.AsMap()); err != nil {
+	// The grant conditions' keys (source_ip, risk_score, environment) are
+	// parameters of core caveats, so this checks them too.
+	if key, err := e.Schema().ValidateCheckContext(qctx.GetFields()); err != nil {
 		return invalid("context."+key, "%v", err)
 	}
 	return nil

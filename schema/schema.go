@@ -19,6 +19,7 @@ import (
 	"github.com/authzed/spicedb/pkg/schemadsl/input"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Default is the schema mandate writes when SpiceDB has none.
@@ -96,6 +97,13 @@ type Info struct {
 	types  map[string]*TypeInfo
 	// caveats maps each caveat to its parameters' types.
 	caveats map[string]map[string]*core.CaveatTypeReference
+	// params maps each parameter name to the caveats that declare it.
+	params map[string][]caveatParam
+}
+
+type caveatParam struct {
+	caveat string
+	t      *core.CaveatTypeReference
 }
 
 // ValidateCaveatContext checks values stored with a relationship's caveat:
@@ -113,22 +121,20 @@ func (i *Info) ValidateCaveatContext(name string, ctx map[string]any) error {
 
 // ValidateCheckContext checks a check's context against every caveat of the
 // schema: a key that a caveat reads must have that parameter's type. Keys no
-// caveat reads are left alone. It returns the first bad key.
-func (i *Info) ValidateCheckContext(ctx map[string]any) (string, error) {
-	keys := make([]string, 0, len(ctx))
+// caveat reads are left alone. It returns the first bad key, in key order.
+func (i *Info) ValidateCheckContext(ctx map[string]*structpb.Value) (string, error) {
+	var keys []string
 	for k := range ctx {
-		keys = append(keys, k)
+		if len(i.params[k]) > 0 {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		for name, params := range i.caveats {
-			t, ok := params[k]
-			if !ok {
-				continue
-			}
-			one := map[string]*core.CaveatTypeReference{k: t}
-			if _, err := caveats.ConvertContextToParameters(caveattypes.Default.TypeSet, map[string]any{k: ctx[k]}, one, caveats.SkipUnknownParameters); err != nil {
-				return k, fmt.Errorf("caveat %s reads it as %s: %w", name, caveats.ParameterTypeString(t), errors.Unwrap(err))
+		v := map[string]any{k: ctx[k].AsInterface()}
+		for _, p := range i.params[k] {
+			if _, err := caveats.ConvertContextToParameters(caveattypes.Default.TypeSet, v, map[string]*core.CaveatTypeReference{k: p.t}, caveats.SkipUnknownParameters); err != nil {
+				return k, fmt.Errorf("caveat %s reads it as %s: %w", p.caveat, caveats.ParameterTypeString(p.t), errors.Unwrap(err))
 			}
 		}
 	}
@@ -275,8 +281,12 @@ func Parse(src string) (*Info, error) {
 	}
 
 	info := &Info{source: src, types: map[string]*TypeInfo{}, caveats: map[string]map[string]*core.CaveatTypeReference{}}
+	info.params = map[string][]caveatParam{}
 	for name, c := range caveatDefs {
 		info.caveats[name] = c.GetParameterTypes()
+		for p, t := range c.GetParameterTypes() {
+			info.params[p] = append(info.params[p], caveatParam{caveat: name, t: t})
+		}
 	}
 	for _, d := range cs.ObjectDefinitions {
 		ti := &TypeInfo{Name: d.GetName(), relations: map[string]bool{}, permissions: map[string]bool{}, conditions: map[string]map[string][]string{}}
