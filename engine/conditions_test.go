@@ -32,7 +32,7 @@ func (w *world) checkCtx(subject, perm, res string, qctx map[string]any) engine.
 	return d
 }
 
-func (w *world) expectCtx(subject, perm, res string, qctx map[string]any, reason string) engine.Decision {
+func (w *world) expectCtx(subject, perm, res string, qctx map[string]any, reason engine.Reason) engine.Decision {
 	w.t.Helper()
 	d := w.checkCtx(subject, perm, res, qctx)
 	if d.Reason != reason || d.Allowed != (reason == engine.ReasonAllowed) {
@@ -168,7 +168,7 @@ func TestGrantConditions(t *testing.T) {
 				if g2.ID == g.ID {
 					t.Fatal("re-grant kept the id")
 				}
-				for hm, want := range map[[2]int]string{{23, 0}: engine.ReasonAllowed, {5, 59}: engine.ReasonAllowed, {6, 0}: engine.ReasonConditionFailed, {21, 59}: engine.ReasonConditionFailed} {
+				for hm, want := range map[[2]int]engine.Reason{{23, 0}: engine.ReasonAllowed, {5, 59}: engine.ReasonAllowed, {6, 0}: engine.ReasonConditionFailed, {21, 59}: engine.ReasonConditionFailed} {
 					clk.t = time.Date(2026, 11, 27, hm[0], hm[1], 0, 0, time.UTC)
 					w.expectCtx(ag(a), "write", "repo:acme/web", nil, want)
 				}

@@ -90,7 +90,7 @@ func (w *world) check(subject, perm, res string) engine.Decision {
 	return w.checkCtx(subject, perm, res, nil)
 }
 
-func (w *world) expect(subject, perm, res, reason string) engine.Decision {
+func (w *world) expect(subject, perm, res string, reason engine.Reason) engine.Decision {
 	w.t.Helper()
 	d := w.check(subject, perm, res)
 	if d.Reason != reason || d.Allowed != (reason == engine.ReasonAllowed) {
@@ -338,7 +338,7 @@ var conformanceCases = []struct {
 
 // waitExpiry checks until the deadline and then requires the first check that
 // starts at or after it to deny, and to finish within 100ms of the deadline.
-func waitExpiry(w *world, deadline time.Time, subject, reason string) {
+func waitExpiry(w *world, deadline time.Time, subject string, reason engine.Reason) {
 	w.t.Helper()
 	for time.Now().Before(deadline.Add(-50 * time.Millisecond)) {
 		w.expect(subject, "read", "repo:acme/api", engine.ReasonAllowed)

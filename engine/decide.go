@@ -14,27 +14,9 @@ import (
 	"github.com/mandate-dev/mandate/schema"
 )
 
-// Reason codes. A deny names the first leg that failed.
 const (
-	ReasonAllowed                  = "ALLOWED"
-	ReasonNoPermission             = "NO_PERMISSION"
-	ReasonNoGrant                  = "NO_GRANT"
-	ReasonPrincipalLacksPermission = "PRINCIPAL_LACKS_PERMISSION"
-	ReasonDelegatorLacksPermission = "DELEGATOR_LACKS_PERMISSION"
-	ReasonAgentExpired             = "AGENT_EXPIRED"
-	ReasonAgentRevoked             = "AGENT_REVOKED"
-	ReasonAgentSuspended           = "AGENT_SUSPENDED"
-	ReasonTaskCompleted            = "TASK_COMPLETED"
-	ReasonTaskExpired              = "TASK_EXPIRED"
-	ReasonUnknownSubject           = "UNKNOWN_SUBJECT"
-	ReasonMissingContext           = "MISSING_CONTEXT"
-	ReasonChainInactive            = "CHAIN_INACTIVE"
-	ReasonConditionFailed          = "CONDITION_FAILED"
-	ReasonAgentsFrozen             = "AGENTS_FROZEN"
-	ReasonPrincipalSuspended       = "PRINCIPAL_AGENTS_SUSPENDED"
-	ReasonBoundExceeded            = "BOUND_EXCEEDED"
-	reservedContextNow             = "now"
-	maxContextFields               = 64
+	reservedContextNow = "now"
+	maxContextFields   = 64
 )
 
 // reservedContext are the parameters of mandate's core caveats. A caller
@@ -57,7 +39,7 @@ type Query struct {
 // Decision is the answer to a Query.
 type Decision struct {
 	Allowed   bool
-	Reason    string
+	Reason    Reason
 	Principal Ref
 	Task      Ref
 	Chain     []Ref
@@ -444,7 +426,7 @@ func (e *Engine) decideAgent(ctx context.Context, q Query, opts ...decideOpts) (
 		return g, len(g.ids) > 0
 	}
 	// notHeld names why holder i holds no grant: a condition, or none at all.
-	notHeld := func(i int, none string) {
+	notHeld := func(i int, none Reason) {
 		for _, g := range []holderGrants{grants[i], taskGrants} {
 			if len(g.missing) > 0 {
 				d.Reason, d.MissingContext, d.Condition = ReasonMissingContext, g.missing, g.failed
@@ -570,7 +552,7 @@ func (e *Engine) evaluateConditions(ctx context.Context, q Query, grantRel strin
 }
 
 // diagnoseChain finds which agent or task made chain_alive fail, leaf first.
-func (e *Engine) diagnoseChain(ctx context.Context, c *chain) (string, error) {
+func (e *Engine) diagnoseChain(ctx context.Context, c *chain) (Reason, error) {
 	now := e.now()
 	for _, l := range c.agents {
 		a, err := e.readAgent(ctx, l.id)

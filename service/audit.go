@@ -44,7 +44,7 @@ func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.Ch
 		if d.Allowed {
 			r.Decision = audit.DecisionAllow
 		}
-		r.ReasonCode, r.FailedLeg = d.Reason, audit.FailedLeg(d.Reason)
+		r.ReasonCode, r.FailedLeg = string(d.Reason), d.Reason.Leg()
 		r.Chain, r.Grants = chain, d.Grants
 		r.Principal, r.Task = refString(d.Principal), refString(d.Task)
 		r.ConsistencyToken, r.Cached = d.Token, d.Cached

@@ -46,21 +46,6 @@ func newBoundsMetrics(reg prometheus.Registerer) boundsMetrics {
 	return m
 }
 
-// countedReasons are the answers that count as an agent's checks. Checks
-// denied because the agent cannot act at all (suspended, revoked, expired,
-// frozen, unknown) do not count: they are not the agent's behaviour, and
-// counting them would trip a suspended agent again and again.
-var countedReasons = map[string]bool{
-	engine.ReasonAllowed: true, engine.ReasonNoGrant: true, engine.ReasonConditionFailed: true,
-	engine.ReasonPrincipalLacksPermission: true, engine.ReasonDelegatorLacksPermission: true, engine.ReasonMissingContext: true,
-}
-
-// deniedReasons are the attempts outside the agent's grants.
-var deniedReasons = map[string]bool{
-	engine.ReasonNoGrant: true, engine.ReasonConditionFailed: true,
-	engine.ReasonPrincipalLacksPermission: true, engine.ReasonDelegatorLacksPermission: true,
-}
-
 func (b *Bounds) now() time.Time {
 	if b.Now != nil {
 		return b.Now()
@@ -73,7 +58,7 @@ func (b *Bounds) now() time.Time {
 // with the same write as :suspend, so every agent below it is denied too.
 // A failure to count fails the check: an unknown count is not an allow.
 func (h *Handlers) enforceBounds(ctx context.Context, q engine.Query, d engine.Decision, decisionID string) (engine.Decision, error) {
-	if h.Bounds == nil || q.Subject.Type != schema.TypeAgent || !countedReasons[d.Reason] {
+	if h.Bounds == nil || q.Subject.Type != schema.TypeAgent || !d.Reason.CountsForBounds() {
 		return d, nil
 	}
 	own, err := h.Engine.AgentBounds(ctx, q.Subject.ID)
@@ -85,7 +70,7 @@ func (h *Handlers) enforceBounds(ctx context.Context, q engine.Query, d engine.D
 		return d, nil
 	}
 	counts, err := h.Bounds.Store.Record(ctx, bounds.Event{
-		Agent: q.Subject.ID, Resource: q.Resource.String(), Denied: deniedReasons[d.Reason], At: h.Bounds.now(),
+		Agent: q.Subject.ID, Resource: q.Resource.String(), Denied: d.Reason.IsDenial(), At: h.Bounds.now(),
 	}, limits)
 	if err != nil {
 		h.Log.Error("counting a check against the agent's bounds failed; the check fails closed", "agent", q.Subject.ID, "error", err)

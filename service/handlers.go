@@ -293,7 +293,7 @@ func decisionID() string {
 
 func decisionPB(d engine.Decision, id string, chain []string) *mandatev1.CheckResponse {
 	resp := &mandatev1.CheckResponse{
-		Allowed: d.Allowed, DecisionId: id, ReasonCode: d.Reason, Principal: refString(d.Principal),
+		Allowed: d.Allowed, DecisionId: id, ReasonCode: string(d.Reason), Principal: refString(d.Principal),
 		Task: refString(d.Task), Chain: chain, ConsistencyToken: d.Token,
 	}
 	if d.Allowed {

@@ -196,7 +196,7 @@ func (h *Handlers) Explain(ctx context.Context, r *mandatev1.ExplainRequest) (*m
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	out := &mandatev1.ExplainResponse{Allowed: x.Decision.Allowed, ReasonCode: x.Decision.Reason, WouldChange: x.WouldChange, Chain: refStrings(x.Decision.Chain)}
+	out := &mandatev1.ExplainResponse{Allowed: x.Decision.Allowed, ReasonCode: string(x.Decision.Reason), WouldChange: x.WouldChange, Chain: refStrings(x.Decision.Chain)}
 	for _, l := range x.Legs {
 		out.Legs = append(out.Legs, &mandatev1.Leg{Name: l.Name, Passed: l.Passed, Detail: l.Detail, Path: l.Path, ExpiresAt: tsp(l.ExpiresAt)})
 	}

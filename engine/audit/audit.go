@@ -71,27 +71,6 @@ func (r *Record) Agent() string {
 	return ""
 }
 
-// FailedLeg maps a reason code to the leg of the check that failed.
-func FailedLeg(reason string) string {
-	switch reason {
-	case "ALLOWED", "":
-		return ""
-	case "UNKNOWN_SUBJECT", "AGENT_EXPIRED", "AGENT_REVOKED", "AGENT_SUSPENDED", "CHAIN_INACTIVE":
-		return "identity"
-	case "TASK_COMPLETED", "TASK_EXPIRED", "PRINCIPAL_AGENTS_SUSPENDED":
-		return "task"
-	case "NO_GRANT", "CONDITION_FAILED":
-		return "grant"
-	case "AGENTS_FROZEN":
-		return "freeze"
-	case "BOUND_EXCEEDED":
-		return "bounds"
-	case "PRINCIPAL_LACKS_PERMISSION", "DELEGATOR_LACKS_PERMISSION":
-		return "attenuation"
-	}
-	return "condition"
-}
-
 // Filter selects records. Empty fields match everything.
 type Filter struct {
 	Agent         string

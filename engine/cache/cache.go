@@ -86,7 +86,7 @@ type entryKey [16]byte
 // common. Entries share shapes, which keeps a cached decision small.
 type shape struct {
 	allowed   bool
-	reason    string
+	reason    engine.Reason
 	condition string // the grant condition that failed, for CONDITION_FAILED
 	principal engine.Ref
 	task      engine.Ref
@@ -348,7 +348,7 @@ func (c *Cache) newEntry(q engine.Query, d engine.Decision, snapshot uint64, now
 	} else {
 		c.token.Store(&e.token)
 	}
-	skey := q.Subject.String() + "|" + d.Reason + "|" + d.Condition
+	skey := q.Subject.String() + "|" + string(d.Reason) + "|" + d.Condition
 	if s, ok := c.shapes.Get(skey); ok && s.allowed == d.Allowed && s.condition == d.Condition && s.principal == d.Principal && s.task == d.Task && sameChain(s.chain, d.Chain) {
 		e.shape = s
 		return e

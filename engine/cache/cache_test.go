@@ -226,7 +226,7 @@ func TestSameReplicaRevocation(t *testing.T) {
 	ctx := context.Background()
 	revokes := []struct {
 		name   string
-		reason string
+		reason engine.Reason
 		revoke func(task *engine.Task, a *engine.Agent, g *engine.Grant) error
 	}{
 		{"complete", engine.ReasonTaskCompleted, func(task *engine.Task, _ *engine.Agent, _ *engine.Grant) error {
