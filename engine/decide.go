@@ -25,48 +25,6 @@ const (
 var reservedContext = []string{reservedContextNow, "expires_at", "grant_id", "created_at", "note", "target",
 	"allowed_cidrs", "time_zone", "start_minute", "end_minute", "max_risk", "required_environment"}
 
-// Query is one access question.
-type Query struct {
-	Subject    Ref
-	Permission string
-	Resource   Ref
-	// Context is caveat context from the caller. "now" is reserved.
-	Context *structpb.Struct
-	// ConsistencyToken is a ZedToken the answer must be at least as fresh as.
-	ConsistencyToken string
-}
-
-// Decision is the answer to a Query.
-type Decision struct {
-	Allowed   bool
-	Reason    Reason
-	Principal Ref
-	Task      Ref
-	Chain     []Ref
-	// ValidUntil is the earliest expiry among the task, agents and grants an
-	// allow relied on. Zero for a deny or a user check.
-	ValidUntil time.Time
-	// Grants are the ids of the grants an allow relied on.
-	Grants []string
-	// MissingContext names caveat parameters the caller did not supply.
-	MissingContext []string
-	// Condition names the grant condition that failed or lacked context.
-	Condition string
-	// Bound names the behavioural bound the check crossed (BOUND_EXCEEDED).
-	// The service sets it; the engine does not count checks.
-	Bound string
-	// Token is the ZedToken the decision was made at.
-	Token string
-	// Cached says the answer came from the decision cache.
-	Cached bool
-}
-
-// Decider answers queries. The engine implements it against SpiceDB;
-// decorators (the cache) wrap it.
-type Decider interface {
-	Decide(ctx context.Context, q Query) (Decision, error)
-}
-
 // ---- chains --------------------------------------------------------------
 
 // link is one agent of a chain with its lifetime.
