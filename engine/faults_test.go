@@ -55,9 +55,22 @@ func (f *faults) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cli
 func TestFailClosed(t *testing.T) {
 	f := &faults{}
 	f.set("", "")
-	e, _ := startEngine(t, embedded.Config{Engine: "memory"}, engine.Config{CallTimeout: 300 * time.Millisecond},
-		grpc.WithChainUnaryInterceptor(f.unary), grpc.WithChainStreamInterceptor(f.stream))
-	w := &world{t: t, e: e}
+	faulty := []grpc.DialOption{grpc.WithChainUnaryInterceptor(f.unary), grpc.WithChainStreamInterceptor(f.stream)}
+	// The world is built with the default call timeout, so a busy machine
+	// cannot fail the setup; the checks under fault use a short one, on a
+	// second engine over the same faulty connection, so a delay is cut
+	// quickly. Nothing here depends on how fast the machine is.
+	setup, srv := startEngine(t, embedded.Config{Engine: "memory"}, engine.Config{}, faulty...)
+	w := &world{t: t, e: setup}
+	conn, err := srv.Dial(faulty...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	e, err := engine.New(context.Background(), engine.Config{CallTimeout: 300 * time.Millisecond}, engine.NewClient(conn), nil)
+	if err != nil {
+		t.Fatalf("starting the engine under test: %v", err)
+	}
 	w.admin("repo:acme/api#reader@user:alice", "repo:acme/other#reader@user:alice")
 	task := w.task("user:alice", "1h")
 	a := w.agent(task, nil, "1h")

@@ -628,11 +628,11 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 			// Delegation only narrows: the parent must hold it now, by its own grant.
 			// A condition on the parent's grant still counts: it is evaluated
 			// again on every check of the child, whose chain includes the parent.
-			d, err := e.decideAgent(ctx, Query{Subject: Ref{Type: schema.TypeAgent, ID: rec.Parent}, Permission: in.Permission, Resource: resource}, decideOpts{conditionsHold: true})
+			x, _, err := e.evaluateQuery(ctx, Query{Subject: Ref{Type: schema.TypeAgent, ID: rec.Parent}, Permission: in.Permission, Resource: resource}, evalMode{conditionsHold: true})
 			if err != nil {
 				return nil, "", err
 			}
-			if !d.Allowed {
+			if d := x.Decision; !d.Allowed {
 				return nil, "", escalation("parent agent:%s does not hold %s on %s (%s)", rec.Parent, in.Permission, resource, d.Reason)
 			}
 		}
