@@ -209,21 +209,16 @@ func (e *Engine) AgentAccess(ctx context.Context, agentID, resourceType, permiss
 		return nil, nil, "", fieldNotFound(err, "id")
 	}
 	now := e.now()
-	agentRef := Ref{Type: schema.TypeAgent, ID: agentID}
-	cctx := e.caveatContext(Query{}, now)
-
-	// Legs 1 and 2 hold for every resource or for none.
-	alive, err := e.sdb.Permissions.CheckPermission(ctx, &v1.CheckPermissionRequest{Consistency: fullyConsistent,
-		Resource: objRef(agentRef), Permission: "chain_alive", Subject: subRef(agentRef, ""), Context: cctx})
+	// The freeze and legs 1 and 2 hold for every resource or for none; the
+	// whole listing is read at the revision they were judged at.
+	base, at, canAct, err := e.standing(ctx, c, now)
 	if err != nil {
-		return nil, nil, "", backendErr("CheckPermission", err)
+		return nil, nil, "", err
 	}
-	token := alive.GetCheckedAt().GetToken()
-	if alive.GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION || !now.Before(c.earliest()) {
+	token := base.token
+	if !canAct {
 		return nil, c.refs(), token, nil
 	}
-	at := &v1.Consistency{Requirement: &v1.Consistency_AtExactSnapshot{AtExactSnapshot: alive.GetCheckedAt()}}
-
 	var out []Access
 	for _, t := range info.ResourceTypes() {
 		if resourceType != "" && t != resourceType {
@@ -233,7 +228,7 @@ func (e *Engine) AgentAccess(ctx context.Context, agentID, resourceType, permiss
 			if (permission != "" && p != permission) || !info.Grantable(t, p) {
 				continue
 			}
-			entries, err := e.accessFor(ctx, at, c, t, p, now)
+			entries, err := e.accessFor(ctx, at, base, c, t, p, now)
 			if err != nil {
 				return nil, nil, "", err
 			}
@@ -250,7 +245,7 @@ func (e *Engine) AgentAccess(ctx context.Context, agentID, resourceType, permiss
 }
 
 // accessFor lists one permission of one type for the agent of chain c.
-func (e *Engine) accessFor(ctx context.Context, at *v1.Consistency, c *chain, typ, perm string, now time.Time) ([]Access, error) {
+func (e *Engine) accessFor(ctx context.Context, at *v1.Consistency, base facts, c *chain, typ, perm string, now time.Time) ([]Access, error) {
 	grantRel := perm + schema.GrantSuffix
 	taskRef := Ref{Type: schema.TypeTask, ID: c.task}
 	// Live grants per holder: the task's, then each agent's of the chain.
@@ -305,56 +300,48 @@ func (e *Engine) accessFor(ctx context.Context, at *v1.Consistency, c *chain, ty
 	if err != nil {
 		return nil, err
 	}
-	// Every ancestor must hold a live grant too (its own or the task's).
-	held := func(i int, res string) (*live, bool) {
-		a, t := perAgent[i][res], taskGrants[res]
-		switch {
-		case a == nil && t == nil:
-			return nil, false
-		case a == nil:
-			return t, true
-		case t == nil:
-			return a, true
-		}
-		m := &live{ids: append(append([]string(nil), a.ids...), t.ids...), expires: a.expires,
-			conditions: append(append([]string(nil), a.conditions...), t.conditions...)}
-		if t.expires.After(m.expires) {
-			m.expires = t.expires
-		}
-		return m, true
-	}
-	var kept []string
-	for _, res := range candidates {
-		ok := true
-		for i := range c.agents {
-			if _, has := held(i, res); !has {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			kept = append(kept, res)
-		}
-	}
 	// The principal must hold the permission on each, now: in bulk.
-	allowed, err := e.principalHolds(ctx, at, c.principal, typ, perm, kept)
+	allowed, err := e.principalHolds(ctx, at, c.principal, typ, perm, candidates)
 	if err != nil {
 		return nil, err
 	}
+	fact := func(l *live) holderFact {
+		if l == nil {
+			return holderFact{}
+		}
+		h := holderFact{state: grantHeld, expires: l.expires}
+		if len(l.conditions) > 0 {
+			// Listed with its condition, which a check evaluates in its context.
+			h.state = grantMissing
+		}
+		return h
+	}
 	var out []Access
-	for _, res := range kept {
-		if !allowed[res] {
+	for _, res := range candidates {
+		f := base
+		f.principal = v1.CheckPermissionResponse_PERMISSIONSHIP_NO_PERMISSION
+		if allowed[res] {
+			f.principal = v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION
+		}
+		f.holders = make([]holderFact, len(c.agents)+1)
+		for i := range c.agents {
+			f.holders[i] = fact(perAgent[i][res])
+		}
+		f.holders[len(c.agents)] = fact(taskGrants[res])
+		ev := evaluate(c, now, &f, evalMode{conditionsHold: true})
+		if !ev.Decision.Allowed {
 			continue
 		}
-		a := Access{Resource: Ref{Type: typ, ID: res}, Permission: perm, ValidUntil: c.earliest()}
+		a := Access{Resource: Ref{Type: typ, ID: res}, Permission: perm, ValidUntil: ev.Decision.ValidUntil}
 		for i := range c.agents {
-			g, _ := held(i, res)
-			if g.expires.Before(a.ValidUntil) {
-				a.ValidUntil = g.expires
-			}
-			for _, cond := range g.conditions {
-				if !slices.Contains(a.Conditions, cond) {
-					a.Conditions = append(a.Conditions, cond)
+			for _, l := range []*live{perAgent[i][res], taskGrants[res]} {
+				if l == nil {
+					continue
+				}
+				for _, cond := range l.conditions {
+					if !slices.Contains(a.Conditions, cond) {
+						a.Conditions = append(a.Conditions, cond)
+					}
 				}
 			}
 		}
@@ -463,27 +450,23 @@ type Explanation struct {
 
 // Explain runs a check and says, leg by leg, what passed and failed, the
 // relationship path SpiceDB followed for the human's permission, the expiries
-// involved, and what would flip the answer.
+// involved, and what would flip the answer. Whether each leg passed, and the
+// decision, come from the same evaluator as Check, at one revision; the
+// paths and expiries around them are read for the reader.
 func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
-	var d Decision
-	var err error
-	if q.Subject.Type == schema.TypeAgent {
-		d, err = e.decideAgent(ctx, q)
-	} else {
-		d, err = e.decideUser(ctx, q)
-	}
-	if err != nil {
-		return nil, err
-	}
-	x := &Explanation{Decision: d}
 	if q.Subject.Type != schema.TypeAgent {
+		d, err := e.decideUser(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		x := &Explanation{Decision: d}
 		path, err := e.trace(ctx, q.Subject, q.Permission, q.Resource, q)
 		if err != nil {
 			return nil, err
 		}
-		x.Legs = []Leg{{Name: "permission", Passed: d.Allowed, Detail: fmt.Sprintf("%s %s %s on %s", q.Subject, map[bool]string{true: "has", false: "lacks"}[d.Allowed], q.Permission, q.Resource), Path: path}}
+		x.Legs = []Leg{{Name: LegPermission, Passed: d.Allowed, Detail: fmt.Sprintf("%s %s %s on %s", q.Subject, map[bool]string{true: "has", false: "lacks"}[d.Allowed], q.Permission, q.Resource), Path: path}}
 		if d.Allowed {
 			x.WouldChange = []string{fmt.Sprintf("removing the relationships on the path above, which give %s %s on %s", q.Subject, q.Permission, q.Resource)}
 		} else {
@@ -491,23 +474,25 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 		}
 		return x, nil
 	}
-	if d.Reason == ReasonUnknownSubject {
-		x.Legs = []Leg{{Name: "identity", Detail: fmt.Sprintf("%s does not exist", q.Subject)}}
-		x.WouldChange = []string{"nothing: agent ids are issued by mandate; provision an agent with POST /v1/agents"}
-		return x, nil
-	}
-	c, err := e.chainOf(ctx, q.Subject.ID)
+	ev, c, err := e.evaluateQuery(ctx, q, evalMode{explain: true})
 	if err != nil {
 		return nil, err
 	}
+	d := ev.Decision
+	x := &Explanation{Decision: d}
+	if d.Reason == ReasonUnknownSubject {
+		x.Legs = []Leg{{Name: LegIdentity, Detail: fmt.Sprintf("%s does not exist", q.Subject)}}
+		x.WouldChange = []string{"nothing: agent ids are issued by mandate; provision an agent with POST /v1/agents"}
+		return x, nil
+	}
 	now := e.now()
 	var legs []Leg
-	if d.Reason == ReasonAgentsFrozen {
-		legs = append(legs, Leg{Name: "freeze", Detail: "every agent check is denied: the agents are frozen (POST /v1/agents:freeze-all)"})
+	if !ev.Leg(LegFreeze).Passed {
+		legs = append(legs, Leg{Name: LegFreeze, Detail: "every agent check is denied: the agents are frozen (POST /v1/agents:freeze-all)"})
 		x.WouldChange = append(x.WouldChange, "an admin lifting the freeze (POST /v1/agents:unfreeze-all)")
 	}
 	// Leg 1: every agent of the chain.
-	identity := Leg{Name: "identity", Passed: true, ExpiresAt: c.earliestAgent()}
+	identity := Leg{Name: LegIdentity, Passed: ev.Leg(LegIdentity).Passed, ExpiresAt: c.earliestAgent()}
 	for _, l := range c.agents {
 		a, err := e.readAgent(ctx, l.id)
 		if err != nil {
@@ -515,8 +500,8 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 		}
 		st := a.status(now)
 		identity.Path = append(identity.Path, fmt.Sprintf("agent:%s is %s until %s", l.id, st, a.ExpiresAt.Format(time.RFC3339)))
-		if st != StatusActive && identity.Passed {
-			identity.Passed, identity.Detail = false, fmt.Sprintf("agent:%s is %s", l.id, st)
+		if st != StatusActive && identity.Detail == "" {
+			identity.Detail = fmt.Sprintf("agent:%s is %s", l.id, st)
 			switch st {
 			case StatusSuspended:
 				x.WouldChange = append(x.WouldChange, fmt.Sprintf("resume agent:%s (POST /v1/agents/%s:resume)", l.id, l.id))
@@ -527,28 +512,31 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 			}
 		}
 	}
-	if identity.Passed {
+	switch {
+	case identity.Passed:
 		identity.Detail = fmt.Sprintf("the %d agent(s) of the chain are active", len(c.agents))
+	case identity.Detail == "":
+		identity.Detail = fmt.Sprintf("the chain is not active (%s)", ev.Leg(LegIdentity).Reason)
 	}
 	// Leg 2: the task.
 	t, err := e.readTask(ctx, c.task)
 	if err != nil {
 		return nil, err
 	}
-	task := Leg{Name: "task", Passed: t.Status == StatusActive, ExpiresAt: t.ExpiresAt,
+	taskLeg := ev.Leg(LegTask)
+	task := Leg{Name: LegTask, Passed: taskLeg.Passed, ExpiresAt: t.ExpiresAt,
 		Detail: fmt.Sprintf("task:%s of %s is %s", t.ID, t.Principal, t.Status), Path: []string{fmt.Sprintf("task:%s#open until %s", t.ID, t.ExpiresAt.Format(time.RFC3339))}}
-	if !task.Passed {
-		x.WouldChange = append(x.WouldChange, fmt.Sprintf("nothing: task:%s is %s; start a new task", t.ID, t.Status))
-	} else if suspended, err := e.PrincipalAgentsSuspended(ctx, c.principal); err != nil {
-		return nil, err
-	} else if suspended {
-		task.Passed = false
+	switch {
+	case taskLeg.Reason == ReasonPrincipalSuspended:
 		task.Detail = fmt.Sprintf("every agent of %s is suspended", c.principal)
 		x.WouldChange = append(x.WouldChange, fmt.Sprintf("resuming the agents of %s (POST /v1/principals/%s:resume-agents)", c.principal, c.principal.ID))
+	case !task.Passed:
+		x.WouldChange = append(x.WouldChange, fmt.Sprintf("nothing: task:%s is %s; start a new task", t.ID, t.Status))
 	}
 	// Leg 3: the leaf's grant.
 	grantRel := q.Permission + schema.GrantSuffix
-	grant := Leg{Name: "grant"}
+	grantLeg := ev.Leg(LegGrant)
+	grant := Leg{Name: LegGrant, Passed: grantLeg.Passed}
 	leafRef := Ref{Type: schema.TypeAgent, ID: c.agents[0].id}
 	for _, h := range []struct {
 		sub    Ref
@@ -563,11 +551,8 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 			state := "live"
 			if !now.Before(exp) {
 				state = "expired"
-			} else {
-				grant.Passed = true
-				if grant.ExpiresAt.IsZero() || exp.After(grant.ExpiresAt) {
-					grant.ExpiresAt = exp
-				}
+			} else if grant.Passed && (grant.ExpiresAt.IsZero() || exp.After(grant.ExpiresAt)) {
+				grant.ExpiresAt = exp
 			}
 			if cond := conditionOf(r); cond != nil {
 				state += ", if " + cond.describe()
@@ -575,21 +560,15 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 			grant.Path = append(grant.Path, fmt.Sprintf("%s#%s@%s: grant %s, %s until %s", q.Resource, grantRel, relSubject(r), caveatString(r, "grant_id"), state, exp.Format(time.RFC3339)))
 		}
 	}
-	if d.Condition != "" {
-		// The grant is there, but its condition does not hold in this context.
-		grant.Passed = false
-		if d.Reason == ReasonMissingContext {
-			grant.Detail = fmt.Sprintf("the %s condition needs context the check did not send: %s", d.Condition, strings.Join(d.MissingContext, ", "))
-			x.WouldChange = append(x.WouldChange, fmt.Sprintf("sending %s in the check's context", strings.Join(d.MissingContext, ", ")))
-		} else {
-			grant.Detail = fmt.Sprintf("the %s condition of the grant does not hold in this context", d.Condition)
-			x.WouldChange = append(x.WouldChange, fmt.Sprintf("a context that satisfies the %s condition, or a grant without it", d.Condition))
-		}
-	}
-	switch {
-	case d.Condition != "":
-	case grant.Passed:
+	switch grantLeg.Reason {
+	case "":
 		grant.Detail = fmt.Sprintf("%s or its task holds a live grant of %s on %s", leafRef, q.Permission, q.Resource)
+	case ReasonMissingContext:
+		grant.Detail = fmt.Sprintf("the %s condition needs context the check did not send: %s", d.Condition, strings.Join(d.MissingContext, ", "))
+		x.WouldChange = append(x.WouldChange, fmt.Sprintf("sending %s in the check's context", strings.Join(d.MissingContext, ", ")))
+	case ReasonConditionFailed:
+		grant.Detail = fmt.Sprintf("the %s condition of the grant does not hold in this context", d.Condition)
+		x.WouldChange = append(x.WouldChange, fmt.Sprintf("a context that satisfies the %s condition, or a grant without it", d.Condition))
 	default:
 		grant.Detail = fmt.Sprintf("neither %s nor its task holds a live grant of %s on %s", leafRef, q.Permission, q.Resource)
 		x.WouldChange = append(x.WouldChange, fmt.Sprintf("a grant of %s on %s to %s (POST /v1/grants)", q.Permission, q.Resource, leafRef))
@@ -599,16 +578,16 @@ func (e *Engine) Explain(ctx context.Context, q Query) (*Explanation, error) {
 	if err != nil {
 		return nil, err
 	}
-	attenuation := Leg{Name: "attenuation", Passed: d.Reason != ReasonPrincipalLacksPermission && d.Reason != ReasonDelegatorLacksPermission, Path: path}
+	attLeg := ev.Leg(LegAttenuation)
+	attenuation := Leg{Name: LegAttenuation, Passed: attLeg.Passed, Path: path}
 	principalHas := len(path) > 0 && !strings.HasPrefix(path[0], "no ")
 	if principalHas {
 		attenuation.Detail = fmt.Sprintf("%s holds %s on %s", c.principal, q.Permission, q.Resource)
 	} else {
-		attenuation.Passed = false
 		attenuation.Detail = fmt.Sprintf("%s does not hold %s on %s", c.principal, q.Permission, q.Resource)
 		x.WouldChange = append(x.WouldChange, fmt.Sprintf("a relationship that gives %s %s on %s", c.principal, q.Permission, q.Resource))
 	}
-	if d.Reason == ReasonDelegatorLacksPermission {
+	if attLeg.Reason == ReasonDelegatorLacksPermission || (attLeg.Reason != "" && principalHas) {
 		attenuation.Detail += "; an ancestor agent holds no live grant for it"
 		x.WouldChange = append(x.WouldChange, fmt.Sprintf("a grant of %s on %s to every ancestor agent of %s", q.Permission, q.Resource, leafRef))
 	}
@@ -704,21 +683,48 @@ func (e *Engine) GrantsHeldBy(ctx context.Context, holders []Ref) ([]*Grant, err
 	return out, nil
 }
 
-// AgentActive reports whether the agent and every agent above it can act now.
+// standing judges the legs that do not depend on a resource (the freeze,
+// identity and task) with the one evaluator, from one bulk check. It returns
+// the facts read, the revision they were read at, and whether the agent can
+// act at all.
+func (e *Engine) standing(ctx context.Context, c *chain, now time.Time) (facts, *v1.Consistency, bool, error) {
+	agentRef := Ref{Type: schema.TypeAgent, ID: c.agents[0].id}
+	bulk, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: fullyConsistent,
+		Items: []*v1.CheckBulkPermissionsRequestItem{
+			{Resource: objRef(agentRef), Permission: "chain_alive", Subject: subRef(agentRef, ""), Context: e.caveatContext(Query{}, now)},
+			{Resource: objRef(MandateObject), Permission: "agents_frozen", Subject: subRef(agentRef, "")},
+		}})
+	if err != nil {
+		return facts{}, nil, false, backendErr("CheckBulkPermissions", err)
+	}
+	pairs, err := bulkPairs(bulk, 2)
+	if err != nil {
+		return facts{}, nil, false, err
+	}
+	base := facts{token: bulk.GetCheckedAt().GetToken(),
+		alive:  pairs[0].GetPermissionship() == v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION,
+		frozen: pairs[1].GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_NO_PERMISSION}
+	// A probe with every grant held and the human's permission: it allows
+	// exactly when the resource-independent legs pass.
+	probe := base
+	probe.principal = v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION
+	probe.holders = make([]holderFact, len(c.agents)+1)
+	for i := range probe.holders {
+		probe.holders[i].state = grantHeld
+	}
+	ev := evaluate(c, now, &probe, evalMode{})
+	at := &v1.Consistency{Requirement: &v1.Consistency_AtExactSnapshot{AtExactSnapshot: bulk.GetCheckedAt()}}
+	return base, at, ev.Decision.Allowed, nil
+}
+
+// AgentActive reports whether the agent can act now: the agents are not
+// frozen, and it and every agent above it are alive on an open task. It is
+// the evaluator's verdict on the legs that do not depend on a resource.
 func (e *Engine) AgentActive(ctx context.Context, agentID string) (bool, error) {
 	c, err := e.chainOf(ctx, agentID)
 	if err != nil {
 		return false, err
 	}
-	now := e.now()
-	if !now.Before(c.earliest()) {
-		return false, nil
-	}
-	ref := Ref{Type: schema.TypeAgent, ID: agentID}
-	resp, err := e.sdb.Permissions.CheckPermission(ctx, &v1.CheckPermissionRequest{Consistency: fullyConsistent,
-		Resource: objRef(ref), Permission: "chain_alive", Subject: subRef(ref, ""), Context: e.caveatContext(Query{}, now)})
-	if err != nil {
-		return false, backendErr("CheckPermission", err)
-	}
-	return resp.GetPermissionship() == v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION, nil
+	_, _, ok, err := e.standing(ctx, c, e.now())
+	return ok, err
 }
