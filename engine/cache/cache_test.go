@@ -477,3 +477,45 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return sum
 }
+
+// TestAncestorRevocationEndsCachedAllow: a sub-agent's cached allow depends
+// on every agent above it. Suspending, revoking or expiring the parent
+// (or the grandparent) must end it at once, on the same replica.
+func TestAncestorRevocationEndsCachedAllow(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name   string
+		revoke func(top, mid *engine.Agent) error
+		want   engine.Reason
+	}{
+		{"suspend parent", func(_, mid *engine.Agent) error { _, _, err := r.e.SuspendAgent(ctx, mid.ID); return err }, engine.ReasonAgentSuspended},
+		{"suspend grandparent", func(top, _ *engine.Agent) error { _, _, err := r.e.SuspendAgent(ctx, top.ID); return err }, engine.ReasonAgentSuspended},
+		{"revoke grandparent", func(top, _ *engine.Agent) error { _, _, err := r.e.RevokeAgent(ctx, top.ID); return err }, engine.ReasonAgentRevoked},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			task, top, _ := r.agentWithGrant("30m")
+			mid, _, err := r.e.CreateAgent(ctx, engine.CreateAgentInput{Task: "task:" + task.ID, Parent: "agent:" + top.ID, Name: "mid", TTL: "1h"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf, _, err := r.e.CreateAgent(ctx, engine.CreateAgentInput{Task: "task:" + task.ID, Parent: "agent:" + mid.ID, Name: "leaf", TTL: "1h"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range []*engine.Agent{mid, leaf} {
+				if _, _, err := r.e.CreateGrant(ctx, engine.CreateGrantInput{Holder: "agent:" + a.ID, Permission: "read", Resource: "repo:acme/api", TTL: "20m"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			q := r.query("agent:" + leaf.ID)
+			r.cachedAllow(q)
+			if err := c.revoke(top, mid); err != nil {
+				t.Fatal(err)
+			}
+			if d := r.decide(q); d.Allowed || d.Reason != c.want {
+				t.Fatalf("after %s the leaf's check answers allowed=%v %s (cached=%v), want %s", c.name, d.Allowed, d.Reason, d.Cached, c.want)
+			}
+		})
+	}
+}
