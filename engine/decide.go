@@ -9,7 +9,6 @@ import (
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/schema"
 )
 
@@ -23,85 +22,6 @@ const (
 // stored relationships.
 var reservedContext = []string{reservedContextNow, "expires_at", "grant_id", "created_at", "note", "target",
 	"allowed_cidrs", "time_zone", "start_minute", "end_minute", "max_risk", "required_environment"}
-
-// ---- chains --------------------------------------------------------------
-
-// link is one agent of a chain with its lifetime.
-type link struct {
-	id      string
-	expires time.Time
-}
-
-// chain is the immutable structure behind an agent: the agent and its
-// ancestors (leaf first), its task and the human principal.
-type chain struct {
-	agents      []link
-	task        string
-	taskExpires time.Time
-	principal   Ref
-	bounds      bounds.Limits // the agent's own bounds
-	chainRefs   []Ref         // refs(), computed once; shared read-only by every decision
-}
-
-// refs is the chain as references, agent first, human last. Callers must not modify it.
-func (c *chain) refs() []Ref {
-	if c.chainRefs != nil {
-		return c.chainRefs
-	}
-	return c.buildRefs()
-}
-
-func (c *chain) buildRefs() []Ref {
-	out := make([]Ref, 0, len(c.agents)+1)
-	for _, l := range c.agents {
-		out = append(out, Ref{Type: schema.TypeAgent, ID: l.id})
-	}
-	return append(out, c.principal)
-}
-
-// earliest is the earliest expiry in the chain, task included.
-func (c *chain) earliest() time.Time {
-	t := c.taskExpires
-	for _, l := range c.agents {
-		if l.expires.Before(t) {
-			t = l.expires
-		}
-	}
-	return t
-}
-
-// chainOf resolves an agent's chain, from the cache when it can: a chain's
-// structure is written once and never changes.
-func (e *Engine) chainOf(ctx context.Context, id string) (*chain, error) {
-	if c, ok := e.chains.Get(id); ok {
-		return c, nil
-	}
-	// The agent's record carries its lineage: one read resolves the chain.
-	a, err := e.readAgent(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	c := &chain{task: a.Task, taskExpires: a.lineage.TaskExpires, principal: a.lineage.Principal, bounds: a.lineage.Bounds}
-	c.agents = append(c.agents, link{id: a.ID, expires: a.ExpiresAt})
-	for _, anc := range a.lineage.Ancestors {
-		c.agents = append(c.agents, link{id: anc.ID, expires: anc.Expires})
-	}
-	if len(c.agents) > e.cfg.MaxChainDepth+1 {
-		return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("agent %s: chain deeper than %d", id, e.cfg.MaxChainDepth)}
-	}
-	c.chainRefs = c.buildRefs()
-	e.chains.Add(id, c)
-	return c, nil
-}
-
-// AgentBounds returns the behavioural bounds stored with an agent.
-func (e *Engine) AgentBounds(ctx context.Context, id string) (bounds.Limits, error) {
-	c, err := e.chainOf(ctx, id)
-	if err != nil {
-		return bounds.Limits{}, err
-	}
-	return c.bounds, nil
-}
 
 // ---- checks --------------------------------------------------------------
 

@@ -2,13 +2,14 @@ package engine
 
 import (
 	"errors"
-	"github.com/mandate-dev/mandate/engine/bounds"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mandate-dev/mandate/engine/bounds"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // requireInvalid fails unless err is an *Error of KindInvalidArgument naming field.

@@ -1,0 +1,215 @@
+package engine
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+
+	"github.com/mandate-dev/mandate/schema"
+)
+
+// Grants: one permission on one resource for an agent or a task, for a while.
+
+// Grant is one permission on one resource for a holder, until ExpiresAt.
+type Grant struct {
+	ID         string
+	Holder     Ref
+	Permission string
+	Resource   Ref
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	Status     string
+	// Condition, when set, restricts the grant to matching contexts.
+	Condition *Condition
+	token     string // the revision it was read at, when read
+}
+
+// ---- grants --------------------------------------------------------------
+
+// CreateGrantInput is what CreateGrant needs.
+type CreateGrantInput struct {
+	Holder     string
+	Permission string
+	Resource   string
+	TTL        string
+	// Condition is optional; the schema's <permission>_grant relation must
+	// list it for the holder's type.
+	Condition *Condition
+}
+
+// CreateGrant gives a holder one permission on one resource. It is refused
+// with ESCALATION unless the principal holds the permission now and, for a
+// sub-agent, its parent holds it too. A new grant of the same permission on
+// the same resource to the same holder replaces the earlier one.
+func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, string, error) {
+	holder, err := ParseRef("holder", in.Holder)
+	if err != nil {
+		return nil, "", err
+	}
+	if holder.Type != schema.TypeAgent && holder.Type != schema.TypeTask {
+		return nil, "", invalid("holder", "must be an agent or a task, got type %q", holder.Type)
+	}
+	resource, err := ParseRef("resource", in.Resource)
+	if err != nil {
+		return nil, "", err
+	}
+	if schema.IsCore(resource.Type) {
+		return nil, "", invalid("resource", "type %q is one of mandate's own types and cannot be granted", resource.Type)
+	}
+	ttl, err := ParseTTL("ttl", in.TTL, e.cfg.MaxGrantTTL)
+	if err != nil {
+		return nil, "", err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	if err := e.requireType(ctx, "resource", resource); err != nil {
+		return nil, "", err
+	}
+	if err := e.requirePermission(ctx, "permission", resource.Type, in.Permission); err != nil {
+		return nil, "", err
+	}
+	if !e.Schema().Grantable(resource.Type, in.Permission) {
+		return nil, "", invalid("permission", "%s on type %q cannot be granted to agents", in.Permission, resource.Type)
+	}
+	var condParams map[string]any
+	if in.Condition != nil {
+		if condParams, err = in.Condition.validate("condition"); err != nil {
+			return nil, "", err
+		}
+		if !slices.Contains(e.Schema().GrantConditions(resource.Type, in.Permission, holder.Type), in.Condition.caveat()) {
+			holderRef := "agent"
+			if holder.Type == schema.TypeTask {
+				holderRef = "task#member"
+			}
+			return nil, "", invalid("condition", "%s grants on type %q do not accept the %s condition for %s holders: the schema's %s%s relation must list `%s with %s`",
+				in.Permission, resource.Type, in.Condition.Name, holder.Type, in.Permission, schema.GrantSuffix, holderRef, in.Condition.caveat())
+		}
+	}
+
+	now := e.now()
+	expires := now.Add(ttl)
+	var principal Ref
+	var grantSubject Ref
+	var grantSubjectRel string
+	var pre []*v1.Precondition
+
+	switch holder.Type {
+	case schema.TypeAgent:
+		rec, err := e.readAgent(ctx, holder.ID)
+		if err != nil {
+			return nil, "", fieldNotFound(err, "holder")
+		}
+		c, err := e.chainOf(ctx, holder.ID)
+		if err != nil {
+			return nil, "", err
+		}
+		// The holder itself must be able to act: alive, on an open task.
+		if st := rec.status(now); st != StatusActive {
+			return nil, "", precondition("holder", "agent %s is %s", holder.ID, st)
+		}
+		if !now.Before(c.taskExpires) {
+			return nil, "", precondition("holder", "the task of agent %s has expired", holder.ID)
+		}
+		principal = c.principal
+		if rec.Parent != "" {
+			// Delegation only narrows: the parent must hold it now, by its own grant.
+			// A condition on the parent's grant still counts: it is evaluated
+			// again on every check of the child, whose chain includes the parent.
+			x, _, err := e.evaluateQuery(ctx, Query{Subject: Ref{Type: schema.TypeAgent, ID: rec.Parent}, Permission: in.Permission, Resource: resource}, evalMode{conditionsHold: true})
+			if err != nil {
+				return nil, "", err
+			}
+			if d := x.Decision; !d.Allowed {
+				return nil, "", escalation("parent agent:%s does not hold %s on %s (%s)", rec.Parent, in.Permission, resource, d.Reason)
+			}
+		}
+		if expires.After(rec.ExpiresAt) {
+			expires = rec.ExpiresAt
+		}
+		grantSubject = holder
+		pre = append(pre, mustMatch(holder, "enabled"), mustNotMatch(holder, "suspended"))
+	case schema.TypeTask:
+		t, err := e.readTask(ctx, holder.ID)
+		if err != nil {
+			return nil, "", fieldNotFound(err, "holder")
+		}
+		if t.Status != StatusActive {
+			return nil, "", precondition("holder", "task %s is %s", t.ID, t.Status)
+		}
+		principal = t.Principal
+		if expires.After(t.ExpiresAt) {
+			expires = t.ExpiresAt
+		}
+		grantSubject, grantSubjectRel = holder, "member"
+		pre = append(pre, mustMatch(holder, "open"))
+	}
+
+	// The principal must hold the permission now, through ordinary relationships.
+	ok, err := e.checkUser(ctx, principal, in.Permission, resource, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if !ok {
+		return nil, "", escalation("principal %s does not hold %s on %s", principal, in.Permission, resource)
+	}
+
+	// A replaced grant loses its record in the same write.
+	grantRel := in.Permission + schema.GrantSuffix
+	existing, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{
+		ResourceType: resource.Type, OptionalResourceId: resource.ID, OptionalRelation: grantRel,
+		OptionalSubjectFilter: subjectFilter(grantSubject, grantSubjectRel),
+	})
+	if err != nil {
+		return nil, "", err
+	}
+
+	g := &Grant{ID: newID(PrefixGrant), Holder: holder, Permission: in.Permission, Resource: resource, CreatedAt: now, ExpiresAt: expires, Status: StatusActive, Condition: in.Condition}
+	stored := grantRelationships(*g, condParams)
+	// The grant relationship replaces an earlier one of the same holder; the record is new.
+	updates := []*v1.RelationshipUpdate{touch(stored[0]), create(stored[1])}
+	for _, old := range existing {
+		if oldID := caveatString(old, "grant_id"); oldID != "" && oldID != g.ID {
+			updates = append(updates, del(rel(Ref{Type: schema.TypeGrant, ID: oldID}, "record", holder, "", "", nil)))
+		}
+	}
+	token, err := e.write(ctx, updates, pre, precondition("holder", "%s was revoked, suspended or completed while the grant was being created", holder))
+	if err != nil {
+		return nil, "", err
+	}
+	return g, token, nil
+}
+
+// GetGrant reads a grant, and the revision it was read at.
+func (e *Engine) GetGrant(ctx context.Context, id string) (*Grant, string, error) {
+	if err := ValidateID("id", PrefixGrant, id); err != nil {
+		return nil, "", err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	g, _, err := e.readGrant(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	return g, g.token, nil
+}
+
+// DeleteGrant removes a grant.
+func (e *Engine) DeleteGrant(ctx context.Context, id string) (string, error) {
+	if err := ValidateID("id", PrefixGrant, id); err != nil {
+		return "", err
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	g, current, err := e.readGrant(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	updates := []*v1.RelationshipUpdate{del(rel(Ref{Type: schema.TypeGrant, ID: id}, "record", g.Holder, "", "", nil))}
+	if current != nil {
+		current.OptionalCaveat = nil
+		updates = append(updates, del(current))
+	}
+	return e.write(ctx, updates, nil, nil)
+}
