@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -57,7 +58,7 @@ func (a *api) access(agent, query string) []string {
 }
 
 func newReviewScene(t *testing.T) *reviewScene {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
 		{"operation": "TOUCH", "relationship": "repo:acme/a#reader@user:alice"},
 		{"operation": "TOUCH", "relationship": "repo:acme/a#writer@user:alice"},

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -48,7 +49,7 @@ type api struct {
 	base string
 }
 
-func startServer(t *testing.T, cfg service.Config) *api {
+func startServer(t *testing.T, cfg server.Config) *api {
 	t.Helper()
 	if cfg.KeysFile == "" {
 		cfg.KeysFile = writeKeysFile(t)
@@ -135,7 +136,7 @@ func (a *api) scene() (task, agent, sub string) {
 }
 
 func TestWalkthroughOverREST(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	task, agent, sub := a.scene()
 	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "ttl": "15m"})
 	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + sub, "permission": "read", "resource": "repo:acme/api", "ttl": "10m"})
@@ -173,7 +174,7 @@ func TestWalkthroughOverREST(t *testing.T) {
 }
 
 func TestRoles(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	task, agent, _ := a.scene()
 	type call struct {
 		method, path string
@@ -239,7 +240,7 @@ func TestRoles(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	task, agent, _ := a.scene()
 	huge := strings.Repeat("x", 2<<20)
 	cases := []struct {
@@ -336,7 +337,7 @@ func TestSpiceDBDown(t *testing.T) {
 			_ = sdb.Close()
 		}
 	})
-	a := startServer(t, service.Config{SpiceDBEndpoint: addr, SpiceDBToken: "sdb-key", SpiceDBInsecure: true})
+	a := startServer(t, server.Config{SpiceDBEndpoint: addr, SpiceDBToken: "sdb-key", SpiceDBInsecure: true})
 	_, agent, _ := a.scene()
 	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "ttl": "15m"})
 	check := map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"}
@@ -374,5 +375,16 @@ func TestSpiceDBDown(t *testing.T) {
 	}
 	if resp, err := http.Get(a.base + "/healthz"); err != nil || resp.StatusCode != 503 {
 		t.Fatalf("healthz with SpiceDB down: %v %v, want 503", resp, err)
+	}
+	// Every check that failed left a record saying so, with its subject.
+	out := a.ok("GET", "/v1/audit?decision=error&agent=agent:"+agent, service.RoleReviewer, nil)
+	recs := asList(out["records"])
+	if len(recs) != 5 {
+		t.Fatalf("%d decision=error records of the agent, want 5: %v", len(recs), out)
+	}
+	for _, r := range recs {
+		if m := r.(map[string]any); m["decision"] != "error" || m["subject"] != "agent:"+agent || m["id"] == nil {
+			t.Fatalf("error record %v", m)
+		}
 	}
 }

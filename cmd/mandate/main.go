@@ -25,7 +25,7 @@ import (
 
 	"github.com/mandate-dev/mandate/engine/embedded"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
-	"github.com/mandate-dev/mandate/service"
+	"github.com/mandate-dev/mandate/server"
 )
 
 func main() {
@@ -49,7 +49,7 @@ func rootCmd() *cobra.Command {
 }
 
 func serveCmd() *cobra.Command {
-	var cfg service.Config
+	var cfg server.Config
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "serve",

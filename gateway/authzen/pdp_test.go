@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/mandate-dev/mandate/schema"
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -68,7 +69,7 @@ func startPDP(t *testing.T, schemaFiles []string, rels []string) *pdp {
 	spiceAddr := l.Addr().String()
 	_ = l.Close()
 
-	cfg := service.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", KeysFile: keysFile,
+	cfg := server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", KeysFile: keysFile,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	cfg.Embedded.APIAddr, cfg.Embedded.APIKey = spiceAddr, spicedbKey
 	cfg.Audit.SpoolPath = filepath.Join(t.TempDir(), "audit.spool")

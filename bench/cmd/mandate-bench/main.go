@@ -36,7 +36,7 @@ import (
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
-	"github.com/mandate-dev/mandate/service"
+	"github.com/mandate-dev/mandate/server"
 )
 
 const (
@@ -85,7 +85,7 @@ func main() {
 
 	keys := keysFile()
 	spicedbAddr := freeAddr()
-	srv, stop := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey}})
+	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey}})
 	defer stop()
 	conn := dial(srv.GRPCAddr(), checkerKey)
 	opConn := dial(srv.GRPCAddr(), operatorKey)
@@ -183,7 +183,7 @@ func main() {
 	if want["audit"] {
 		// The same cached check on a server with audit off, back to back with
 		// the default server (audit batched, in memory).
-		off, stopOff := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory"}, Audit: service.AuditConfig{Mode: "off"}})
+		off, stopOff := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory"}, Audit: server.AuditConfig{Mode: "off"}})
 		offAgent := seedHotSet(ctx, off, dial(off.GRPCAddr(), operatorKey))
 		offChecks := mandatev1.NewCheckServiceClient(dial(off.GRPCAddr(), checkerKey))
 		opOff := func(ctx context.Context, w, i int) error {
@@ -339,7 +339,7 @@ func keysFile() string {
 	return p
 }
 
-func start(ctx context.Context, cfg service.Config) (*service.Server, func()) {
+func start(ctx context.Context, cfg server.Config) (*server.Server, func()) {
 	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	runCtx, cancel := context.WithCancel(ctx)
@@ -367,7 +367,7 @@ func dial(addr, key string) *grpc.ClientConn {
 }
 
 // seedHotSet gives alice 100 repos and one agent with a grant on each.
-func seedHotSet(ctx context.Context, srv *service.Server, opConn *grpc.ClientConn) string {
+func seedHotSet(ctx context.Context, srv *server.Server, opConn *grpc.ClientConn) string {
 	var ups []string
 	for i := 0; i < hotSet; i++ {
 		ups = append(ups, fmt.Sprintf("repo:bench/hot%d#reader@user:alice", i))
@@ -387,7 +387,7 @@ func seedHotSet(ctx context.Context, srv *service.Server, opConn *grpc.ClientCon
 	return "agent:" + a.GetAgent().GetId()
 }
 
-func writeRels(ctx context.Context, srv *service.Server, rels []string) {
+func writeRels(ctx context.Context, srv *server.Server, rels []string) {
 	var ups []engineUpdate
 	for _, r := range rels {
 		ups = append(ups, engineUpdate{Operation: "TOUCH", Relationship: r})
@@ -402,7 +402,7 @@ func writeRels(ctx context.Context, srv *service.Server, rels []string) {
 // agent with n grants on n repos its human reads, loaded in bulk.
 func accessListing(ctx context.Context, keys, engineName, uri string, n int) bench.Result {
 	spicedbAddr := freeAddr()
-	srv, stop := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: engineName, URI: uri, APIAddr: spicedbAddr, APIKey: spicedbKey}})
+	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: engineName, URI: uri, APIAddr: spicedbAddr, APIKey: spicedbKey}})
 	defer stop()
 	op := dial(srv.GRPCAddr(), operatorKey)
 	t, err := mandatev1.NewTaskServiceClient(op).CreateTask(ctx, &mandatev1.CreateTaskRequest{Principal: "user:alice", Ttl: "2h"})
@@ -449,9 +449,9 @@ func propagation(ctx context.Context, dsn, keys string, rounds int) bench.Result
 	uri, drop := freshDB(ctx, dsn)
 	defer drop()
 	must(embedded.Migrate(ctx, "postgres", uri))
-	var srvs []*service.Server
+	var srvs []*server.Server
 	for i := 0; i < 3; i++ {
-		s, stop := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "postgres", URI: uri}})
+		s, stop := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "postgres", URI: uri}})
 		defer stop()
 		srvs = append(srvs, s)
 	}
@@ -517,7 +517,7 @@ func million(ctx context.Context, dsn, keys string, warmup, d time.Duration) []b
 	defer drop()
 	must(embedded.Migrate(ctx, "postgres", uri))
 	spicedbAddr := freeAddr()
-	srv, stop := start(ctx, service.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "postgres", URI: uri, APIAddr: spicedbAddr, APIKey: spicedbKey}})
+	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "postgres", URI: uri, APIAddr: spicedbAddr, APIKey: spicedbKey}})
 	defer stop()
 	t0 := time.Now()
 	ds := bench.Generate(bench.Million)
