@@ -208,12 +208,14 @@ type Server struct {
 
 // Complete builds everything Run needs: SpiceDB, the engine, the decider
 // chain, the services and the listeners.
-func (c Config) Complete(ctx context.Context) (s *Server, err error) {
+func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	c.complete()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	s = &Server{cfg: c, log: c.Log}
+	s := &Server{cfg: c, log: c.Log}
+	// On any failure, release what was acquired so far. (The server is held
+	// here, not in the result, which is nil by then.)
 	defer func() {
 		if err != nil {
 			s.Close()

@@ -106,7 +106,9 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 // brokenAudit cannot store anything.
 type brokenAudit struct{ audit.Store }
 
-func (brokenAudit) Write(context.Context, []audit.Record) error { return errors.New("the audit database is gone") }
+func (brokenAudit) Write(context.Context, []audit.Record) error {
+	return errors.New("the audit database is gone")
+}
 
 func TestStrictAuditFailsTheCheck(t *testing.T) {
 	// A store that cannot write, and no spool: nothing can be made durable.
@@ -147,7 +149,9 @@ type agents struct {
 	suspendErr error
 }
 
-func (a *agents) AgentBounds(context.Context, string) (bounds.Limits, error) { return a.limits, a.limitsErr }
+func (a *agents) AgentBounds(context.Context, string) (bounds.Limits, error) {
+	return a.limits, a.limitsErr
+}
 func (a *agents) SuspendAgent(context.Context, string) (*engine.Agent, string, error) {
 	a.suspends.Add(1)
 	return &engine.Agent{}, "", a.suspendErr
