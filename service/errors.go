@@ -35,12 +35,12 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return withInfo(status.New(ae.code, ae.msg), &errdetails.ErrorInfo{Reason: reason, Domain: errorDomain})
 	}
 	// An engine error may wrap a SpiceDB status; the engine's own
-	// classification wins, so its message never leaks SpiceDB's.
+	// classification wins, so its message never leaks SpiceDB's. A status
+	// this function made already passes through; any other status (from a
+	// library, from SpiceDB unwrapped) is internal, logged and not shown.
 	var ee *engine.Error
-	if !errors.As(err, &ee) {
-		if _, ok := status.FromError(err); ok {
-			return err
-		}
+	if !errors.As(err, &ee) && isMandates(err) {
+		return err
 	}
 	e := engine.AsError(err)
 	var code codes.Code
@@ -55,11 +55,16 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	case engine.KindFailedPrecondition:
 		code, reason = codes.FailedPrecondition, orDefault(reason, "FAILED_PRECONDITION")
 	case engine.KindUnavailable:
-		log.WarnContext(ctx, "authorization backend unavailable", "request_id", requestID(ctx), "error", e.Err)
+		if log != nil {
+			log.WarnContext(ctx, "authorization backend unavailable", "request_id", requestID(ctx), "error", e.Err)
+		}
 		code, reason = codes.Unavailable, "BACKEND_UNAVAILABLE"
 	default:
-		log.ErrorContext(ctx, "internal error", "request_id", requestID(ctx), "error", err)
-		return status.Errorf(codes.Internal, "internal error, see request id %s", requestID(ctx))
+		if log != nil {
+			log.ErrorContext(ctx, "internal error", "request_id", requestID(ctx), "error", err)
+		}
+		return withInfo(status.Newf(codes.Internal, "internal error, see request id %s", requestID(ctx)),
+			&errdetails.ErrorInfo{Reason: "INTERNAL", Domain: errorDomain})
 	}
 	st := status.New(code, e.Error())
 	info := &errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}
@@ -70,6 +75,21 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return withInfo(st, info, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: e.Msg}}})
 	}
 	return withInfo(st, info)
+}
+
+// isMandates reports whether err is a status toStatus made: it carries an
+// ErrorInfo of mandate's domain.
+func isMandates(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			return true
+		}
+	}
+	return false
 }
 
 // withInfo is st with details, or st alone if they cannot be attached.
