@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	"github.com/mandate-dev/mandate/engine/tcpproxy"
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
@@ -402,10 +402,7 @@ func TestKillSwitchesOverREST(t *testing.T) {
 // TestBoundsSurviveRestart: on a Postgres datastore the counts are durable,
 // so a restarted server keeps counting where the last one stopped.
 func TestBoundsSurviveRestart(t *testing.T) {
-	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
-	}
+	dsn := testenv.Postgres(t, false)
 	uri, drop, err := embedded.CreateDatabase(context.Background(), dsn, "mandate_bounds_restart")
 	if err != nil {
 		t.Fatal(err)
@@ -451,10 +448,7 @@ func startStoppable(t *testing.T, cfg server.Config) (*api, func()) {
 // TestBoundsFailClosed: when the counts cannot be recorded, an agent check
 // is an error, never an allow; it recovers when the database returns.
 func TestBoundsFailClosed(t *testing.T) {
-	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
-	}
+	dsn := testenv.Postgres(t, false)
 	uri, drop, err := embedded.CreateDatabase(context.Background(), dsn, "mandate_bounds_outage")
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/internal/testenv"
 )
 
 // propagationBound is how long a revocation on one replica may take to reach
@@ -42,13 +43,10 @@ type replica struct {
 // TestThreeReplicasOnPostgres runs three `mandate serve` processes on one
 // Postgres datastore and shows the cache's freshness rules across them.
 func TestThreeReplicasOnPostgres(t *testing.T) {
-	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
-	}
 	if testing.Short() {
 		t.Skip("builds and runs three servers")
 	}
+	dsn := testenv.Postgres(t, true)
 	bin, keys := buildBinary(t)
 	uri := freshDatabase(t, dsn)
 
