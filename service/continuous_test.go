@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -24,11 +23,7 @@ import (
 
 func (a *api) check(agent, perm, res string, ctx map[string]any) map[string]any {
 	a.t.Helper()
-	body := map[string]any{"subject": agent, "permission": perm, "resource": res}
-	if ctx != nil {
-		body["context"] = ctx
-	}
-	return a.ok("POST", "/v1/check", service.RoleChecker, body)
+	return a.Check(agent, perm, res, ctx)
 }
 
 func (a *api) expectReason(out map[string]any, reason string) {
@@ -408,7 +403,7 @@ func TestBoundsSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(drop)
-	cfg := server.Config{KeysFile: writeKeysFile(t), Embedded: embedded.Config{Engine: "postgres", URI: uri, Migrate: true},
+	cfg := server.Config{Embedded: embedded.Config{Engine: "postgres", URI: uri, Migrate: true},
 		Audit: server.AuditConfig{Mode: "off"}, Bounds: server.BoundsConfig{Defaults: bounds.Limits{ChecksPerMinute: 4}}}
 	first, stop := startStoppable(t, cfg)
 	_, agent, _ := first.scene()
@@ -422,27 +417,6 @@ func TestBoundsSurviveRestart(t *testing.T) {
 	second.expectReason(second.check("agent:"+agent, "read", "repo:acme/api", nil), "ALLOWED")
 	out := second.check("agent:"+agent, "read", "repo:acme/api", nil)
 	second.expectReason(out, "BOUND_EXCEEDED")
-}
-
-// startStoppable starts a server and returns a function that stops it.
-func startStoppable(t *testing.T, cfg server.Config) (*api, func()) {
-	t.Helper()
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := cfg.Complete(ctx)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Run(ctx); close(done) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	a := &api{t: t, base: "http://" + srv.HTTPAddr()}
-	a.waitHealthy()
-	return a, stop
 }
 
 // TestBoundsFailClosed: when the counts cannot be recorded, an agent check

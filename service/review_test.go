@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
@@ -337,7 +338,7 @@ func TestUnusedGrantsAndReport(t *testing.T) {
 	}
 
 	req, _ := http.NewRequest("GET", a.base+"/v1/review/report.csv?principal=user:alice", nil)
-	req.Header.Set("Authorization", "Bearer "+testKeys[service.RoleReviewer])
+	req.Header.Set("Authorization", "Bearer "+testenv.Keys[service.RoleReviewer])
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -1,106 +1,44 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
-// Keys used by the tests, one per role.
-var testKeys = map[service.Role]string{
-	service.RoleChecker:  "test-checker-key",
-	service.RoleOperator: "test-operator-key",
-	service.RoleReviewer: "test-reviewer-key",
-	service.RoleAdmin:    "test-admin-key",
-}
-
-func writeKeysFile(t *testing.T) string {
-	t.Helper()
-	var b strings.Builder
-	b.WriteString("keys:\n")
-	for _, r := range service.Roles {
-		sum := sha256.Sum256([]byte(testKeys[r]))
-		fmt.Fprintf(&b, "  - {name: test-%s, role: %s, sha256: %s}\n", r, r, hex.EncodeToString(sum[:]))
-	}
-	p := filepath.Join(t.TempDir(), "keys.yaml")
-	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
+// api is a running server as the tests here talk to it.
 type api struct {
+	*testenv.Server
 	t    *testing.T
 	base string
 }
 
 func startServer(t *testing.T, cfg server.Config) *api {
 	t.Helper()
-	if cfg.KeysFile == "" {
-		cfg.KeysFile = writeKeysFile(t)
-	}
 	a, _ := startStoppable(t, cfg)
 	return a
 }
 
-func (a *api) waitHealthy() {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(a.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	a.t.Fatal("server never became healthy")
+// startStoppable starts a server and returns a function that stops it.
+func startStoppable(t *testing.T, cfg server.Config) (*api, func()) {
+	t.Helper()
+	s := testenv.Start(t, cfg)
+	return &api{Server: s, t: t, base: s.Base}, s.Stop
 }
 
 // do sends a request and returns the status and decoded JSON body.
 func (a *api) do(method, path string, role service.Role, body any) (int, map[string]any) {
 	a.t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = strings.NewReader(b)
-	default:
-		j, _ := json.Marshal(b)
-		r = bytes.NewReader(j)
-	}
-	req, _ := http.NewRequest(method, a.base+path, r)
-	if role != "" {
-		req.Header.Set("Authorization", "Bearer "+testKeys[role])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		a.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	_ = json.Unmarshal(raw, &out)
-	if out == nil {
-		out = map[string]any{"raw": string(raw)}
-	}
-	return resp.StatusCode, out
+	return a.Do(method, path, role, body)
 }
 
 func (a *api) ok(method, path string, role service.Role, body any) map[string]any {
