@@ -5,11 +5,13 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mandate-dev/mandate/internal/requestid"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
@@ -70,10 +73,10 @@ func New(ctx context.Context, svc Services, cfg Config) (http.Handler, error) {
 		cfg.MaxBodyBytes = 1 << 20
 	}
 	// HTTPBodyMarshaler serves google.api.HttpBody responses (the CSV report) as they are.
-	marshaler := &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+	marshaler := &runtime.HTTPBodyMarshaler{Marshaler: &onePassJSON{runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-	}}
+	}}}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
 		runtime.WithIncomingHeaderMatcher(incomingHeaders),
@@ -141,6 +144,31 @@ func withRequestID(next http.Handler) http.Handler {
 // grpc-gateway's table, so the two never disagree.
 func HTTPStatus(c codes.Code) int { return runtime.HTTPStatusFromCode(c) }
 
+// onePassJSON is grpc-gateway's JSONPb with a decoder that parses a request
+// body once: JSONPb first runs it through encoding/json to find where the
+// value ends, then parses it again with protojson. A REST body is one value,
+// so it is read whole (limitBody bounds it) and handed to protojson alone.
+type onePassJSON struct{ runtime.JSONPb }
+
+// NewDecoder decodes the one JSON value r holds.
+func (j *onePassJSON) NewDecoder(r io.Reader) runtime.Decoder {
+	return runtime.DecoderFunc(func(v any) error {
+		raw, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		msg, ok := v.(proto.Message)
+		if !ok {
+			return j.JSONPb.NewDecoder(bytes.NewReader(raw)).Decode(v)
+		}
+		if len(bytes.TrimSpace(raw)) == 0 {
+			// An empty body is an empty request, as with JSONPb.
+			return io.EOF
+		}
+		return j.UnmarshalOptions.Unmarshal(raw, msg)
+	})
+}
+
 // limitBody refuses bodies over max with 413, and cuts off bodies that lie
 // about their length.
 func limitBody(max int64, next http.Handler) http.Handler {
@@ -160,11 +188,14 @@ func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, msg stri
 	_ = json.NewEncoder(w).Encode(map[string]any{"code": int(code), "message": msg, "details": []any{}})
 }
 
+// incomingHeaders passes on the one header the services read besides
+// Authorization (which grpc-gateway always passes): the request id. Nothing
+// reads the others, and copying every header into metadata costs each call.
 func incomingHeaders(key string) (string, bool) {
-	if strings.EqualFold(key, "x-request-id") {
+	if strings.EqualFold(key, requestid.Header) {
 		return "x-request-id", true
 	}
-	return runtime.DefaultHeaderMatcher(key)
+	return "", false
 }
 
 // outgoingHeaders passes no gRPC header on: withRequestID already echoes
