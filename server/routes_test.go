@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/mandate-dev/mandate/gateway"
+	"github.com/mandate-dev/mandate/gateway/authzen"
 	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
@@ -29,7 +30,8 @@ type route struct {
 
 var pathParam = regexp.MustCompile(`\{[^}]+\}`)
 
-// routes reads every operation from the OpenAPI document the gateway serves.
+// routes reads every operation from the OpenAPI document the gateway serves,
+// and adds the AuthZEN endpoints.
 func routes(t *testing.T) []route {
 	t.Helper()
 	var doc struct {
@@ -51,6 +53,10 @@ func routes(t *testing.T) []route {
 			out = append(out, route{strings.ToUpper(method), path, "/mandate.v1." + svc + "/" + rpc})
 		}
 	}
+	// The AuthZEN endpoints share the port and take the roles of a gRPC method.
+	for path, rpc := range authzen.Methods() {
+		out = append(out, route{http.MethodPost, path, rpc})
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].path+out[i].method < out[j].path+out[j].method })
 	return out
 }
@@ -71,7 +77,8 @@ func callers() []caller {
 }
 
 // TestEveryRouteEnforcesItsRoles calls every route of the OpenAPI document
-// with every role, no key and an unknown key, over REST and over gRPC, and
+// and every AuthZEN endpoint with every role, no key and an unknown key,
+// over REST and over gRPC (AuthZEN's gRPC method, for an AuthZEN route), and
 // checks each answer against the role table the interceptors enforce
 // (service.MethodRoles): 401 without a known key, 403 for a role the table
 // does not list, and past authorization (anything else) for one it does.

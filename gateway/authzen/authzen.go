@@ -97,12 +97,13 @@ func New(cfg Config) (*Handler, error) {
 // Routes returns the handlers by ServeMux pattern, for gateway.Config.Extra.
 // Any other method on these paths gets 405.
 func (h *Handler) Routes() map[string]http.Handler {
+	m := Methods()
 	routes := map[string]http.Handler{
-		"POST " + PathEvaluation:     h.endpoint(methodCheck, h.evaluation),
-		"POST " + PathEvaluations:    h.endpoint(methodCheck, h.evaluations),
-		"POST " + PathSearchSubject:  h.endpoint(methodLookupSubjects, h.searchSubject),
-		"POST " + PathSearchResource: h.endpoint(methodLookupResources, h.searchResource),
-		"POST " + PathSearchAction:   h.endpoint(methodLookupActions, h.searchAction),
+		"POST " + PathEvaluation:     h.endpoint(m[PathEvaluation], h.evaluation),
+		"POST " + PathEvaluations:    h.endpoint(m[PathEvaluations], h.evaluations),
+		"POST " + PathSearchSubject:  h.endpoint(m[PathSearchSubject], h.searchSubject),
+		"POST " + PathSearchResource: h.endpoint(m[PathSearchResource], h.searchResource),
+		"POST " + PathSearchAction:   h.endpoint(m[PathSearchAction], h.searchAction),
 		"GET " + PathMetadata:        http.HandlerFunc(h.metadata),
 	}
 	patterns := make([]string, 0, len(routes))
@@ -124,6 +125,18 @@ type call struct {
 	r      *http.Request
 	ctx    context.Context // carries the caller's key and request id as incoming gRPC metadata
 	reason bool            // the caller asked for reason codes
+}
+
+// Methods maps each AuthZEN endpoint that needs a key (all but the metadata
+// document, each taking POST) to the gRPC method whose roles it takes.
+func Methods() map[string]string {
+	return map[string]string{
+		PathEvaluation:     methodCheck,
+		PathEvaluations:    methodCheck,
+		PathSearchSubject:  methodLookupSubjects,
+		PathSearchResource: methodLookupResources,
+		PathSearchAction:   methodLookupActions,
+	}
 }
 
 // The gRPC methods whose roles each endpoint takes.
