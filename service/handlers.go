@@ -1,6 +1,8 @@
-// Package service holds mandate's gRPC handlers and server: it validates
-// requests, maps them to engine calls and maps results and errors back. It
-// decides nothing itself.
+// Package service holds mandate's gRPC handlers: they validate requests,
+// map them to engine calls and map results and errors back (toStatus, the
+// one error mapper). It also holds keys and roles and the interceptor chain
+// every call runs through, over gRPC and in process (InProcess). It decides
+// nothing itself; the server package wires it.
 package service
 
 import (
