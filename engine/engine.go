@@ -116,7 +116,7 @@ func (e *Engine) loadSchema(ctx context.Context) error {
 	resp, err := e.sdb.Schema.ReadSchema(ctx, &v1.ReadSchemaRequest{})
 	if status.Code(err) == codes.NotFound {
 		e.log.Info("SpiceDB has no schema; writing mandate's default schema")
-		_, err := e.WriteSchema(ctx, schema.Default)
+		_, err := e.writeSchema(ctx, schema.Default)
 		return err
 	}
 	if err != nil {
@@ -130,7 +130,7 @@ func (e *Engine) loadSchema(ctx context.Context) error {
 			return fmt.Errorf("the schema in SpiceDB is not mandate-compatible: %w", err)
 		}
 		e.log.Warn("the schema in SpiceDB has an earlier mandate core; upgrading its core definitions", "reason", err.Error())
-		if _, werr := e.WriteSchema(ctx, up); werr != nil {
+		if _, werr := e.writeSchema(ctx, up); werr != nil {
 			return fmt.Errorf("upgrading the schema's core (%v): %w", err, werr)
 		}
 		return nil
@@ -152,8 +152,19 @@ func (e *Engine) refreshSchema(ctx context.Context) {
 	}
 }
 
-// WriteSchema validates a schema against mandate's conventions, then writes it.
+// WriteSchema validates a schema against mandate's conventions, then writes
+// it, within the call timeout.
 func (e *Engine) WriteSchema(ctx context.Context, src string) (string, error) {
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	return e.writeSchema(ctx, src)
+}
+
+// writeSchema is WriteSchema bounded by ctx alone. At startup the engine
+// writes its schema with the caller's startup context, not the per-call
+// timeout: compiling a schema on a busy machine can take longer than a
+// check may, and starting must wait for SpiceDB rather than race a timer.
+func (e *Engine) writeSchema(ctx context.Context, src string) (string, error) {
 	info, err := schema.Parse(src)
 	if err != nil {
 		var se *schema.Error
@@ -162,8 +173,6 @@ func (e *Engine) WriteSchema(ctx context.Context, src string) (string, error) {
 		}
 		return "", err
 	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
 	resp, err := e.sdb.Schema.WriteSchema(ctx, &v1.WriteSchemaRequest{Schema: src})
 	if err != nil {
 		switch status.Code(err) {

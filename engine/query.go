@@ -16,6 +16,21 @@ type Query struct {
 	Context *structpb.Struct
 	// ConsistencyToken is a ZedToken the answer must be at least as fresh as.
 	ConsistencyToken string
+
+	// The fields below describe the request for the audit trail and alerts.
+	// They never change the answer, and the cache does not key on them.
+
+	// DecisionID names this decision in the answer, its audit record and any
+	// alert it raises. The service makes one per check.
+	DecisionID string
+	// StatedReason is the agent's stated reasoning, as the caller sent it.
+	StatedReason string
+	// CorrelationID links the checks of one piece of work across systems.
+	CorrelationID string
+	// RequestID is the id of the request that asked.
+	RequestID string
+	// Caller is the name of the key that asked.
+	Caller string
 }
 
 // Decision is the answer to a Query.
@@ -35,7 +50,8 @@ type Decision struct {
 	// Condition names the grant condition that failed or lacked context.
 	Condition string
 	// Bound names the behavioural bound the check crossed (BOUND_EXCEEDED).
-	// The service sets it; the engine does not count checks.
+	// The bounds decorator (engine/decider) sets it; the engine does not
+	// count checks.
 	Bound string
 	// Token is the ZedToken the decision was made at.
 	Token string
@@ -44,7 +60,8 @@ type Decision struct {
 }
 
 // Decider answers queries. The engine implements it against SpiceDB;
-// decorators (the cache) wrap it.
+// decorators wrap it: the cache (engine/cache), and bounds, audit and
+// metrics (engine/decider).
 type Decider interface {
 	Decide(ctx context.Context, q Query) (Decision, error)
 }

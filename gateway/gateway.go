@@ -1,21 +1,27 @@
-// Package gateway serves mandate's REST API, translated to gRPC by
-// grpc-gateway, plus the HTTP-only endpoints: the OpenAPI document and health.
+// Package gateway serves mandate's REST API, translated by grpc-gateway into
+// in-process calls of mandate's services, plus the HTTP-only concerns: the
+// OpenAPI document, health, body limits, request ids and the one mapping of
+// gRPC codes to HTTP statuses that REST and AuthZEN share.
 package gateway
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/mandate-dev/mandate/internal/requestid"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
 
@@ -35,17 +41,42 @@ type Config struct {
 	Extra map[string]http.Handler
 }
 
-// New returns the HTTP handler. conn is a connection to mandate's own gRPC
-// server, so REST calls pass through the same authentication and interceptors.
-func New(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Handler, error) {
+// Services is every mandate service. The server passes service.InProcess,
+// which runs each call through the gRPC server's own interceptors, so REST
+// keeps the same authentication, roles, request ids and errors as gRPC.
+type Services interface {
+	mandatev1.TaskServiceServer
+	mandatev1.AgentServiceServer
+	mandatev1.GrantServiceServer
+	mandatev1.CheckServiceServer
+	mandatev1.SchemaServiceServer
+	mandatev1.RelationshipServiceServer
+	mandatev1.AuditServiceServer
+	mandatev1.ReviewServiceServer
+	mandatev1.SearchServiceServer
+}
+
+// Validate reports whether the config is usable.
+func (c *Config) Validate() error {
+	if c.MaxBodyBytes < 0 {
+		return errors.New("gateway: MaxBodyBytes must not be negative")
+	}
+	return nil
+}
+
+// New returns the HTTP handler, calling svc in process: no loopback hop.
+func New(ctx context.Context, svc Services, cfg Config) (http.Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
 	// HTTPBodyMarshaler serves google.api.HttpBody responses (the CSV report) as they are.
-	marshaler := &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+	marshaler := &runtime.HTTPBodyMarshaler{Marshaler: &onePassJSON{runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-	}}
+	}}}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
 		runtime.WithIncomingHeaderMatcher(incomingHeaders),
@@ -53,18 +84,18 @@ func New(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Handler, 
 		runtime.WithErrorHandler(errorHandler),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
 	)
-	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
-		mandatev1.RegisterTaskServiceHandler,
-		mandatev1.RegisterAgentServiceHandler,
-		mandatev1.RegisterGrantServiceHandler,
-		mandatev1.RegisterCheckServiceHandler,
-		mandatev1.RegisterSchemaServiceHandler,
-		mandatev1.RegisterRelationshipServiceHandler,
-		mandatev1.RegisterAuditServiceHandler,
-		mandatev1.RegisterReviewServiceHandler,
-		mandatev1.RegisterSearchServiceHandler,
+	for _, err := range []error{
+		mandatev1.RegisterTaskServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterAgentServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterGrantServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterCheckServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterSchemaServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterRelationshipServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterAuditServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterReviewServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterSearchServiceHandlerServer(ctx, mux, svc),
 	} {
-		if err := register(ctx, mux, conn); err != nil {
+		if err != nil {
 			return nil, fmt.Errorf("registering REST handlers: %w", err)
 		}
 	}
@@ -93,7 +124,49 @@ func New(ctx context.Context, conn *grpc.ClientConn, cfg Config) (http.Handler, 
 		root.Handle(path, h)
 	}
 	root.Handle("/", mux)
-	return limitBody(cfg.MaxBodyBytes, root), nil
+	return withRequestID(limitBody(cfg.MaxBodyBytes, root)), nil
+}
+
+// withRequestID gives every request an id, the caller's X-Request-Id when
+// usable, and echoes it on every answer, errors and 404s included. The id
+// travels on in the request's header, where the services' interceptor reads
+// it, so the audit trail names the same id.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := requestid.Accept(r.Header.Get(requestid.Header))
+		r.Header.Set(requestid.Header, id)
+		w.Header().Set(requestid.Header, id)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// HTTPStatus is the HTTP status of a gRPC code, for REST and AuthZEN alike:
+// grpc-gateway's table, so the two never disagree.
+func HTTPStatus(c codes.Code) int { return runtime.HTTPStatusFromCode(c) }
+
+// onePassJSON is grpc-gateway's JSONPb with a decoder that parses a request
+// body once: JSONPb first runs it through encoding/json to find where the
+// value ends, then parses it again with protojson. A REST body is one value,
+// so it is read whole (limitBody bounds it) and handed to protojson alone.
+type onePassJSON struct{ runtime.JSONPb }
+
+// NewDecoder decodes the one JSON value r holds.
+func (j *onePassJSON) NewDecoder(r io.Reader) runtime.Decoder {
+	return runtime.DecoderFunc(func(v any) error {
+		raw, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		msg, ok := v.(proto.Message)
+		if !ok {
+			return j.JSONPb.NewDecoder(bytes.NewReader(raw)).Decode(v)
+		}
+		if len(bytes.TrimSpace(raw)) == 0 {
+			// An empty body is an empty request, as with JSONPb.
+			return io.EOF
+		}
+		return j.UnmarshalOptions.Unmarshal(raw, msg)
+	})
 }
 
 // limitBody refuses bodies over max with 413, and cuts off bodies that lie
@@ -115,19 +188,19 @@ func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, msg stri
 	_ = json.NewEncoder(w).Encode(map[string]any{"code": int(code), "message": msg, "details": []any{}})
 }
 
+// incomingHeaders passes on the one header the services read besides
+// Authorization (which grpc-gateway always passes): the request id. Nothing
+// reads the others, and copying every header into metadata costs each call.
 func incomingHeaders(key string) (string, bool) {
-	if strings.EqualFold(key, "x-request-id") {
+	if strings.EqualFold(key, requestid.Header) {
 		return "x-request-id", true
-	}
-	return runtime.DefaultHeaderMatcher(key)
-}
-
-func outgoingHeaders(key string) (string, bool) {
-	if strings.EqualFold(key, "x-request-id") {
-		return "X-Request-Id", true
 	}
 	return "", false
 }
+
+// outgoingHeaders passes no gRPC header on: withRequestID already echoes
+// the request id, the only one mandate sets.
+func outgoingHeaders(string) (string, bool) { return "", false }
 
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	st := status.Convert(err)

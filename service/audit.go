@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mandate-dev/mandate/engine"
@@ -15,83 +13,23 @@ import (
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
 
-// auditNow is the record time: Postgres keeps microseconds, and page tokens
-// must compare equal to what is stored.
-func auditNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
-
-func (h *Handlers) base(ctx context.Context, id, kind string) audit.Record {
-	r := audit.Record{ID: id, Time: auditNow(), Kind: kind, RequestID: requestID(ctx)}
-	if k, ok := CallerFrom(ctx); ok {
-		r.Caller = k.Name
-	}
-	return r
-}
-
-// recordCheck writes the audit record of one decision. In strict mode it
-// waits until the record is durable and fails the check if it cannot be.
-func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.CheckRequest, d engine.Decision, chain []string, derr error, took time.Duration) error {
-	if h.Audit == nil {
-		return nil
-	}
-	r := h.base(ctx, id, audit.KindCheck)
-	r.Subject, r.Permission, r.Resource = req.GetSubject(), req.GetPermission(), req.GetResource()
-	r.Reason, r.CorrelationID = req.GetReason(), req.GetCorrelationId()
-	r.LatencyMicros = took.Microseconds()
-	if derr != nil {
-		r.Decision = audit.DecisionError
-	} else {
-		r.Decision = audit.DecisionDeny
-		if d.Allowed {
-			r.Decision = audit.DecisionAllow
-		}
-		r.ReasonCode, r.FailedLeg = string(d.Reason), d.Reason.Leg()
-		r.Chain, r.Grants = chain, d.Grants
-		r.Principal, r.Task = refString(d.Principal), refString(d.Task)
-		r.ConsistencyToken, r.Cached = d.Token, d.Cached
-		// What the conditions and bounds saw, for the reviewer.
-		if d.Condition != "" || len(d.MissingContext) > 0 || d.Bound != "" || len(req.GetContext().GetFields()) > 0 {
-			r.Details = map[string]any{}
-			if d.Condition != "" {
-				r.Details["condition"] = d.Condition
-			}
-			if len(d.MissingContext) > 0 {
-				r.Details["missing_context"] = toAny(d.MissingContext)
-			}
-			if d.Bound != "" {
-				r.Details["bound"] = d.Bound
-			}
-			if len(req.GetContext().GetFields()) > 0 {
-				r.Details["context"] = req.GetContext().AsMap()
-			}
-		}
-	}
-	if err := h.Audit.Record(ctx, r, h.Audit.Strict()); err != nil {
-		return status.Errorf(codes.Unavailable, "the decision could not be recorded durably (audit mode strict): %v", err)
-	}
-	return nil
-}
-
 // recordChange writes a change's audit record and waits until it is durable:
 // a change is acknowledged only once its record is.
 func (h *Handlers) recordChange(ctx context.Context, action, target string, details map[string]any) error {
 	if h.Audit == nil {
 		return nil
 	}
-	r := h.base(ctx, newChangeID(), audit.KindChange)
-	r.Action, r.Target, r.Details = action, target, details
-	if p, ok := details["principal"].(string); ok {
-		r.Principal = p
+	caller := ""
+	if k, ok := CallerFrom(ctx); ok {
+		caller = k.Name
 	}
-	if t, ok := details["task"].(string); ok {
-		r.Task = t
-	}
+	r := audit.NewChange(requestID(ctx), caller, action, target, details)
 	if err := h.Audit.Record(ctx, r, true); err != nil {
-		return status.Errorf(codes.Unavailable, "%s was applied, but its audit record could not be made durable: %v", action, err)
+		return h.err(ctx, &engine.Error{Kind: engine.KindUnavailable,
+			Msg: action + " was applied, but its audit record could not be made durable", Err: errors.Join(engine.ErrUnavailable, err)})
 	}
 	return nil
 }
-
-func newChangeID() string { return "chg_" + decisionID()[4:] }
 
 const (
 	defaultAuditPage = 50
@@ -102,7 +40,7 @@ var auditDecisions = map[string]bool{audit.DecisionAllow: true, audit.DecisionDe
 
 func (h *Handlers) ListAudit(ctx context.Context, r *mandatev1.ListAuditRequest) (*mandatev1.ListAuditResponse, error) {
 	if h.AuditStore == nil {
-		return nil, status.Error(codes.FailedPrecondition, "audit is off on this server (--audit-mode off)")
+		return nil, h.err(ctx, &engine.Error{Kind: engine.KindFailedPrecondition, Msg: "audit is off on this server (--audit-mode off)"})
 	}
 	f := audit.Filter{CorrelationID: r.GetCorrelationId(), PageSize: int(r.GetPageSize())}
 	refs := []struct {
@@ -216,7 +154,8 @@ func (h *Handlers) syncAudit(ctx context.Context) error {
 		return nil
 	}
 	if err := h.Audit.Sync(ctx); err != nil {
-		return status.Errorf(codes.Unavailable, "audit records could not be made durable: %v", err)
+		return h.err(ctx, &engine.Error{Kind: engine.KindUnavailable,
+			Msg: "audit records could not be made durable", Err: errors.Join(engine.ErrUnavailable, err)})
 	}
 	return nil
 }

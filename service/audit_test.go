@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -22,7 +23,7 @@ func records(out map[string]any) []map[string]any {
 // human, task, grants, stated reason, correlation id and caller, and the
 // article's question ("what has this agent accessed?") is one query.
 func TestAuditTrail(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	task, agent, sub := a.scene()
 	g := a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "ttl": "15m"})
 	grantID := field(g, "grant", "id").(string)
@@ -127,7 +128,7 @@ func TestAuditTrail(t *testing.T) {
 }
 
 func TestAuditBadFilters(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	for q, field := range map[string]string{
 		"agent=alice":            "agent",
 		"agent=user:alice":       "agent",

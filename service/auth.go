@@ -11,9 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 )
 
 // Role is what a key may do.
@@ -192,26 +190,26 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) != 1 {
-		return nil, status.Error(codes.Unauthenticated, "missing authorization: send `authorization: Bearer <key>`")
+		return nil, unauthenticated("missing authorization: send `authorization: Bearer <key>`")
 	}
 	scheme, secret, ok := strings.Cut(vals[0], " ")
 	if !ok || !strings.EqualFold(scheme, "bearer") || secret == "" {
-		return nil, status.Error(codes.Unauthenticated, "malformed authorization: send `authorization: Bearer <key>`")
+		return nil, unauthenticated("malformed authorization: send `authorization: Bearer <key>`")
 	}
 	key, ok := k.Lookup(strings.TrimSpace(secret))
 	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "unknown key")
+		return nil, unauthenticated("unknown key")
 	}
 	roles, known := methodRoles[method]
 	if !known {
-		return nil, status.Errorf(codes.PermissionDenied, "method %s is not open to any role", method)
+		return nil, forbidden("method %s is not open to any role", method)
 	}
 	for _, r := range roles {
 		if r == key.Role {
 			return context.WithValue(ctx, keyCtx{}, key), nil
 		}
 	}
-	return nil, status.Errorf(codes.PermissionDenied, "key %q has role %s; %s needs one of %v", key.Name, key.Role, method, roles)
+	return nil, forbidden("key %q has role %s; %s needs one of %v", key.Name, key.Role, method, roles)
 }
 
 // AuthorizeHeader checks an Authorization header value against method's
@@ -223,22 +221,32 @@ func (k *Keys) AuthorizeHeader(ctx context.Context, authorization, method string
 		md.Set("authorization", authorization)
 	}
 	_, err := k.authorize(metadata.NewIncomingContext(ctx, md), method)
-	return err
+	return toStatus(ctx, nil, err)
 }
 
 // UnaryInterceptor authenticates and authorizes every unary call.
 func (k *Keys) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := k.authorize(ctx, info.FullMethod)
+	authed, err := k.authorize(ctx, info.FullMethod)
 	if err != nil {
-		return nil, err
+		return nil, toStatus(ctx, nil, err)
 	}
-	return handler(ctx, req)
+	return handler(authed, req)
 }
 
 // StreamInterceptor authenticates and authorizes every streaming call.
 func (k *Keys) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if _, err := k.authorize(ss.Context(), info.FullMethod); err != nil {
-		return err
+		return toStatus(ss.Context(), nil, err)
 	}
 	return handler(srv, ss)
+}
+
+// MethodRoles returns the roles that may call each gRPC method, a copy of the
+// one table the interceptors enforce, for documentation and tests.
+func MethodRoles() map[string][]Role {
+	out := make(map[string][]Role, len(methodRoles))
+	for m, rs := range methodRoles {
+		out[m] = append([]Role(nil), rs...)
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package service_test
 import (
 	"testing"
 
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -10,7 +11,7 @@ import (
 // SpiceDB's own syntax, checks pass context to them, and every malformed
 // caveat or context is a 400 naming the field, never a 500.
 func TestCaveatedRelationships(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	sch := defaultSchema(t, a) + `
 caveat small(x int) { x < 10 }
 definition doc {

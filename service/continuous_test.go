@@ -4,29 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mandate-dev/mandate/engine/alert"
 	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	"github.com/mandate-dev/mandate/engine/tcpproxy"
+	"github.com/mandate-dev/mandate/internal/testenv"
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
 func (a *api) check(agent, perm, res string, ctx map[string]any) map[string]any {
 	a.t.Helper()
-	body := map[string]any{"subject": agent, "permission": perm, "resource": res}
-	if ctx != nil {
-		body["context"] = ctx
-	}
-	return a.ok("POST", "/v1/check", service.RoleChecker, body)
+	return a.Check(agent, perm, res, ctx)
 }
 
 func (a *api) expectReason(out map[string]any, reason string) {
@@ -40,7 +37,7 @@ func (a *api) expectReason(out map[string]any, reason string) {
 // with context, and the cache never answering one context with another's
 // decision.
 func TestConditionsOverREST(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	_, agent, _ := a.scene()
 	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
 		{"operation": "TOUCH", "relationship": "environment:prod#deployer@user:alice"},
@@ -150,7 +147,7 @@ type webhook struct {
 	secret   string // when set, every delivery must be signed with it
 	fail     int
 	attempts int
-	got      []service.AlertEvent
+	got      []alert.Event
 	keys     []string
 	srv      *httptest.Server
 }
@@ -166,9 +163,9 @@ func newWebhook(t *testing.T, fail int, secret string) *webhook {
 			http.Error(rw, "not yet", http.StatusServiceUnavailable)
 			return
 		}
-		var ev service.AlertEvent
+		var ev alert.Event
 		raw, _ := io.ReadAll(r.Body)
-		if got, want := r.Header.Get("X-Mandate-Signature"), service.Sign(w.secret, raw); w.secret != "" && got != want {
+		if got, want := r.Header.Get("X-Mandate-Signature"), alert.Sign(w.secret, raw); w.secret != "" && got != want {
 			t.Errorf("alert signature %q, want %q", got, want)
 		}
 		if err := json.Unmarshal(raw, &ev); err != nil {
@@ -180,13 +177,13 @@ func newWebhook(t *testing.T, fail int, secret string) *webhook {
 	return w
 }
 
-func (w *webhook) wait(t *testing.T, n int) []service.AlertEvent {
+func (w *webhook) wait(t *testing.T, n int) []alert.Event {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		w.mu.Lock()
 		if len(w.got) >= n {
-			got := append([]service.AlertEvent(nil), w.got...)
+			got := append([]alert.Event(nil), w.got...)
 			w.mu.Unlock()
 			return got
 		}
@@ -202,7 +199,7 @@ func (w *webhook) wait(t *testing.T, n int) []service.AlertEvent {
 // gets the alert after retries, and only operators and admins can resume.
 func TestBoundsSuspend(t *testing.T) {
 	hook := newWebhook(t, 2, "test-webhook-secret")
-	a := startServer(t, service.Config{Bounds: service.BoundsConfig{
+	a := startServer(t, server.Config{Bounds: server.BoundsConfig{
 		Webhook: hook.srv.URL, WebhookSecret: "test-webhook-secret", WebhookBackoff: 20 * time.Millisecond,
 		// A server-wide default that the task overrides below.
 		Defaults: bounds.Limits{ChecksPerMinute: 1000},
@@ -345,7 +342,7 @@ func TestBoundsSuspend(t *testing.T) {
 // TestKillSwitchesOverREST: a principal-wide suspension and its resume, and
 // freeze-all, with their audit records.
 func TestKillSwitchesOverREST(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	task, agent, sub := a.scene()
 	a.grantTo("task:"+task, "read", "repo:acme/api", "30m")
 	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
@@ -400,17 +397,14 @@ func TestKillSwitchesOverREST(t *testing.T) {
 // TestBoundsSurviveRestart: on a Postgres datastore the counts are durable,
 // so a restarted server keeps counting where the last one stopped.
 func TestBoundsSurviveRestart(t *testing.T) {
-	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
-	}
+	dsn := testenv.Postgres(t, false)
 	uri, drop, err := embedded.CreateDatabase(context.Background(), dsn, "mandate_bounds_restart")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(drop)
-	cfg := service.Config{KeysFile: writeKeysFile(t), Embedded: embedded.Config{Engine: "postgres", URI: uri, Migrate: true},
-		Audit: service.AuditConfig{Mode: "off"}, Bounds: service.BoundsConfig{Defaults: bounds.Limits{ChecksPerMinute: 4}}}
+	cfg := server.Config{Embedded: embedded.Config{Engine: "postgres", URI: uri, Migrate: true},
+		Audit: server.AuditConfig{Mode: "off"}, Bounds: server.BoundsConfig{Defaults: bounds.Limits{ChecksPerMinute: 4}}}
 	first, stop := startStoppable(t, cfg)
 	_, agent, _ := first.scene()
 	first.grantTo("agent:"+agent, "read", "repo:acme/api", "30m")
@@ -425,34 +419,10 @@ func TestBoundsSurviveRestart(t *testing.T) {
 	second.expectReason(out, "BOUND_EXCEEDED")
 }
 
-// startStoppable starts a server and returns a function that stops it.
-func startStoppable(t *testing.T, cfg service.Config) (*api, func()) {
-	t.Helper()
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := cfg.Complete(ctx)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Run(ctx); close(done) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	a := &api{t: t, base: "http://" + srv.HTTPAddr()}
-	a.waitHealthy()
-	return a, stop
-}
-
 // TestBoundsFailClosed: when the counts cannot be recorded, an agent check
 // is an error, never an allow; it recovers when the database returns.
 func TestBoundsFailClosed(t *testing.T) {
-	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
-	}
+	dsn := testenv.Postgres(t, false)
 	uri, drop, err := embedded.CreateDatabase(context.Background(), dsn, "mandate_bounds_outage")
 	if err != nil {
 		t.Fatal(err)
@@ -468,7 +438,7 @@ func TestBoundsFailClosed(t *testing.T) {
 	}
 	t.Cleanup(px.Down)
 	u.Host = px.Addr
-	a := startServer(t, service.Config{Bounds: service.BoundsConfig{DSN: u.String(), Defaults: bounds.Limits{ChecksPerMinute: 100}}})
+	a := startServer(t, server.Config{Bounds: server.BoundsConfig{DSN: u.String(), Defaults: bounds.Limits{ChecksPerMinute: 100}}})
 	_, agent, _ := a.scene()
 	a.grantTo("agent:"+agent, "read", "repo:acme/api", "30m")
 	a.expectReason(a.check("agent:"+agent, "read", "repo:acme/api", nil), "ALLOWED")
@@ -502,7 +472,7 @@ func TestBoundsFailClosed(t *testing.T) {
 // suspends the agent and alerts.
 func TestBoundCrossedOnceUnderConcurrency(t *testing.T) {
 	hook := newWebhook(t, 0, "")
-	a := startServer(t, service.Config{Bounds: service.BoundsConfig{Webhook: hook.srv.URL, Defaults: bounds.Limits{ChecksPerMinute: 3}}})
+	a := startServer(t, server.Config{Bounds: server.BoundsConfig{Webhook: hook.srv.URL, Defaults: bounds.Limits{ChecksPerMinute: 3}}})
 	_, agent, _ := a.scene()
 	a.grantTo("agent:"+agent, "read", "repo:acme/api", "30m")
 	const n = 12

@@ -2,9 +2,8 @@ package service
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -12,8 +11,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/internal/requestid"
 )
 
 // errorDomain is the ErrorInfo domain of mandate's errors.
@@ -25,13 +26,21 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	if err == nil {
 		return nil
 	}
-	// An engine error may wrap a SpiceDB status; the engine's own
-	// classification wins, so its message never leaks SpiceDB's.
-	var ee *engine.Error
-	if !errors.As(err, &ee) {
-		if _, ok := status.FromError(err); ok {
-			return err
+	var ae *authError
+	if errors.As(err, &ae) {
+		reason := "UNAUTHENTICATED"
+		if ae.code == codes.PermissionDenied {
+			reason = "PERMISSION_DENIED"
 		}
+		return withInfo(status.New(ae.code, ae.msg), &errdetails.ErrorInfo{Reason: reason, Domain: errorDomain})
+	}
+	// An engine error may wrap a SpiceDB status; the engine's own
+	// classification wins, so its message never leaks SpiceDB's. A status
+	// this function made already passes through; any other status (from a
+	// library, from SpiceDB unwrapped) is internal, logged and not shown.
+	var ee *engine.Error
+	if !errors.As(err, &ee) && isMandates(err) {
+		return err
 	}
 	e := engine.AsError(err)
 	var code codes.Code
@@ -46,23 +55,47 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	case engine.KindFailedPrecondition:
 		code, reason = codes.FailedPrecondition, orDefault(reason, "FAILED_PRECONDITION")
 	case engine.KindUnavailable:
-		log.WarnContext(ctx, "authorization backend unavailable", "request_id", requestID(ctx), "error", e.Err)
+		if log != nil {
+			log.WarnContext(ctx, "authorization backend unavailable", "request_id", requestID(ctx), "error", e.Err)
+		}
 		code, reason = codes.Unavailable, "BACKEND_UNAVAILABLE"
 	default:
-		log.ErrorContext(ctx, "internal error", "request_id", requestID(ctx), "error", err)
-		return status.Errorf(codes.Internal, "internal error, see request id %s", requestID(ctx))
+		if log != nil {
+			log.ErrorContext(ctx, "internal error", "request_id", requestID(ctx), "error", err)
+		}
+		return withInfo(status.Newf(codes.Internal, "internal error, see request id %s", requestID(ctx)),
+			&errdetails.ErrorInfo{Reason: "INTERNAL", Domain: errorDomain})
 	}
 	st := status.New(code, e.Error())
 	info := &errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}
 	if e.Field != "" {
 		info.Metadata = map[string]string{"field": e.Field}
 	}
-	withD, derr := st.WithDetails(info)
 	if code == codes.InvalidArgument && e.Field != "" {
-		withD, derr = st.WithDetails(info, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: e.Msg}}})
+		return withInfo(st, info, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: e.Msg}}})
 	}
-	if derr == nil {
-		st = withD
+	return withInfo(st, info)
+}
+
+// isMandates reports whether err is a status toStatus made: it carries an
+// ErrorInfo of mandate's domain.
+func isMandates(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			return true
+		}
+	}
+	return false
+}
+
+// withInfo is st with details, or st alone if they cannot be attached.
+func withInfo(st *status.Status, details ...protoadapt.MessageV1) error {
+	if withD, err := st.WithDetails(details...); err == nil {
+		return withD.Err()
 	}
 	return st.Err()
 }
@@ -74,30 +107,47 @@ func orDefault(s, d string) string {
 	return s
 }
 
-type requestIDKey struct{}
-
 // RequestIDHeader carries a request id in and out.
 const RequestIDHeader = "x-request-id"
 
-func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
-}
+func requestID(ctx context.Context) string { return requestid.FromContext(ctx) }
 
 // RequestIDInterceptor takes the caller's x-request-id or makes one, and
 // sends it back in the response header.
 func RequestIDInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	id := ""
+	callers := ""
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(RequestIDHeader); len(v) > 0 && len(v[0]) <= 128 {
-			id = v[0]
+		if v := md.Get(RequestIDHeader); len(v) > 0 {
+			callers = v[0]
 		}
 	}
-	if id == "" {
-		b := make([]byte, 12)
-		_, _ = rand.Read(b)
-		id = "req_" + hex.EncodeToString(b)
-	}
+	id := requestid.Accept(callers)
+	// In process (REST, AuthZEN) the HTTP layer already echoes the id, and
+	// there may be no transport stream to carry a header: nothing to do.
 	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
-	return handler(context.WithValue(ctx, requestIDKey{}, id), req)
+	return handler(requestid.NewContext(ctx, id), req)
+}
+
+// Interceptor is the one unary interceptor chain of every call, over gRPC
+// and in process alike: the request id first, then the caller's key and role.
+func Interceptor(keys *Keys) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return RequestIDInterceptor(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return keys.UnaryInterceptor(ctx, req, info, handler)
+		})
+	}
+}
+
+// authError is a refused caller: no key, an unknown key, or a role too small.
+type authError struct {
+	code codes.Code
+	msg  string
+}
+
+func (e *authError) Error() string { return e.msg }
+
+func unauthenticated(msg string) error { return &authError{code: codes.Unauthenticated, msg: msg} }
+
+func forbidden(format string, args ...any) error {
+	return &authError{code: codes.PermissionDenied, msg: fmt.Sprintf(format, args...)}
 }

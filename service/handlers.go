@@ -1,11 +1,12 @@
-// Package service holds mandate's gRPC handlers and server: it validates
-// requests, maps them to engine calls and maps results and errors back. It
-// decides nothing itself.
+// Package service holds mandate's gRPC handlers: they validate requests,
+// map them to engine calls and map results and errors back (toStatus, the
+// one error mapper). It also holds keys and roles and the interceptor chain
+// every call runs through, over gRPC and in process (InProcess). It decides
+// nothing itself; the server package wires it.
 package service
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -15,13 +16,11 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/audit"
-	"github.com/mandate-dev/mandate/engine/cache"
+	"github.com/mandate-dev/mandate/engine/decider"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
 
@@ -39,18 +38,24 @@ type Handlers struct {
 	mandatev1.UnimplementedAuditServiceServer
 	mandatev1.UnimplementedReviewServiceServer
 
+	// Engine runs everything but checks. Never nil.
 	Engine *engine.Engine
-	// Decider answers checks; it is Engine itself or a decorator around it.
+	// Decider answers checks: the whole chain of engine/decider's
+	// decorators (metrics, audit, bounds) around the cache and the engine.
+	// Never nil.
 	Decider engine.Decider
-	Log     *slog.Logger
-	// Metrics records check latency; nil records nothing.
-	Metrics *cache.Metrics
-	// Audit records decisions and changes; nil when audit is off.
+	// Lookup decides the candidates of a search: the cache around the
+	// engine, without audit, bounds or check metrics. Never nil.
+	Lookup engine.Decider
+	// Log is the logger. Never nil.
+	Log *slog.Logger
+	// Audit records changes; nil when audit is off.
 	Audit *audit.Recorder
 	// AuditStore answers audit queries; nil when audit is off.
 	AuditStore audit.Store
-	// Bounds enforces agents' behavioural bounds; nil enforces none.
-	Bounds *Bounds
+	// Bounds resets an agent's bound counts when it is resumed; nil when no
+	// bounds are enforced.
+	Bounds *decider.Bounds
 
 	listingsOnce sync.Once
 	listings     *lru.Cache[string, *listing] // access listings being paged through
@@ -201,9 +206,8 @@ func (h *Handlers) ResumeAgent(ctx context.Context, r *mandatev1.ResumeAgentRequ
 	if h.Bounds != nil {
 		// A resumed agent starts with fresh counts, or its next check would
 		// find it still over the bound that suspended it.
-		if err := h.Bounds.Store.Reset(ctx, a.ID); err != nil {
-			h.Log.Error("resetting a resumed agent's bound counts", "agent", a.ID, "error", err)
-			return nil, status.Errorf(codes.Unavailable, "agent %s was resumed, but its bound counts could not be reset; retry the resume", a.ID)
+		if err := h.Bounds.Reset(ctx, a.ID); err != nil {
+			return nil, h.err(ctx, err)
 		}
 	}
 	if err := h.recordChange(ctx, "agent.resume", "agent:"+a.ID, map[string]any{"principal": a.Principal.String(), "task": a.Task.String(), "after": a.Status}); err != nil {
@@ -282,19 +286,19 @@ func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckR
 		return q, &engine.Error{Kind: engine.KindInvalidArgument, Field: prefix + "reason", Msg: fmt.Sprintf("must be at most %d bytes", maxReason)}
 	}
 	q.ConsistencyToken = r.GetConsistencyToken()
+	q.DecisionID = audit.NewID("dec")
+	q.StatedReason, q.CorrelationID = r.GetReason(), r.GetCorrelationId()
+	q.RequestID = requestID(ctx)
+	if k, ok := CallerFrom(ctx); ok {
+		q.Caller = k.Name
+	}
 	return q, nil
 }
 
-func decisionID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return "dec_" + hex.EncodeToString(b)
-}
-
-func decisionPB(d engine.Decision, id string, chain []string) *mandatev1.CheckResponse {
+func decisionPB(d engine.Decision, id string) *mandatev1.CheckResponse {
 	resp := &mandatev1.CheckResponse{
 		Allowed: d.Allowed, DecisionId: id, ReasonCode: string(d.Reason), Principal: refString(d.Principal),
-		Task: refString(d.Task), Chain: chain, ConsistencyToken: d.Token,
+		Task: refString(d.Task), Chain: refStrings(d.Chain), ConsistencyToken: d.Token,
 	}
 	if d.Allowed {
 		resp.ValidUntil = tsp(d.ValidUntil)
@@ -308,42 +312,16 @@ func (h *Handlers) Check(ctx context.Context, r *mandatev1.CheckRequest) (*manda
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	return h.checkOne(ctx, r, q)
+	return h.checkOne(ctx, q)
 }
 
-// checkOne decides, records the decision, and only then answers.
-func (h *Handlers) checkOne(ctx context.Context, r *mandatev1.CheckRequest, q engine.Query) (*mandatev1.CheckResponse, error) {
-	start := time.Now()
-	d, err := h.decide(ctx, q)
-	id := decisionID()
-	if err == nil {
-		d, err = h.enforceBounds(ctx, q, d, id)
-	}
-	chain := refStrings(d.Chain)
-	if aerr := h.recordCheck(ctx, id, r, d, chain, err, time.Since(start)); aerr != nil {
-		return nil, aerr
-	}
+// checkOne asks the decider chain; metrics, audit and bounds happen there.
+func (h *Handlers) checkOne(ctx context.Context, q engine.Query) (*mandatev1.CheckResponse, error) {
+	d, err := h.Decider.Decide(ctx, q)
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	return decisionPB(d, id, chain), nil
-}
-
-// decide asks the decider and records the latency by result.
-func (h *Handlers) decide(ctx context.Context, q engine.Query) (engine.Decision, error) {
-	start := time.Now()
-	d, err := h.Decider.Decide(ctx, q)
-	if h.Metrics != nil {
-		o := h.Metrics.CheckDenied
-		switch {
-		case err != nil:
-			o = h.Metrics.CheckError
-		case d.Allowed:
-			o = h.Metrics.CheckAllowed
-		}
-		o.Observe(time.Since(start).Seconds())
-	}
-	return d, err
+	return decisionPB(d, q.DecisionID), nil
 }
 
 func (h *Handlers) CheckBulk(ctx context.Context, r *mandatev1.CheckBulkRequest) (*mandatev1.CheckBulkResponse, error) {
@@ -363,7 +341,7 @@ func (h *Handlers) CheckBulk(ctx context.Context, r *mandatev1.CheckBulkRequest)
 	}
 	out := &mandatev1.CheckBulkResponse{Results: make([]*mandatev1.CheckResponse, len(qs))}
 	for i, q := range qs {
-		resp, err := h.checkOne(ctx, r.GetChecks()[i], q)
+		resp, err := h.checkOne(ctx, q)
 		if err != nil {
 			// One failed item fails the call: a partial answer could be read as an allow.
 			return nil, err

@@ -12,8 +12,6 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/genproto/googleapis/api/httpbody"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mandate-dev/mandate/engine"
@@ -140,7 +138,7 @@ func (h *Handlers) ListAgentAccess(ctx context.Context, r *mandatev1.ListAgentAc
 			return nil, h.err(ctx, err)
 		}
 		l.task = a.Task.String()
-		listingID = decisionID()[4:]
+		listingID = audit.NewID("lst")[4:]
 		key = fmt.Sprintf("%s|%s|%s|%s", listingID, r.GetId(), r.GetResourceType(), r.GetPermission())
 		h.listingCache().Add(key, l)
 	}
@@ -235,7 +233,7 @@ func (h *Handlers) since(field, s string) (time.Time, error) {
 // auditOf reads every record of one agent since a time.
 func (h *Handlers) auditOf(ctx context.Context, agent string, since time.Time, decision string) ([]audit.Record, error) {
 	if h.AuditStore == nil {
-		return nil, status.Error(codes.FailedPrecondition, "audit is off on this server (--audit-mode off); usage cannot be reviewed")
+		return nil, h.err(ctx, &engine.Error{Kind: engine.KindFailedPrecondition, Msg: "audit is off on this server (--audit-mode off); usage cannot be reviewed"})
 	}
 	if err := h.syncAudit(ctx); err != nil {
 		return nil, err

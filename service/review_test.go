@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandate-dev/mandate/internal/testenv"
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -57,7 +59,7 @@ func (a *api) access(agent, query string) []string {
 }
 
 func newReviewScene(t *testing.T) *reviewScene {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
 		{"operation": "TOUCH", "relationship": "repo:acme/a#reader@user:alice"},
 		{"operation": "TOUCH", "relationship": "repo:acme/a#writer@user:alice"},
@@ -336,7 +338,7 @@ func TestUnusedGrantsAndReport(t *testing.T) {
 	}
 
 	req, _ := http.NewRequest("GET", a.base+"/v1/review/report.csv?principal=user:alice", nil)
-	req.Header.Set("Authorization", "Bearer "+testKeys[service.RoleReviewer])
+	req.Header.Set("Authorization", "Bearer "+testenv.Keys[service.RoleReviewer])
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -50,7 +50,7 @@ func (h *SearchHandlers) LookupSubjects(ctx context.Context, r *mandatev1.Lookup
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	ids, more, err := h.Engine.SearchSubjects(ctx, h.Decider, engine.SubjectSearch{
+	ids, more, err := h.Engine.SearchSubjects(ctx, h.Lookup, engine.SubjectSearch{
 		Resource: r.GetResource(), Permission: r.GetPermission(), SubjectType: r.GetSubjectType(), Context: r.GetContext(),
 	}, page)
 	if err != nil {
@@ -68,7 +68,7 @@ func (h *SearchHandlers) LookupResources(ctx context.Context, r *mandatev1.Looku
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	ids, more, err := h.Engine.SearchResources(ctx, h.Decider, engine.ResourceSearch{
+	ids, more, err := h.Engine.SearchResources(ctx, h.Lookup, engine.ResourceSearch{
 		Subject: r.GetSubject(), Permission: r.GetPermission(), ResourceType: r.GetResourceType(), Context: r.GetContext(),
 	}, page)
 	if err != nil {
@@ -86,7 +86,7 @@ func (h *SearchHandlers) LookupActions(ctx context.Context, r *mandatev1.LookupA
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	perms, more, err := h.Engine.SearchActions(ctx, h.Decider, engine.ActionSearch{
+	perms, more, err := h.Engine.SearchActions(ctx, h.Lookup, engine.ActionSearch{
 		Subject: r.GetSubject(), Resource: r.GetResource(), Context: r.GetContext(),
 	}, page)
 	if err != nil {

@@ -5,13 +5,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
 // TestSearchOverREST: the native search API behind AuthZEN's search, on the
 // default schema.
 func TestSearchOverREST(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	var ups []map[string]string
 	for i := 0; i < 5; i++ {
 		ups = append(ups, map[string]string{"operation": "TOUCH", "relationship": fmt.Sprintf("repo:acme/r%d#reader@user:alice", i)})

@@ -1,105 +1,44 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/internal/testenv"
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
 
-// Keys used by the tests, one per role.
-var testKeys = map[service.Role]string{
-	service.RoleChecker:  "test-checker-key",
-	service.RoleOperator: "test-operator-key",
-	service.RoleReviewer: "test-reviewer-key",
-	service.RoleAdmin:    "test-admin-key",
-}
-
-func writeKeysFile(t *testing.T) string {
-	t.Helper()
-	var b strings.Builder
-	b.WriteString("keys:\n")
-	for _, r := range service.Roles {
-		sum := sha256.Sum256([]byte(testKeys[r]))
-		fmt.Fprintf(&b, "  - {name: test-%s, role: %s, sha256: %s}\n", r, r, hex.EncodeToString(sum[:]))
-	}
-	p := filepath.Join(t.TempDir(), "keys.yaml")
-	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
+// api is a running server as the tests here talk to it.
 type api struct {
+	*testenv.Server
 	t    *testing.T
 	base string
 }
 
-func startServer(t *testing.T, cfg service.Config) *api {
+func startServer(t *testing.T, cfg server.Config) *api {
 	t.Helper()
-	if cfg.KeysFile == "" {
-		cfg.KeysFile = writeKeysFile(t)
-	}
 	a, _ := startStoppable(t, cfg)
 	return a
 }
 
-func (a *api) waitHealthy() {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(a.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	a.t.Fatal("server never became healthy")
+// startStoppable starts a server and returns a function that stops it.
+func startStoppable(t *testing.T, cfg server.Config) (*api, func()) {
+	t.Helper()
+	s := testenv.Start(t, cfg)
+	return &api{Server: s, t: t, base: s.Base}, s.Stop
 }
 
 // do sends a request and returns the status and decoded JSON body.
 func (a *api) do(method, path string, role service.Role, body any) (int, map[string]any) {
 	a.t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = strings.NewReader(b)
-	default:
-		j, _ := json.Marshal(b)
-		r = bytes.NewReader(j)
-	}
-	req, _ := http.NewRequest(method, a.base+path, r)
-	if role != "" {
-		req.Header.Set("Authorization", "Bearer "+testKeys[role])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		a.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	_ = json.Unmarshal(raw, &out)
-	if out == nil {
-		out = map[string]any{"raw": string(raw)}
-	}
-	return resp.StatusCode, out
+	return a.Do(method, path, role, body)
 }
 
 func (a *api) ok(method, path string, role service.Role, body any) map[string]any {
@@ -135,7 +74,7 @@ func (a *api) scene() (task, agent, sub string) {
 }
 
 func TestWalkthroughOverREST(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	task, agent, sub := a.scene()
 	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "ttl": "15m"})
 	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + sub, "permission": "read", "resource": "repo:acme/api", "ttl": "10m"})
@@ -173,7 +112,7 @@ func TestWalkthroughOverREST(t *testing.T) {
 }
 
 func TestRoles(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	task, agent, _ := a.scene()
 	type call struct {
 		method, path string
@@ -239,7 +178,7 @@ func TestRoles(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	a := startServer(t, service.Config{})
+	a := startServer(t, server.Config{})
 	task, agent, _ := a.scene()
 	huge := strings.Repeat("x", 2<<20)
 	cases := []struct {
@@ -336,7 +275,7 @@ func TestSpiceDBDown(t *testing.T) {
 			_ = sdb.Close()
 		}
 	})
-	a := startServer(t, service.Config{SpiceDBEndpoint: addr, SpiceDBToken: "sdb-key", SpiceDBInsecure: true})
+	a := startServer(t, server.Config{SpiceDBEndpoint: addr, SpiceDBToken: "sdb-key", SpiceDBInsecure: true})
 	_, agent, _ := a.scene()
 	a.ok("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "ttl": "15m"})
 	check := map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api"}
@@ -374,5 +313,16 @@ func TestSpiceDBDown(t *testing.T) {
 	}
 	if resp, err := http.Get(a.base + "/healthz"); err != nil || resp.StatusCode != 503 {
 		t.Fatalf("healthz with SpiceDB down: %v %v, want 503", resp, err)
+	}
+	// Every check that failed left a record saying so, with its subject.
+	out := a.ok("GET", "/v1/audit?decision=error&agent=agent:"+agent, service.RoleReviewer, nil)
+	recs := asList(out["records"])
+	if len(recs) != 5 {
+		t.Fatalf("%d decision=error records of the agent, want 5: %v", len(recs), out)
+	}
+	for _, r := range recs {
+		if m := r.(map[string]any); m["decision"] != "error" || m["subject"] != "agent:"+agent || m["id"] == nil {
+			t.Fatalf("error record %v", m)
+		}
 	}
 }

@@ -148,3 +148,11 @@ func conditionDetails(c *engine.Condition) map[string]any {
 	}
 	return m
 }
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,10 +16,7 @@ import (
 // once its record is durable. Kill -9 the server during a steady stream of
 // checks; after a restart every acknowledged check has its record.
 func TestStrictAuditSurvivesKill9(t *testing.T) {
-	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
-	}
+	dsn := testenv.Postgres(t, false)
 	if testing.Short() {
 		t.Skip("builds and runs the server")
 	}
@@ -107,10 +105,7 @@ func TestStrictAuditSurvivesKill9(t *testing.T) {
 // TestGracefulShutdownFlushesAudit: in batched mode a check is acknowledged
 // before its record is written; a graceful shutdown writes every one.
 func TestGracefulShutdownFlushesAudit(t *testing.T) {
-	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
-	}
+	dsn := testenv.Postgres(t, false)
 	if testing.Short() {
 		t.Skip("builds and runs the server")
 	}

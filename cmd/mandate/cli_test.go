@@ -148,3 +148,51 @@ definition doc {
 		t.Fatalf("after resume-agents: %v", out)
 	}
 }
+
+// TestStartupMistakesAreOneLine: a mistake in serve's flags or files ends
+// the process at once with a non-zero status and one line saying what to fix.
+func TestStartupMistakesAreOneLine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin, _ := buildBinary(t)
+	badKeys := filepath.Join(t.TempDir(), "keys.yaml")
+	if err := os.WriteFile(badKeys, []byte("keys:\n  - {name: a, role: checker, sha256: 00}\n  - name: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--audit-mode", "sometimes"}, "--audit-mode"},
+		{[]string{"--datastore-engine", "postgres"}, "--datastore-uri"},
+		{[]string{"--datastore-engine", "oracle"}, "--datastore-engine"},
+		{[]string{"--bound-denial-window", "48h"}, "--bound-denial-window"},
+		{[]string{"--keys-file", filepath.Join(t.TempDir(), "missing.yaml")}, "keys file"},
+		{[]string{"--keys-file", badKeys}, "keys file"},
+		{[]string{"--grpc-addr", "nonsense"}, "--grpc-addr"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+	} {
+		cmd := exec.Command(bin, append([]string{"serve", "--http-addr", "127.0.0.1:0"}, tc.args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+			t.Errorf("%v: exited with %v, want a non-zero status", tc.args, err)
+			continue
+		}
+		// Development-mode keys and JSON logs may precede the error; the
+		// error itself is the last line, and only one.
+		lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
+		last := lines[len(lines)-1]
+		if !strings.HasPrefix(last, "error: ") || !strings.Contains(last, tc.want) {
+			t.Errorf("%v: last line %q, want one line starting \"error: \" naming %s", tc.args, last, tc.want)
+		}
+		for _, l := range lines[:len(lines)-1] {
+			if !strings.HasPrefix(l, "{") && !strings.HasPrefix(l, "  ") && !strings.HasPrefix(l, "mandate development keys") {
+				t.Errorf("%v: stray line %q before the error", tc.args, l)
+			}
+		}
+	}
+}

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,10 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/internal/testenv"
+	"github.com/mandate-dev/mandate/service"
 )
 
 // propagationBound is how long a revocation on one replica may take to reach
@@ -26,10 +27,11 @@ import (
 // loaded CI machine. The bench harness measures the real distribution.
 const propagationBound = 2 * time.Second
 
-const (
-	operatorKey = "replica-test-operator"
-	checkerKey  = "replica-test-checker"
-	adminKey    = "replica-test-admin"
+// The tests' keys, one per role, from the shared test environment.
+var (
+	operatorKey = testenv.Keys[service.RoleOperator]
+	checkerKey  = testenv.Keys[service.RoleChecker]
+	adminKey    = testenv.Keys[service.RoleAdmin]
 )
 
 type replica struct {
@@ -42,13 +44,10 @@ type replica struct {
 // TestThreeReplicasOnPostgres runs three `mandate serve` processes on one
 // Postgres datastore and shows the cache's freshness rules across them.
 func TestThreeReplicasOnPostgres(t *testing.T) {
-	dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MANDATE_TEST_POSTGRES_DSN is not set")
-	}
 	if testing.Short() {
 		t.Skip("builds and runs three servers")
 	}
+	dsn := testenv.Postgres(t, true)
 	bin, keys := buildBinary(t)
 	uri := freshDatabase(t, dsn)
 
@@ -177,25 +176,39 @@ func TestThreeReplicasOnPostgres(t *testing.T) {
 }
 
 // buildBinary builds mandate once per test run and writes a keys file.
+// built is the mandate binary, built once for every test of the package:
+// on a busy machine each build takes tens of seconds.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// buildBinary returns the mandate binary and a keys file of testenv.Keys.
 func buildBinary(t *testing.T) (bin, keys string) {
 	t.Helper()
-	dir := t.TempDir()
-	bin = filepath.Join(dir, "mandate")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building mandate: %v\n%s", err, out)
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "mandate-bin-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "mandate")
+		if out, err := exec.Command("go", "build", "-o", built.bin, ".").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatalf("building mandate: %v", built.err)
 	}
-	keys = filepath.Join(dir, "keys.yaml")
-	var kb strings.Builder
-	kb.WriteString("keys:\n")
-	for name, k := range map[string]string{"operator": operatorKey, "checker": checkerKey, "admin": adminKey} {
-		sum := sha256.Sum256([]byte(k))
-		fmt.Fprintf(&kb, "  - {name: test-%s, role: %s, sha256: %s}\n", name, name, hex.EncodeToString(sum[:]))
-	}
-	if err := os.WriteFile(keys, []byte(kb.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return bin, keys
+	return built.bin, testenv.KeysFile(t)
 }
 
 // start runs `mandate serve` and stops it when the test ends.

@@ -5,7 +5,9 @@ package audit
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +28,33 @@ const (
 	DecisionDeny  = "deny"
 	DecisionError = "error"
 )
+
+// Now is a record's time: Postgres keeps microseconds, and page tokens must
+// compare equal to what is stored.
+func Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// NewID is a fresh record id: prefix ("dec" for a decision, "chg" for a
+// change), an underscore and 128 random bits in hex.
+func NewID(prefix string) string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return prefix + "_" + hex.EncodeToString(b)
+}
+
+// NewChange is the record of one change: action on target by caller, with
+// its details. The principal and the task, when details name them, are
+// lifted into the record so the trail can be queried by them.
+func NewChange(requestID, caller, action, target string, details map[string]any) Record {
+	r := Record{ID: NewID("chg"), Time: Now(), Kind: KindChange, RequestID: requestID, Caller: caller,
+		Action: action, Target: target, Details: details}
+	if p, ok := details["principal"].(string); ok {
+		r.Principal = p
+	}
+	if t, ok := details["task"].(string); ok {
+		r.Task = t
+	}
+	return r
+}
 
 // Record is one decision or one change. Its ID is unique, so writing it twice
 // (a replay after an outage) stores it once.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mandate-dev/mandate/gateway/authzen"
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -29,16 +30,16 @@ func TestKeysAndRoles(t *testing.T) {
 		{"no key, unknown resource type", authzen.PathEvaluation, "", mustJSON(eval(alice, read, obj{"type": "user_resource", "id": "x"})), 401},
 		// The key is checked before the body.
 		{"no key, malformed body", authzen.PathEvaluation, "", []byte("{"), 401},
-		{"reviewer, malformed body", authzen.PathEvaluation, testKeys[service.RoleReviewer], []byte("{"), 403},
-		{"checker, Bearer", authzen.PathEvaluation, "Bearer " + testKeys[service.RoleChecker], body, 200},
-		{"checker, bare key as the harness sends it", authzen.PathEvaluation, testKeys[service.RoleChecker], body, 200},
-		{"checker, batch", authzen.PathEvaluations, testKeys[service.RoleChecker], body, 200},
-		{"admin evaluates", authzen.PathEvaluation, testKeys[service.RoleAdmin], body, 200},
-		{"reviewer may not evaluate", authzen.PathEvaluation, testKeys[service.RoleReviewer], body, 403},
-		{"operator may not evaluate", authzen.PathEvaluations, testKeys[service.RoleOperator], body, 403},
-		{"reviewer searches", authzen.PathSearchSubject, testKeys[service.RoleReviewer], search, 200},
-		{"admin searches", authzen.PathSearchSubject, testKeys[service.RoleAdmin], search, 200},
-		{"checker may not search", authzen.PathSearchSubject, testKeys[service.RoleChecker], search, 403},
+		{"reviewer, malformed body", authzen.PathEvaluation, testenv.Keys[service.RoleReviewer], []byte("{"), 403},
+		{"checker, Bearer", authzen.PathEvaluation, "Bearer " + testenv.Keys[service.RoleChecker], body, 200},
+		{"checker, bare key as the harness sends it", authzen.PathEvaluation, testenv.Keys[service.RoleChecker], body, 200},
+		{"checker, batch", authzen.PathEvaluations, testenv.Keys[service.RoleChecker], body, 200},
+		{"admin evaluates", authzen.PathEvaluation, testenv.Keys[service.RoleAdmin], body, 200},
+		{"reviewer may not evaluate", authzen.PathEvaluation, testenv.Keys[service.RoleReviewer], body, 403},
+		{"operator may not evaluate", authzen.PathEvaluations, testenv.Keys[service.RoleOperator], body, 403},
+		{"reviewer searches", authzen.PathSearchSubject, testenv.Keys[service.RoleReviewer], search, 200},
+		{"admin searches", authzen.PathSearchSubject, testenv.Keys[service.RoleAdmin], search, 200},
+		{"checker may not search", authzen.PathSearchSubject, testenv.Keys[service.RoleChecker], search, 403},
 	} {
 		code, raw, hdr := p.callH("POST", c.path, c.auth, "application/json", c.body, nil)
 		if code != c.want {
@@ -67,7 +68,7 @@ func TestAgentSubject(t *testing.T) {
 
 	ask := func(action string, record string, hdr http.Header) map[string]any {
 		t.Helper()
-		code, raw := p.call("POST", authzen.PathEvaluation, testKeys[service.RoleChecker], "application/json",
+		code, raw := p.call("POST", authzen.PathEvaluation, testenv.Keys[service.RoleChecker], "application/json",
 			mustJSON(eval(a, obj{"name": action}, obj{"type": "record", "id": record})), hdr)
 		var out map[string]any
 		if err := json.Unmarshal(raw, &out); code != 200 || err != nil {

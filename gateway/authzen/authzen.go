@@ -1,10 +1,10 @@
 // Package authzen serves the OpenID AuthZEN Authorization API 1.0 on
 // mandate's HTTP port: access evaluation (single and batch), the three
 // searches and the metadata document. It decides nothing itself: every
-// question goes to mandate's own gRPC services over the in-process
-// connection, so keys and roles, the decision cache, the audit trail, the
-// metrics and the four-leg agent check apply exactly as they do to
-// POST /v1/check.
+// question goes to mandate's own services, called in process through the
+// gRPC server's interceptors, so keys and roles, the decision cache, the
+// audit trail, the metrics and the four-leg agent check apply exactly as
+// they do to POST /v1/check.
 //
 // The handlers are plain net/http rather than grpc-gateway, because AuthZEN
 // clients compare JSON strictly (no extra keys) and expect 400 for a field of
@@ -13,8 +13,6 @@ package authzen
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -22,11 +20,12 @@ import (
 	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/mandate-dev/mandate/gateway"
+	"github.com/mandate-dev/mandate/internal/requestid"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
 
@@ -51,8 +50,11 @@ const maxEvaluations = 1000
 
 // Config configures the AuthZEN endpoints.
 type Config struct {
-	// Conn is a connection to mandate's own gRPC server. Never nil.
-	Conn grpc.ClientConnInterface
+	// Check answers evaluations: mandate's CheckService, in process and
+	// behind its interceptors (service.InProcess). Never nil.
+	Check mandatev1.CheckServiceServer
+	// Search answers searches, likewise. Never nil.
+	Search mandatev1.SearchServiceServer
 	// Authorize checks the caller's Authorization header against the roles
 	// of a gRPC method, before anything else is done with the request: a
 	// batch whose items are all denied without asking Check, for example,
@@ -68,14 +70,14 @@ type Config struct {
 // Handler serves the AuthZEN endpoints.
 type Handler struct {
 	cfg    Config
-	check  mandatev1.CheckServiceClient
-	search mandatev1.SearchServiceClient
+	check  mandatev1.CheckServiceServer
+	search mandatev1.SearchServiceServer
 }
 
 // Validate reports whether the config is usable.
 func (c *Config) Validate() error {
-	if c.Conn == nil || c.Authorize == nil {
-		return errors.New("authzen: Conn and Authorize are required")
+	if c.Check == nil || c.Search == nil || c.Authorize == nil {
+		return errors.New("authzen: Check, Search and Authorize are required")
 	}
 	return nil
 }
@@ -89,18 +91,19 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Log = slog.Default()
 	}
 	cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
-	return &Handler{cfg: cfg, check: mandatev1.NewCheckServiceClient(cfg.Conn), search: mandatev1.NewSearchServiceClient(cfg.Conn)}, nil
+	return &Handler{cfg: cfg, check: cfg.Check, search: cfg.Search}, nil
 }
 
 // Routes returns the handlers by ServeMux pattern, for gateway.Config.Extra.
 // Any other method on these paths gets 405.
 func (h *Handler) Routes() map[string]http.Handler {
+	m := Methods()
 	routes := map[string]http.Handler{
-		"POST " + PathEvaluation:     h.endpoint(methodCheck, h.evaluation),
-		"POST " + PathEvaluations:    h.endpoint(methodCheck, h.evaluations),
-		"POST " + PathSearchSubject:  h.endpoint(methodLookupSubjects, h.searchSubject),
-		"POST " + PathSearchResource: h.endpoint(methodLookupResources, h.searchResource),
-		"POST " + PathSearchAction:   h.endpoint(methodLookupActions, h.searchAction),
+		"POST " + PathEvaluation:     h.endpoint(m[PathEvaluation], h.evaluation),
+		"POST " + PathEvaluations:    h.endpoint(m[PathEvaluations], h.evaluations),
+		"POST " + PathSearchSubject:  h.endpoint(m[PathSearchSubject], h.searchSubject),
+		"POST " + PathSearchResource: h.endpoint(m[PathSearchResource], h.searchResource),
+		"POST " + PathSearchAction:   h.endpoint(m[PathSearchAction], h.searchAction),
 		"GET " + PathMetadata:        http.HandlerFunc(h.metadata),
 	}
 	patterns := make([]string, 0, len(routes))
@@ -120,8 +123,20 @@ func (h *Handler) Routes() map[string]http.Handler {
 // call is one request on its way to the gRPC services.
 type call struct {
 	r      *http.Request
-	ctx    context.Context // carries the caller's key and request id as gRPC metadata
+	ctx    context.Context // carries the caller's key and request id as incoming gRPC metadata
 	reason bool            // the caller asked for reason codes
+}
+
+// Methods maps each AuthZEN endpoint that needs a key (all but the metadata
+// document, each taking POST) to the gRPC method whose roles it takes.
+func Methods() map[string]string {
+	return map[string]string{
+		PathEvaluation:     methodCheck,
+		PathEvaluations:    methodCheck,
+		PathSearchSubject:  methodLookupSubjects,
+		PathSearchResource: methodLookupResources,
+		PathSearchAction:   methodLookupActions,
+	}
 }
 
 // The gRPC methods whose roles each endpoint takes.
@@ -138,11 +153,8 @@ func (h *Handler) endpoint(method string, fn func(c *call, body object) (any, er
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// One request id for every gRPC call the request makes, so that the
 		// audit records of a batch share it; the caller's is echoed.
-		id := r.Header.Get("X-Request-Id")
-		if id == "" {
-			id = newRequestID()
-		}
-		w.Header().Set("X-Request-Id", id)
+		id := requestid.Accept(r.Header.Get(requestid.Header))
+		w.Header().Set(requestid.Header, id)
 		authz := authorization(r)
 		if err := h.cfg.Authorize(r.Context(), authz, method); err != nil {
 			h.writeError(w, r, err)
@@ -157,8 +169,8 @@ func (h *Handler) endpoint(method string, fn func(c *call, body object) (any, er
 		if authz != "" {
 			md.Set("authorization", authz)
 		}
-		md.Set("x-request-id", id)
-		c := &call{r: r, ctx: metadata.NewOutgoingContext(r.Context(), md), reason: strings.EqualFold(r.Header.Get(ReasonHeader), "true")}
+		md.Set(strings.ToLower(requestid.Header), id)
+		c := &call{r: r, ctx: metadata.NewIncomingContext(r.Context(), md), reason: strings.EqualFold(r.Header.Get(ReasonHeader), "true")}
 		out, err := fn(c, body)
 		if err != nil {
 			h.writeError(w, r, err)
@@ -166,12 +178,6 @@ func (h *Handler) endpoint(method string, fn func(c *call, body object) (any, er
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
-}
-
-func newRequestID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return "req_" + hex.EncodeToString(b)
 }
 
 // authorization accepts "Bearer <key>" and, because AuthZEN's interop
@@ -207,24 +213,16 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody(codes.InvalidArgument, tl.Error()))
 		return
 	}
+	// Errors from the services are statuses already mapped by the service's
+	// one error mapper, their messages safe to show.
 	st := status.Convert(err)
-	code := http.StatusInternalServerError
 	switch st.Code() {
-	case codes.InvalidArgument, codes.FailedPrecondition:
-		code = http.StatusBadRequest
 	case codes.Unauthenticated:
-		code = http.StatusUnauthorized
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mandate"`)
-	case codes.PermissionDenied:
-		code = http.StatusForbidden
-	case codes.NotFound:
-		code = http.StatusNotFound
-	case codes.Unavailable, codes.DeadlineExceeded:
-		code = http.StatusServiceUnavailable
 	case codes.Internal, codes.Unknown:
 		h.cfg.Log.ErrorContext(r.Context(), "authzen: internal error", "path", r.URL.Path, "error", err)
 	}
-	writeJSON(w, code, errorBody(st.Code(), st.Message()))
+	writeJSON(w, gateway.HTTPStatus(st.Code()), errorBody(st.Code(), st.Message()))
 }
 
 func errorBody(code codes.Code, msg string) map[string]any {
@@ -258,9 +256,7 @@ func fieldOf(err error) string {
 
 // metadata serves the PDP metadata document. It needs no key.
 func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
-	if id := r.Header.Get("X-Request-Id"); id != "" {
-		w.Header().Set("X-Request-Id", id)
-	}
+	w.Header().Set(requestid.Header, requestid.Accept(r.Header.Get(requestid.Header)))
 	base := h.cfg.BaseURL
 	if base == "" {
 		scheme := "http"

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mandate-dev/mandate/gateway/authzen"
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -118,7 +119,7 @@ func TestCertification(t *testing.T) {
 			"subject": alice, "evaluations": []obj{{"action": read, "resource": record1}, {"action": read}, {"action": write, "resource": record1}},
 		}, `{"evaluations":[{"decision":true},{"decision":false},{"decision":true}]}`)
 		// Asked for reasons, the denied item says why.
-		code, raw := p.call("POST", authzen.PathEvaluations, testKeys[service.RoleChecker], "application/json",
+		code, raw := p.call("POST", authzen.PathEvaluations, testenv.Keys[service.RoleChecker], "application/json",
 			mustJSON(obj{"subject": alice, "evaluations": []obj{{"action": read}, {"action": read, "resource": obj{"type": "ledger", "id": "x"}}}}),
 			http.Header{authzen.ReasonHeader: {"true"}})
 		var out struct {
@@ -335,7 +336,7 @@ func TestCertification(t *testing.T) {
 					// Defaults may be left out; the item is then denied alone.
 					continue
 				}
-				code, raw := p.call("POST", path, testKeys[role(path)], c.contentType, c.body, nil)
+				code, raw := p.call("POST", path, testenv.Keys[role(path)], c.contentType, c.body, nil)
 				if code != 400 || !strings.Contains(string(raw), c.field) {
 					t.Errorf("%s, %s: got %d %s, want 400 naming %s", path, c.name, code, raw, c.field)
 				}
@@ -349,7 +350,7 @@ func TestCertification(t *testing.T) {
 			{"GET", authzen.PathEvaluation, "POST"}, {"PUT", authzen.PathEvaluations, "POST"},
 			{"GET", authzen.PathSearchAction, "POST"}, {"POST", authzen.PathMetadata, "GET"},
 		} {
-			if code, _, hdr := p.callH(c.method, c.path, testKeys[service.RoleAdmin], "application/json", nil, nil); code != 405 || hdr.Get("Allow") != c.allow {
+			if code, _, hdr := p.callH(c.method, c.path, testenv.Keys[service.RoleAdmin], "application/json", nil, nil); code != 405 || hdr.Get("Allow") != c.allow {
 				t.Errorf("%s %s: %d, Allow %q; want 405, Allow %s", c.method, c.path, code, hdr.Get("Allow"), c.allow)
 			}
 		}
@@ -364,9 +365,9 @@ func TestCertification(t *testing.T) {
 			}
 			var first string
 			for i := 0; i < 3; i++ {
-				key := testKeys[service.RoleChecker]
+				key := testenv.Keys[service.RoleChecker]
 				if path == authzen.PathSearchSubject {
-					key = testKeys[service.RoleReviewer]
+					key = testenv.Keys[service.RoleReviewer]
 				}
 				code, raw, hdr := p.callH("POST", path, key, "application/json", body, http.Header{"X-Request-Id": {"cert-req-42"}})
 				if code != 200 || hdr.Get("X-Request-Id") != "cert-req-42" {
@@ -380,16 +381,16 @@ func TestCertification(t *testing.T) {
 			}
 		}
 		// Without one, mandate makes one.
-		if _, _, hdr := p.callH("POST", authzen.PathEvaluation, testKeys[service.RoleChecker], "application/json", mustJSON(eval(alice, read, record1)), nil); !strings.HasPrefix(hdr.Get("X-Request-Id"), "req_") {
+		if _, _, hdr := p.callH("POST", authzen.PathEvaluation, testenv.Keys[service.RoleChecker], "application/json", mustJSON(eval(alice, read, record1)), nil); !strings.HasPrefix(hdr.Get("X-Request-Id"), "req_") {
 			t.Errorf("no X-Request-Id generated: %q", hdr.Get("X-Request-Id"))
 		}
 		// A body over the limit is refused before it is read.
 		huge := mustJSON(obj{"subject": alice, "action": read, "resource": record1, "context": obj{"blob": strings.Repeat("x", 2<<20)}})
-		if code, raw := p.call("POST", authzen.PathEvaluation, testKeys[service.RoleChecker], "application/json", huge, nil); code != 413 {
+		if code, raw := p.call("POST", authzen.PathEvaluation, testenv.Keys[service.RoleChecker], "application/json", huge, nil); code != 413 {
 			t.Errorf("a 2 MiB body: got %d %s, want 413", code, raw)
 		}
 		// A bad request echoes it too.
-		if _, _, hdr := p.callH("POST", authzen.PathEvaluation, testKeys[service.RoleChecker], "text/plain", nil, http.Header{"X-Request-Id": {"cert-bad"}}); hdr.Get("X-Request-Id") != "cert-bad" {
+		if _, _, hdr := p.callH("POST", authzen.PathEvaluation, testenv.Keys[service.RoleChecker], "text/plain", nil, http.Header{"X-Request-Id": {"cert-bad"}}); hdr.Get("X-Request-Id") != "cert-bad" {
 			t.Errorf("400 lost X-Request-Id: %q", hdr.Get("X-Request-Id"))
 		}
 		if _, _, hdr := p.callH("GET", authzen.PathMetadata, "", "", nil, http.Header{"X-Request-Id": {"cert-md"}}); hdr.Get("X-Request-Id") != "cert-md" {

@@ -4,12 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -25,17 +21,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/schema"
+	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
-
-// Keys used by the tests, one per role.
-var testKeys = map[service.Role]string{
-	service.RoleChecker:  "authzen-checker-key",
-	service.RoleOperator: "authzen-operator-key",
-	service.RoleReviewer: "authzen-reviewer-key",
-	service.RoleAdmin:    "authzen-admin-key",
-}
 
 const spicedbKey = "authzen-test-spicedb-key"
 
@@ -51,38 +41,16 @@ type pdp struct {
 // operator loads data with zed), because some carry caveats.
 func startPDP(t *testing.T, schemaFiles []string, rels []string) *pdp {
 	t.Helper()
-	var kb strings.Builder
-	kb.WriteString("keys:\n")
-	for _, r := range service.Roles {
-		sum := sha256.Sum256([]byte(testKeys[r]))
-		fmt.Fprintf(&kb, "  - {name: test-%s, role: %s, sha256: %s}\n", r, r, hex.EncodeToString(sum[:]))
-	}
-	keysFile := filepath.Join(t.TempDir(), "keys.yaml")
-	if err := os.WriteFile(keysFile, []byte(kb.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	spiceAddr := l.Addr().String()
 	_ = l.Close()
-
-	cfg := service.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", KeysFile: keysFile,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := server.Config{}
 	cfg.Embedded.APIAddr, cfg.Embedded.APIKey = spiceAddr, spicedbKey
 	cfg.Audit.SpoolPath = filepath.Join(t.TempDir(), "audit.spool")
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := cfg.Complete(ctx)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting mandate: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	p := &pdp{t: t, base: "http://" + srv.HTTPAddr()}
-	p.waitHealthy()
+	p := &pdp{t: t, base: testenv.Start(t, cfg).Base}
 
 	src := schema.Default
 	for _, f := range schemaFiles {
@@ -92,7 +60,7 @@ func startPDP(t *testing.T, schemaFiles []string, rels []string) *pdp {
 		}
 		src += "\n" + string(b)
 	}
-	if code, body := p.call("PUT", "/v1/schema", "Bearer "+testKeys[service.RoleAdmin], "application/json", mustJSON(map[string]string{"schema": src}), nil); code != 200 {
+	if code, body := p.call("PUT", "/v1/schema", "Bearer "+testenv.Keys[service.RoleAdmin], "application/json", mustJSON(map[string]string{"schema": src}), nil); code != 200 {
 		t.Fatalf("writing the fixture schema: %d %s", code, body)
 	}
 	if len(rels) > 0 {
@@ -116,21 +84,6 @@ func startPDP(t *testing.T, schemaFiles []string, rels []string) *pdp {
 		}
 	}
 	return p
-}
-
-func (p *pdp) waitHealthy() {
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(p.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	p.t.Fatal("mandate never became healthy")
 }
 
 // call sends a request with the given Authorization header value (as is)
@@ -171,7 +124,7 @@ func (p *pdp) callH(method, path, auth, contentType string, body []byte, hdr htt
 // way the public harness does: the key verbatim as the Authorization header.
 func (p *pdp) authzen(path string, role service.Role, body any) (int, []byte) {
 	p.t.Helper()
-	return p.call("POST", path, testKeys[role], "application/json", mustJSON(body), nil)
+	return p.call("POST", path, testenv.Keys[role], "application/json", mustJSON(body), nil)
 }
 
 // native calls mandate's native REST API with a key of role, and requires a 200.
@@ -181,7 +134,7 @@ func (p *pdp) native(method, path string, role service.Role, body any) map[strin
 	if body != nil {
 		b = mustJSON(body)
 	}
-	code, raw := p.call(method, path, "Bearer "+testKeys[role], "application/json", b, nil)
+	code, raw := p.call(method, path, "Bearer "+testenv.Keys[role], "application/json", b, nil)
 	if code != 200 {
 		p.t.Fatalf("%s %s: %d %s", method, path, code, raw)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
-	"github.com/mandate-dev/mandate/service"
+	"github.com/mandate-dev/mandate/server"
 )
 
 // boundsCost measures what counting checks against behavioural bounds adds
@@ -38,7 +38,7 @@ func boundsCost(ctx context.Context, dsn, keys string, warmup, d time.Duration) 
 		var stops []func()
 		for i, limits := range []bounds.Limits{{}, on} {
 			emb, drop := s.emb()
-			srv, stop := start(ctx, service.Config{KeysFile: keys, Embedded: emb, Audit: service.AuditConfig{Mode: "off"}, Bounds: service.BoundsConfig{Defaults: limits}})
+			srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: emb, Audit: server.AuditConfig{Mode: "off"}, Bounds: server.BoundsConfig{Defaults: limits}})
 			stops = append(stops, stop, drop)
 			agent := seedHotSet(ctx, srv, dial(srv.GRPCAddr(), operatorKey))
 			checks := mandatev1.NewCheckServiceClient(dial(srv.GRPCAddr(), checkerKey))

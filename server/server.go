@@ -1,4 +1,8 @@
-package service
+// Package server wires one mandate server: Config → Complete → Run. It
+// builds SpiceDB (embedded or remote), the engine and its decider chain, the
+// gRPC services and the HTTP gateway, and owns their lifecycle. The layout
+// is cmd → server → {gateway, service, engine}.
+package server
 
 import (
 	"context"
@@ -10,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -23,19 +26,23 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/alert"
 	"github.com/mandate-dev/mandate/engine/audit"
 	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/engine/cache"
+	"github.com/mandate-dev/mandate/engine/decider"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	"github.com/mandate-dev/mandate/gateway"
 	"github.com/mandate-dev/mandate/gateway/authzen"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
+	"github.com/mandate-dev/mandate/service"
 )
 
-// Config is everything `mandate serve` needs. Zero values take the defaults noted.
+// Config is everything `mandate serve` needs. Zero values take the defaults
+// noted, filled by Complete and nowhere else; the components (engine, cache,
+// embedded SpiceDB, audit recorder) fill their own.
 type Config struct {
 	// GRPCAddr is the gRPC listen address. Default 127.0.0.1:50051.
 	GRPCAddr string
@@ -55,6 +62,8 @@ type Config struct {
 	SpiceDBToken string
 	// SpiceDBInsecure talks to the remote SpiceDB without TLS.
 	SpiceDBInsecure bool
+	// StartTimeout bounds the wait for SpiceDB to answer at startup. Default 30s.
+	StartTimeout time.Duration
 
 	// Engine configures decisions and lifetimes.
 	Engine engine.Config
@@ -115,10 +124,18 @@ type BoundsConfig struct {
 	WebhookBackoff time.Duration
 }
 
-// Validate reports whether the config is usable.
+// Validate reports whether the config is usable. Errors name the flag.
 func (c *Config) Validate() error {
 	if field, err := c.Bounds.Defaults.Validate("--bound-"); err != nil {
 		return fmt.Errorf("%s: %w", strings.ReplaceAll(field, "_", "-"), err)
+	}
+	switch c.Audit.Mode {
+	case "", audit.ModeBatched, audit.ModeStrict, "off":
+	default:
+		return fmt.Errorf("--audit-mode: %q is not batched, strict or off", c.Audit.Mode)
+	}
+	if c.MaxBodyBytes < 0 {
+		return errors.New("--max-body-bytes must not be negative")
 	}
 	if c.SpiceDBEndpoint == "" {
 		if err := c.Embedded.Validate(); err != nil {
@@ -130,13 +147,52 @@ func (c *Config) Validate() error {
 	return c.Engine.Validate()
 }
 
+// complete fills the server's own defaults and resolves, once, which
+// databases the bus, the audit trail and the bound counts use.
+func (c *Config) complete() {
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = "127.0.0.1:50051"
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8080"
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.DevKeysOut == nil {
+		c.DevKeysOut = io.Discard
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 30 * time.Second
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	// The embedded datastore's database, when it is a SQL one, is where
+	// everything else that must be shared between replicas lives too.
+	shared := ""
+	if c.SpiceDBEndpoint == "" && (c.Embedded.Engine == "postgres" || c.Embedded.Engine == "cockroachdb") {
+		shared = c.Embedded.URI
+	}
+	if c.Audit.DSN == "" {
+		c.Audit.DSN = shared
+	}
+	if c.Bounds.DSN == "" {
+		c.Bounds.DSN = shared
+	}
+	// LISTEN/NOTIFY is Postgres only.
+	if c.BusDSN == "" && c.Embedded.Engine == "postgres" {
+		c.BusDSN = shared
+	}
+}
+
 // Server is a configured, not yet running, mandate server.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	engine   *engine.Engine
 	embedded *embedded.Server // nil with a remote SpiceDB
-	closers  []func() error
+	closers  []func() error   // run in order by Close
 
 	grpcServer *grpc.Server
 	grpcLis    net.Listener
@@ -150,49 +206,116 @@ type Server struct {
 	auditDone  chan struct{}   // closed when the recorder has flushed everything
 }
 
-// Complete builds everything Run needs: SpiceDB, the engine, listeners.
-func (c Config) Complete(ctx context.Context) (s *Server, err error) {
-	if c.GRPCAddr == "" {
-		c.GRPCAddr = "127.0.0.1:50051"
-	}
-	if c.HTTPAddr == "" {
-		c.HTTPAddr = "127.0.0.1:8080"
-	}
-	if c.Log == nil {
-		c.Log = slog.Default()
-	}
-	if c.DevKeysOut == nil {
-		c.DevKeysOut = io.Discard
-	}
+// Complete builds everything Run needs: SpiceDB, the engine, the decider
+// chain, the services and the listeners.
+func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
+	c.complete()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	s = &Server{cfg: c, log: c.Log}
+	s := &Server{cfg: c, log: c.Log}
+	// On any failure, release what was acquired so far. (The server is held
+	// here, not in the result, which is nil by then.)
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
-
-	var keys *Keys
-	if c.KeysFile != "" {
-		if keys, err = LoadKeys(c.KeysFile); err != nil {
-			return nil, err
-		}
-	} else {
-		var plain map[Role]string
-		keys, plain = DevKeys()
-		c.Log.Warn("no --keys-file: running in development mode with generated keys, printed once to stderr")
-		fmt.Fprintln(c.DevKeysOut, "mandate development keys (shown once; use --keys-file in production):")
-		for _, r := range Roles {
-			fmt.Fprintf(c.DevKeysOut, "  %-8s %s\n", r, plain[r])
-		}
-		if c.Embedded.APIAddr != "" && c.Embedded.APIKey == "" {
-			c.Embedded.APIKey = plain[RoleAdmin]
-		}
+	keys, err := s.keys()
+	if err != nil {
+		return nil, err
 	}
+	sdb, err := s.spiceDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.engine, err = waitForEngine(ctx, c.StartTimeout, c.Engine, sdb, c.Log); err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := cache.NewMetrics(reg)
+	h := &service.Handlers{Engine: s.engine, Log: c.Log}
+	if h.Lookup, err = s.decisionCache(sdb, metrics); err != nil {
+		return nil, err
+	}
+	if s.grpcLis, err = net.Listen("tcp", c.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	}
+	if s.httpLis, err = net.Listen("tcp", c.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("--http-addr: %w", err)
+	}
+	if err := s.setupAudit(ctx, h, reg); err != nil {
+		return nil, err
+	}
+	if err := s.setupBounds(ctx, h, reg); err != nil {
+		return nil, err
+	}
+	// The check path: metrics → audit → bounds → cache → engine.
+	d := h.Lookup
+	if h.Bounds != nil {
+		d = h.Bounds
+	}
+	if s.recorder != nil {
+		d = decider.NewAudit(d, s.recorder)
+	}
+	h.Decider = decider.NewMetrics(d, metrics.CheckAllowed, metrics.CheckDenied, metrics.CheckError)
 
-	var sdb *engine.Client
+	interceptor := service.Interceptor(keys)
+	search := &service.SearchHandlers{Handlers: h}
+	s.grpcServer = grpc.NewServer(grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor))
+	mandatev1.RegisterTaskServiceServer(s.grpcServer, h)
+	mandatev1.RegisterAgentServiceServer(s.grpcServer, h)
+	mandatev1.RegisterGrantServiceServer(s.grpcServer, h)
+	mandatev1.RegisterCheckServiceServer(s.grpcServer, h)
+	mandatev1.RegisterSchemaServiceServer(s.grpcServer, h)
+	mandatev1.RegisterRelationshipServiceServer(s.grpcServer, h)
+	mandatev1.RegisterAuditServiceServer(s.grpcServer, h)
+	mandatev1.RegisterReviewServiceServer(s.grpcServer, h)
+	mandatev1.RegisterSearchServiceServer(s.grpcServer, search)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpcServer, s.health)
+
+	// REST and AuthZEN call the same services in process, through the same
+	// interceptors: no loopback connection.
+	inproc := service.NewInProcess(h, search, interceptor)
+	extra := map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	az, err := authzen.New(authzen.Config{Check: inproc, Search: inproc, Authorize: keys.AuthorizeHeader, Log: c.Log})
+	if err != nil {
+		return nil, err
+	}
+	for pattern, h := range az.Routes() {
+		extra[pattern] = h
+	}
+	handler, err := gateway.New(ctx, inproc, gateway.Config{MaxBodyBytes: c.MaxBodyBytes, Health: s.healthz, Extra: extra})
+	if err != nil {
+		return nil, err
+	}
+	s.httpServer = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// keys loads the keys file, or makes and prints development keys.
+func (s *Server) keys() (*service.Keys, error) {
+	c := &s.cfg
+	if c.KeysFile != "" {
+		return service.LoadKeys(c.KeysFile)
+	}
+	keys, plain := service.DevKeys()
+	c.Log.Warn("no --keys-file: running in development mode with generated keys, printed once to stderr")
+	fmt.Fprintln(c.DevKeysOut, "mandate development keys (shown once; use --keys-file in production):")
+	for _, r := range service.Roles {
+		fmt.Fprintf(c.DevKeysOut, "  %-8s %s\n", r, plain[r])
+	}
+	if c.Embedded.APIAddr != "" && c.Embedded.APIKey == "" {
+		c.Embedded.APIKey = plain[service.RoleAdmin]
+	}
+	return keys, nil
+}
+
+// spiceDB connects to the remote SpiceDB or starts the embedded one.
+func (s *Server) spiceDB(ctx context.Context) (*engine.Client, error) {
+	c := s.cfg
 	if c.SpiceDBEndpoint != "" {
 		opts := []grpc.DialOption{}
 		if c.SpiceDBInsecure {
@@ -206,117 +329,53 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 		}
 		client, err := authzed.NewClient(c.SpiceDBEndpoint, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("connecting to SpiceDB at %s: %w", c.SpiceDBEndpoint, err)
+			return nil, fmt.Errorf("--spicedb-endpoint %s: %w", c.SpiceDBEndpoint, err)
 		}
 		s.closers = append(s.closers, client.Close)
-		sdb = &engine.Client{Permissions: client.PermissionsServiceClient, Schema: client.SchemaServiceClient, Watch: client.WatchServiceClient}
-	} else {
-		emb, err := embedded.Start(ctx, c.Embedded)
-		if err != nil {
-			return nil, err
-		}
-		s.embedded = emb
-		s.closers = append(s.closers, emb.Close)
-		conn, err := emb.Dial()
-		if err != nil {
-			return nil, err
-		}
-		s.closers = append([]func() error{conn.Close}, s.closers...)
-		sdb = engine.NewClient(conn)
+		return &engine.Client{Permissions: client.PermissionsServiceClient, Schema: client.SchemaServiceClient, Watch: client.WatchServiceClient}, nil
 	}
-
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if s.engine, err = waitForEngine(startCtx, c.Engine, sdb, c.Log); err != nil {
-		return nil, err
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := cache.NewMetrics(reg)
-	h := &Handlers{Engine: s.engine, Decider: s.engine, Log: c.Log, Metrics: metrics}
-	if !c.DisableCache {
-		c.Cache.Metrics = metrics
-		// Only the memory datastore's watch stays silent while idle.
-		c.Cache.HeartbeatExpected = c.SpiceDBEndpoint != "" || (c.Embedded.Engine != "" && c.Embedded.Engine != "memory")
-		if s.cache, err = cache.New(s.engine, c.Cache); err != nil {
-			return nil, err
-		}
-		s.engine.SetInvalidator(s.cache)
-		busDSN := c.BusDSN
-		if busDSN == "" && c.SpiceDBEndpoint == "" && c.Embedded.Engine == "postgres" {
-			busDSN = c.Embedded.URI
-		}
-		if busDSN != "" && busDSN != "off" {
-			s.bus = cache.NewBus(busDSN, s.cache, c.Log)
-			s.cache.SetPublisher(s.bus.Publish)
-		}
-		s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema}
-		h.Decider = s.cache
-	}
-	s.grpcServer = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(RequestIDInterceptor, keys.UnaryInterceptor),
-		grpc.ChainStreamInterceptor(keys.StreamInterceptor),
-	)
-	mandatev1.RegisterTaskServiceServer(s.grpcServer, h)
-	mandatev1.RegisterAgentServiceServer(s.grpcServer, h)
-	mandatev1.RegisterGrantServiceServer(s.grpcServer, h)
-	mandatev1.RegisterCheckServiceServer(s.grpcServer, h)
-	mandatev1.RegisterSchemaServiceServer(s.grpcServer, h)
-	mandatev1.RegisterRelationshipServiceServer(s.grpcServer, h)
-	mandatev1.RegisterAuditServiceServer(s.grpcServer, h)
-	mandatev1.RegisterReviewServiceServer(s.grpcServer, h)
-	mandatev1.RegisterSearchServiceServer(s.grpcServer, &SearchHandlers{Handlers: h})
-	s.health = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpcServer, s.health)
-
-	if s.grpcLis, err = net.Listen("tcp", c.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("--grpc-addr: %w", err)
-	}
-	if s.httpLis, err = net.Listen("tcp", c.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("--http-addr: %w", err)
-	}
-	if err := s.setupAudit(ctx, c, h, reg); err != nil {
-		return nil, err
-	}
-	if err := s.setupBounds(ctx, c, h, reg); err != nil {
-		return nil, err
-	}
-
-	// The gateway reaches the gRPC server in-process, through the same interceptors.
-	inproc := bufconn.Listen(1 << 20)
-	go func() { _ = s.grpcServer.Serve(inproc) }()
-	gwConn, err := grpc.NewClient("passthrough:///mandate",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	emb, err := embedded.Start(ctx, c.Embedded)
 	if err != nil {
 		return nil, err
 	}
-	s.closers = append([]func() error{gwConn.Close}, s.closers...)
-	extra := map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
-	// AuthZEN asks the same gRPC services, so keys, cache, audit and metrics apply.
-	az, err := authzen.New(authzen.Config{Conn: gwConn, Authorize: keys.AuthorizeHeader, Log: c.Log})
+	s.embedded = emb
+	s.closers = append(s.closers, emb.Close)
+	conn, err := emb.Dial()
 	if err != nil {
 		return nil, err
 	}
-	for pattern, h := range az.Routes() {
-		extra[pattern] = h
-	}
-	handler, err := gateway.New(ctx, gwConn, gateway.Config{
-		MaxBodyBytes: c.MaxBodyBytes,
-		Health:       s.healthz,
-		Extra:        extra,
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.httpServer = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	return s, nil
+	s.closers = append([]func() error{conn.Close}, s.closers...)
+	return engine.NewClient(conn), nil
 }
 
-// waitForEngine retries until SpiceDB answers: a freshly started embedded
-// datastore or a remote cluster may need a moment.
-func waitForEngine(ctx context.Context, cfg engine.Config, sdb *engine.Client, log *slog.Logger) (*engine.Engine, error) {
+// decisionCache puts the cache, its watch and its bus around the engine; it
+// returns the engine alone when the cache is disabled.
+func (s *Server) decisionCache(sdb *engine.Client, metrics *cache.Metrics) (engine.Decider, error) {
+	c := s.cfg
+	if c.DisableCache {
+		return s.engine, nil
+	}
+	c.Cache.Metrics = metrics
+	// Only the memory datastore's watch stays silent while idle.
+	c.Cache.HeartbeatExpected = c.SpiceDBEndpoint != "" || (c.Embedded.Engine != "" && c.Embedded.Engine != "memory")
+	var err error
+	if s.cache, err = cache.New(s.engine, c.Cache); err != nil {
+		return nil, err
+	}
+	s.engine.SetInvalidator(s.cache)
+	if c.BusDSN != "" && c.BusDSN != "off" {
+		s.bus = cache.NewBus(c.BusDSN, s.cache, c.Log)
+		s.cache.SetPublisher(s.bus.Publish)
+	}
+	s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema}
+	return s.cache, nil
+}
+
+// waitForEngine retries until SpiceDB answers or timeout passes: a freshly
+// started embedded datastore or a remote cluster may need a moment.
+func waitForEngine(ctx context.Context, timeout time.Duration, cfg engine.Config, sdb *engine.Client, log *slog.Logger) (*engine.Engine, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var lastErr error
 	for {
 		e, err := engine.New(ctx, cfg, sdb, log)
@@ -332,21 +391,17 @@ func waitForEngine(ctx context.Context, cfg engine.Config, sdb *engine.Client, l
 	}
 }
 
-func (s *Server) setupAudit(ctx context.Context, c Config, h *Handlers, reg prometheus.Registerer) error {
-	a := c.Audit
+func (s *Server) setupAudit(ctx context.Context, h *service.Handlers, reg prometheus.Registerer) error {
+	a := s.cfg.Audit
 	if a.Mode == "off" {
 		return nil
 	}
-	dsn := a.DSN
-	if dsn == "" && c.SpiceDBEndpoint == "" && (c.Embedded.Engine == "postgres" || c.Embedded.Engine == "cockroachdb") {
-		dsn = c.Embedded.URI
-	}
 	var store audit.Store
 	spool := ""
-	if dsn != "" {
-		pg, err := audit.OpenPostgres(ctx, dsn)
+	if a.DSN != "" {
+		pg, err := audit.OpenPostgres(ctx, a.DSN)
 		if err != nil {
-			return err
+			return fmt.Errorf("--audit-dsn: %w", err)
 		}
 		s.closers = append(s.closers, func() error { pg.Close(); return nil })
 		store = pg
@@ -360,20 +415,20 @@ func (s *Server) setupAudit(ctx context.Context, c Config, h *Handlers, reg prom
 	}
 	var sinks []audit.Sink
 	for _, sk := range []struct {
-		path string
-		ocsf bool
-	}{{a.File, false}, {a.OCSF, true}} {
+		flag, path string
+		ocsf       bool
+	}{{"--audit-file", a.File, false}, {"--audit-ocsf", a.OCSF, true}} {
 		if sk.path == "" {
 			continue
 		}
 		ls, err := audit.OpenLineSink(sk.path, sk.ocsf)
 		if err != nil {
-			return fmt.Errorf("audit sink %s: %w", sk.path, err)
+			return fmt.Errorf("%s %s: %w", sk.flag, sk.path, err)
 		}
 		s.closers = append(s.closers, ls.Close)
 		sinks = append(sinks, ls)
 	}
-	rec, err := audit.NewRecorder(audit.Config{Store: store, Mode: a.Mode, SpoolPath: spool, Sinks: sinks, Log: c.Log, Metrics: audit.NewMetrics(reg)})
+	rec, err := audit.NewRecorder(audit.Config{Store: store, Mode: a.Mode, SpoolPath: spool, Sinks: sinks, Log: s.log, Metrics: audit.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}
@@ -383,28 +438,33 @@ func (s *Server) setupAudit(ctx context.Context, c Config, h *Handlers, reg prom
 	return nil
 }
 
-func (s *Server) setupBounds(ctx context.Context, c Config, h *Handlers, reg prometheus.Registerer) error {
-	b := c.Bounds
-	dsn := b.DSN
-	if dsn == "" && c.SpiceDBEndpoint == "" && (c.Embedded.Engine == "postgres" || c.Embedded.Engine == "cockroachdb") {
-		dsn = c.Embedded.URI
-	}
+func (s *Server) setupBounds(ctx context.Context, h *service.Handlers, reg prometheus.Registerer) error {
+	b := s.cfg.Bounds
 	var store bounds.Store
-	if dsn != "" && dsn != "memory" {
-		pg, err := bounds.OpenPostgres(ctx, dsn)
+	if b.DSN != "" && b.DSN != "memory" {
+		pg, err := bounds.OpenPostgres(ctx, b.DSN)
 		if err != nil {
-			return err
+			return fmt.Errorf("--bounds-dsn: %w", err)
 		}
 		s.closers = append(s.closers, func() error { pg.Close(); return nil })
 		store = pg
 	} else {
 		store = bounds.NewMemoryStore()
 	}
-	m := newBoundsMetrics(reg)
-	alerter := &Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: c.Log, delivered: m.alerts}
+	delivered := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mandate_alert_deliveries_total",
+		Help: "Alert webhook deliveries, by result: delivered, retried (a failed attempt) or dropped (all attempts failed, or the queue was full)."}, []string{"result"})
+	reg.MustRegister(delivered)
+	alerter := &alert.Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: s.log, Delivered: delivered}
 	// Closers run in order: the alerter drains before the stores close.
 	s.closers = append([]func() error{func() error { alerter.Close(); return nil }}, s.closers...)
-	h.Bounds = &Bounds{Store: store, Defaults: b.Defaults, Alerter: alerter, crossed: m.crossed, countErrors: m.countErrors}
+	var err error
+	h.Bounds, err = decider.NewBounds(h.Lookup, decider.BoundsConfig{
+		Agents: s.engine, Store: store, Defaults: b.Defaults, Alerter: alerter, Audit: s.recorder,
+		Metrics: decider.NewBoundsMetrics(reg), Log: s.log,
+	})
+	if err != nil {
+		return err
+	}
 	pruneCtx, stop := context.WithCancel(context.Background())
 	s.closers = append([]func() error{func() error { stop(); return nil }}, s.closers...)
 	go func() {
@@ -416,7 +476,7 @@ func (s *Server) setupBounds(ctx context.Context, c Config, h *Handlers, reg pro
 				return
 			case now := <-t.C:
 				if err := store.Prune(pruneCtx, now); err != nil && pruneCtx.Err() == nil {
-					c.Log.Warn("pruning bound counts", "error", err)
+					s.log.Warn("pruning bound counts", "error", err)
 				}
 			}
 		}
@@ -512,14 +572,4 @@ func (s *Server) Close() {
 	if s.httpLis != nil {
 		_ = s.httpLis.Close()
 	}
-}
-
-// methods lists the gRPC methods that have an access rule, for documentation and tests.
-func methods() []string {
-	out := make([]string, 0, len(methodRoles))
-	for m := range methodRoles {
-		out = append(out, m)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -1,4 +1,6 @@
-package service
+// Package alert delivers mandate's alerts (an agent suspended for crossing a
+// behavioural bound) to a webhook, signed and retried in the background.
+package alert
 
 import (
 	"bytes"
@@ -16,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// AlertEvent is what mandate posts to the alert webhook.
-type AlertEvent struct {
+// Event is what mandate posts to the alert webhook.
+type Event struct {
 	// Type is "mandate.agent.auto_suspended".
 	Type string    `json:"type"`
 	ID   string    `json:"id"`
@@ -40,7 +42,9 @@ type AlertEvent struct {
 
 // Alerter delivers alert events to a webhook, in the background, retrying
 // with exponential backoff. Every event is also logged, delivered or not.
+// Its zero value only logs.
 type Alerter struct {
+	// URL receives every event as JSON; empty only logs.
 	URL string
 	// Secret, when set, signs every delivery: the header
 	// X-Mandate-Signature is "sha256=" + hex(HMAC-SHA256(secret, body)).
@@ -51,13 +55,16 @@ type Alerter struct {
 	Backoff time.Duration
 	// Timeout bounds each delivery. Default 5s.
 	Timeout time.Duration
-	Client  *http.Client
-	Log     *slog.Logger
-
-	delivered *prometheus.CounterVec // by result; nil counts nothing
+	// Client posts the events. Default a new http.Client.
+	Client *http.Client
+	// Log receives every event at WARN. Default slog.Default().
+	Log *slog.Logger
+	// Delivered counts deliveries by result: delivered, retried, dropped.
+	// nil counts nothing.
+	Delivered *prometheus.CounterVec
 
 	once  sync.Once
-	queue chan AlertEvent
+	queue chan Event
 	wg    sync.WaitGroup
 	stop  chan struct{}
 }
@@ -81,7 +88,7 @@ func (a *Alerter) start() {
 		if a.Log == nil {
 			a.Log = slog.Default()
 		}
-		a.queue = make(chan AlertEvent, alertQueue)
+		a.queue = make(chan Event, alertQueue)
 		a.stop = make(chan struct{})
 		a.wg.Add(1)
 		go a.run()
@@ -89,7 +96,7 @@ func (a *Alerter) start() {
 }
 
 // Send logs ev and queues it for the webhook. It never blocks the caller.
-func (a *Alerter) Send(ev AlertEvent) {
+func (a *Alerter) Send(ev Event) {
 	a.start()
 	a.Log.Warn("ALERT: agent suspended automatically after crossing a behavioural bound",
 		"agent", ev.Agent, "bound", ev.Bound, "limit", ev.Limit, "observed", ev.Observed, "window", ev.Window,
@@ -125,7 +132,7 @@ func (a *Alerter) run() {
 	}
 }
 
-func (a *Alerter) deliver(ev AlertEvent) {
+func (a *Alerter) deliver(ev Event) {
 	body, err := json.Marshal(ev)
 	if err != nil {
 		a.Log.Error("encoding an alert", "error", err)
@@ -161,8 +168,8 @@ func (a *Alerter) deliver(ev AlertEvent) {
 }
 
 func (a *Alerter) count(result string) {
-	if a.delivered != nil {
-		a.delivered.WithLabelValues(result).Inc()
+	if a.Delivered != nil {
+		a.Delivered.WithLabelValues(result).Inc()
 	}
 }
 
