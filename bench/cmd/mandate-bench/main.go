@@ -348,7 +348,6 @@ func targetRatios(rs []bench.Result) []string {
 	ratio("2b: (d)/(b) p50 at 1 in flight", find(rs, "d", 1), find(rs, "b", 1), p50, "<= 0.7")
 	ratio("3: (c)/(b) p50 at 1 in flight", find(rs, "c", 1), find(rs, "b", 1), p50, "<= 3")
 	ratio("3: (c)/(b2) p50 at 1 in flight", find(rs, "c", 1), find(rs, "b2", 1), p50, "<= 2")
-	ratio("e: (e)/(d) throughput at 8 in flight, REST over gRPC", find(rs, "e", 8), find(rs, "d", 8), tp, ">= 0.7")
 	ratio("authzen: AuthZEN / native REST check, p50 at 1 in flight", find(rs, "authzen", 1), find(rs, "authzen-native", 1), p50, "<= 1.2")
 	ratio("authzen: AuthZEN / native REST check, p50 at 8 in flight", find(rs, "authzen", 8), find(rs, "authzen-native", 8), p50, "<= 1.2")
 	ratio("audit: (d) audit batched / audit off, throughput at 8 in flight", find(rs, "d-audit-on", 8), find(rs, "d-audit-off", 8), tp, ">= 0.9")
