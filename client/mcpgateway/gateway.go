@@ -247,8 +247,9 @@ type upstream struct {
 	cfg Upstream
 	g   *Gateway
 
-	mu sync.Mutex
-	cs *mcp.ClientSession // guarded by mu; nil when disconnected
+	mu   sync.Mutex
+	cs   *mcp.ClientSession // guarded by mu; nil when disconnected
+	http *http.Client       // guarded by mu; for a URL upstream, its own connections
 }
 
 // session returns the live session, connecting when there is none.
@@ -260,7 +261,10 @@ func (u *upstream) session(ctx context.Context) (*mcp.ClientSession, error) {
 	}
 	var t mcp.Transport
 	if u.cfg.URL != "" {
-		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, DisableStandaloneSSE: true}
+		if u.http == nil {
+			u.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		}
+		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, DisableStandaloneSSE: true, HTTPClient: u.http}
 	} else {
 		cmd := exec.Command(u.cfg.Command[0], u.cfg.Command[1:]...)
 		cmd.Env = os.Environ()
@@ -301,10 +305,13 @@ func (u *upstream) live() bool {
 
 func (u *upstream) close() {
 	u.mu.Lock()
-	cs := u.cs
+	cs, hc := u.cs, u.http
 	u.cs = nil
 	u.mu.Unlock()
 	if cs != nil {
 		_ = cs.Close()
+	}
+	if hc != nil {
+		hc.CloseIdleConnections()
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.uber.org/goleak"
 
 	"github.com/mandate-dev/mandate/client"
 	"github.com/mandate-dev/mandate/client/mandatetest"
@@ -135,6 +136,19 @@ func newWorld(t *testing.T) *world {
 	}
 	checker := newClient(t, w.m, service.RoleChecker)
 	reviewer := newClient(t, w.m, service.RoleReviewer)
+	// Everything the gateway starts (upstream sessions, stdio processes, their
+	// watchers, the HTTP server) is gone once it has shut down.
+	// (The mandate clients belong to the test: they connect first.)
+	for _, c := range []*client.Client{checker, reviewer} {
+		if _, err := c.HasAccess(context.Background(), "agt_none", "repo", "read"); err != nil && !strings.Contains(err.Error(), "PermissionDenied") {
+			t.Fatal(err)
+		}
+	}
+	ignore := goleak.IgnoreCurrent()
+	// The test's mandate clients reconnect (in backoff) once mandate stops.
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("google.golang.org/grpc.(*addrConn).resetTransportAndUnlock"))
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	gw, err := mcpgateway.Config{File: file, Checker: checker, Reviewer: reviewer, Secret: secret, Listen: "127.0.0.1:0", Issuer: issuer,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}.Complete(ctx)
