@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"sync/atomic"
 	"testing"
 
@@ -54,6 +55,9 @@ rules:
   - tool: slack.read_channel
     permission: read_history
     resource: "channel:{channel_id}"
+  - tool: slack.exit
+    permission: read_history
+    resource: "channel:general"
   - tool: slack.post_message
     permission: post
     resource: "channel:{channel_id}"
@@ -311,5 +315,94 @@ func TestGatewayAuth(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("healthz: %d", resp.StatusCode)
+	}
+}
+
+// TestGatewayHostileRequests: malformed MCP requests get errors, never a
+// crash, and the gateway goes on serving.
+func TestGatewayHostileRequests(t *testing.T) {
+	w := newWorld(t)
+	token, _ := mcpgateway.MintToken(secret, w.agents["ci"])
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call"}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy.deploy","arguments":{"environment":"production"},"_meta":{"correlation_id":7,"reason":["x"]}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy.deploy","arguments":[1,2]}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy.deploy","arguments":"staging"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy.deploy","arguments":{"environment":{"a":1}}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy.deploy","arguments":{"environment":"production"},"_meta":{"correlation_id":7}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"crm://customers/../account"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"slack.summarize_channel"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"slack.summarize_channel","arguments":{"channel_id":"a/b"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"nonsense"}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy.deploy","arguments":{"environment":"`+strings.Repeat("a", 5000)+`"}}}`,
+		`{"jsonrpc":"2.0",`,
+		`[]`,
+	} {
+		// Requests of MCP 2026-07-28 carry their protocol version in _meta,
+		// and their method and name in headers too.
+		hdr := http.Header{}
+		var msg map[string]any
+		if json.Unmarshal([]byte(body), &msg) == nil {
+			hdr.Set("Mcp-Method", fmt.Sprint(msg["method"]))
+			if params, ok := msg["params"].(map[string]any); ok {
+				meta, _ := params["_meta"].(map[string]any)
+				if meta == nil {
+					meta = map[string]any{}
+				}
+				meta["io.modelcontextprotocol/protocolVersion"] = "2026-07-28"
+				meta["io.modelcontextprotocol/clientCapabilities"] = map[string]any{}
+				meta["io.modelcontextprotocol/clientInfo"] = map[string]any{"name": "raw", "version": "0"}
+				params["_meta"] = meta
+				for _, k := range []string{"name", "uri"} {
+					if v, ok := params[k].(string); ok {
+						hdr.Set("Mcp-Name", v)
+					}
+				}
+				raw, _ := json.Marshal(msg)
+				body = string(raw)
+			}
+		}
+		req, _ := http.NewRequest("POST", w.base+"/mcp", strings.NewReader(body))
+		req.Header = hdr
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Logf("%.80s → %d %.200s", body, resp.StatusCode, raw)
+		if resp.StatusCode >= 500 || strings.Contains(string(raw), `"isError":false`) || strings.Contains(string(raw), "deploy called") {
+			t.Fatalf("%s: %d %s", body, resp.StatusCode, raw)
+		}
+	}
+	if w.deployCalls.Load() != 0 {
+		t.Fatal("a malformed call reached the upstream")
+	}
+	cs := w.connect(t, w.agents["ci"], nil)
+	expectAllowed(t, call(t, cs, "deploy.deploy", map[string]any{"environment": "staging"}), "deploy called environment=staging")
+}
+
+// TestGatewayUpstreamRestart: when a stdio upstream exits, the gateway
+// starts it again for a later request.
+func TestGatewayUpstreamRestart(t *testing.T) {
+	w := newWorld(t)
+	cs := w.connect(t, w.agents["bot"], nil)
+	expectAllowed(t, call(t, cs, "slack.exit", nil), "exiting")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "slack.read_channel", Arguments: map[string]any{"channel_id": "general"}})
+		if err == nil && !res.IsError && text(res) == "read_channel called channel_id=general" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the upstream never came back: %v %v", res, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

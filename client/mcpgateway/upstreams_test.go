@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -83,6 +84,11 @@ func newUpstream(name string, calls *atomic.Int64) *mcp.Server {
 	case "slack":
 		tool(s, "read_channel", calls)
 		tool(s, "post_message", calls)
+		// exit ends the upstream process, as a crash would.
+		mcp.AddTool(s, &mcp.Tool{Name: "exit"}, func(context.Context, *mcp.CallToolRequest, map[string]any) (*mcp.CallToolResult, any, error) {
+			go func() { time.Sleep(10 * time.Millisecond); os.Exit(3) }()
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "exiting"}}}, nil, nil
+		})
 		s.AddPrompt(&mcp.Prompt{Name: "summarize_channel", Arguments: []*mcp.PromptArgument{{Name: "channel_id", Required: true}}},
 			func(_ context.Context, r *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 				return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "summarize " + r.Params.Arguments["channel_id"]}}}}, nil
