@@ -10,9 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
@@ -336,7 +336,7 @@ func TestGatewayHostileRequests(t *testing.T) {
 		`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"slack.summarize_channel"}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"slack.summarize_channel","arguments":{"channel_id":"a/b"}}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"nonsense"}`,
-		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy.deploy","arguments":{"environment":"`+strings.Repeat("a", 5000)+`"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy.deploy","arguments":{"environment":"` + strings.Repeat("a", 5000) + `"}}}`,
 		`{"jsonrpc":"2.0",`,
 		`[]`,
 	} {
