@@ -157,6 +157,10 @@ func (g *Gateway) denial(ctx context.Context, c *caller, what, permission, resou
 	return msg, data
 }
 
+// serverInfoKey is where an upstream names itself in a result's _meta; the
+// agent talks to the gateway, which names itself there instead.
+const serverInfoKey = "io.modelcontextprotocol/serverInfo"
+
 func toolError(text string, meta map[string]any) *mcp.CallToolResult {
 	res := &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: text}}}
 	if meta != nil {
@@ -241,6 +245,7 @@ func (g *Gateway) callTool(ctx context.Context, c *caller, p *mcp.CallToolParams
 	}
 	g.metrics.requests.WithLabelValues(c.method, "allowed").Inc()
 	g.cfg.Log.Debug("mcp-gateway: forwarded", "tool", p.Name, "agent", c.subject, "decision_id", d.DecisionID)
+	delete(res.Meta, serverInfoKey)
 	return res, nil
 }
 
@@ -295,6 +300,7 @@ func (g *Gateway) readResource(ctx context.Context, c *caller, p *mcp.ReadResour
 	if err != nil {
 		return g.upstreamError(c, up, err)
 	}
+	delete(res.Meta, serverInfoKey)
 	g.metrics.requests.WithLabelValues(c.method, "allowed").Inc()
 	return res, nil
 }
@@ -338,6 +344,7 @@ func (g *Gateway) getPrompt(ctx context.Context, c *caller, p *mcp.GetPromptPara
 	if err != nil {
 		return g.upstreamError(c, up, err)
 	}
+	delete(res.Meta, serverInfoKey)
 	g.metrics.requests.WithLabelValues(c.method, "allowed").Inc()
 	return res, nil
 }

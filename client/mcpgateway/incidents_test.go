@@ -57,7 +57,11 @@ func TestFourIncidents(t *testing.T) {
 			t.Fatalf("the CI agent's tools: %v", tools)
 		}
 		before := w.deployCalls.Load()
-		expectAllowed(t, call(t, cs, "deploy.deploy", map[string]any{"environment": "staging"}), "deploy called environment=staging")
+		ok := call(t, cs, "deploy.deploy", map[string]any{"environment": "staging"})
+		expectAllowed(t, ok, "deploy called environment=staging")
+		if info, _ := ok.Meta["io.modelcontextprotocol/serverInfo"].(map[string]any); info != nil && info["name"] != "mandate-mcp-gateway" {
+			t.Fatalf("the agent talks to the gateway, not the upstream: %v", info)
+		}
 		expectDenied(t, call(t, cs, "deploy.deploy", map[string]any{"environment": "production"}), "NO_GRANT")
 		// Bad calls are tool errors, never a crash, and never reach the upstream.
 		expectRefused(t, call(t, cs, "deploy.status", map[string]any{"environment": "staging"}), "no rule names it")
