@@ -323,6 +323,13 @@ func IsUnavailable(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
+// IsInvalid reports whether mandate refused the request itself as malformed
+// (an unknown resource type, a bad reference or context): a deny, not an
+// outage.
+func IsInvalid(err error) bool {
+	return status.Code(err) == codes.InvalidArgument
+}
+
 // call runs f under the client's deadline, retrying Unavailable with full
 // jitter, at most cfg.Attempts times.
 func call[T any](ctx context.Context, c *Client, f func(context.Context) (T, error)) (T, error) {
@@ -332,7 +339,7 @@ func call[T any](ctx context.Context, c *Client, f func(context.Context) (T, err
 	var err error
 	for attempt := 0; attempt < c.cfg.Attempts; attempt++ {
 		if attempt > 0 {
-			ceiling := c.cfg.Backoff << (attempt - 1)
+			ceiling := c.cfg.Backoff << min(attempt-1, 10)
 			t := time.NewTimer(rand.N(ceiling) + 1)
 			select {
 			case <-ctx.Done():

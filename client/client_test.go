@@ -54,6 +54,13 @@ func TestClientAgainstMandate(t *testing.T) {
 	if err != nil || len(ds) != 2 || !ds[0].Allowed || ds[1].Allowed || ds[1].ReasonCode != client.NoGrant {
 		t.Fatalf("bulk: %+v %v", ds, err)
 	}
+	// One item mandate refuses fails the whole batch (the gateway then asks one by one).
+	if ds, err := checker.CheckBulk(ctx, []client.Request{
+		{Subject: sub, Permission: "read", Resource: "repo:acme/api"},
+		{Subject: sub, Permission: "rollback", Resource: "environment:production"},
+	}); err == nil || !client.IsInvalid(err) || ds != nil {
+		t.Fatalf("bulk with an invalid item: %+v %v", ds, err)
+	}
 	e, err := reviewer.Explain(ctx, client.Request{Subject: sub, Permission: "deploy", Resource: "environment:staging"})
 	if err != nil || e.Allowed || len(e.WouldChange) == 0 || len(e.Legs) == 0 {
 		t.Fatalf("explain: %+v %v", e, err)
@@ -71,8 +78,18 @@ func TestClientAgainstMandate(t *testing.T) {
 		}
 	}
 	// A refused request is an error and a deny, not retried.
-	if d, err := checker.Check(ctx, client.Request{Subject: "alice", Permission: "read", Resource: "repo:acme/api"}); err == nil || d.Allowed || client.IsUnavailable(err) {
+	if d, err := checker.Check(ctx, client.Request{Subject: "alice", Permission: "read", Resource: "repo:acme/api"}); err == nil || d.Allowed || client.IsUnavailable(err) || !client.IsInvalid(err) {
 		t.Fatalf("malformed subject: %+v %v", d, err)
+	}
+	for _, r := range []client.Request{
+		{Subject: sub, Permission: "fly", Resource: "repo:acme/api"},
+		{Subject: sub, Permission: "read", Resource: "spaceship:x"},
+	} {
+		d, err := checker.Check(ctx, r)
+		t.Logf("%s %s: %+v %v (invalid %v)", r.Permission, r.Resource, d.ReasonCode, err, client.IsInvalid(err))
+		if d.Allowed || (err != nil && !client.IsInvalid(err)) {
+			t.Fatalf("%+v: %+v %v", r, d, err)
+		}
 	}
 }
 

@@ -67,6 +67,12 @@ rules:
   - tool: deploy.deploy
     permission: deploy
     resource: "environment:{environment}"
+  - tool: deploy.status                 # the schema has no environment#inspect
+    permission: inspect
+    resource: "environment:{environment}"
+  - tool: deploy.rollback                # nor environment:production#rollback
+    permission: rollback
+    resource: "environment:production"
   - tool: crm.get_account
     permission: view_account
     resource: "customer:{customer_id}"

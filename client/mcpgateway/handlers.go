@@ -220,6 +220,9 @@ func (g *Gateway) callTool(ctx context.Context, c *caller, p *mcp.CallToolParams
 		canonical = nil
 	}
 	d, err := g.check(ctx, c, rule.Permission, resource, c.correlation(p.Meta), c.reason(p.Name, canonical, p.Meta))
+	if client.IsInvalid(err) {
+		return refuse(fmt.Sprintf("tool %q: mandate refused the check of %s on %s as invalid", p.Name, rule.Permission, resource))
+	}
 	if err != nil {
 		return nil, g.errUnavailable(c, err)
 	}

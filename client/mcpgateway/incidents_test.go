@@ -53,7 +53,7 @@ func TestFourIncidents(t *testing.T) {
 
 	t.Run("the CI agent cannot deploy to production", func(t *testing.T) {
 		cs := w.connect(t, w.agents["ci"], nil)
-		if tools := toolNames(t, cs); !tools["deploy.deploy"] || tools["deploy.status"] || tools["slack.read_channel"] {
+		if tools := toolNames(t, cs); !tools["deploy.deploy"] || tools["deploy.status"] || tools["deploy.rollback"] || tools["slack.read_channel"] {
 			t.Fatalf("the CI agent's tools: %v", tools)
 		}
 		before := w.deployCalls.Load()
@@ -64,7 +64,7 @@ func TestFourIncidents(t *testing.T) {
 		}
 		expectDenied(t, call(t, cs, "deploy.deploy", map[string]any{"environment": "production"}), "NO_GRANT")
 		// Bad calls are tool errors, never a crash, and never reach the upstream.
-		expectRefused(t, call(t, cs, "deploy.status", map[string]any{"environment": "staging"}), "no rule names it")
+		expectRefused(t, call(t, cs, "deploy.status", map[string]any{"environment": "staging"}), "refused the check of inspect on environment:staging as invalid")
 		expectRefused(t, call(t, cs, "deploy.nope", nil), "no rule names it")
 		expectRefused(t, call(t, cs, "nope", nil), "no rule names it")
 		expectRefused(t, call(t, cs, "deploy.deploy", map[string]any{}), "{environment}: the argument is missing")

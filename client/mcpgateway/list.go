@@ -49,6 +49,11 @@ func (g *Gateway) visible(ctx context.Context, c *caller, cands []candidate) ([]
 		if !seen {
 			var err error
 			v, err = g.cfg.Reviewer.HasAccess(ctx, c.subject, cd.typ, cd.permission)
+			if client.IsInvalid(err) {
+				// A rule naming what the schema lacks hides its tools, not the whole list.
+				g.cfg.Log.Warn("mcp-gateway: mandate refused a rule's permission or type; its tools are hidden", "type", cd.typ, "permission", cd.permission, "err", err)
+				v, err = false, nil
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -59,6 +64,18 @@ func (g *Gateway) visible(ctx context.Context, c *caller, cands []candidate) ([]
 	for lo := 0; lo < len(reqs); lo += bulkChunk {
 		hi := min(lo+bulkChunk, len(reqs))
 		ds, err := g.cfg.Checker.CheckBulk(ctx, reqs[lo:hi])
+		if client.IsInvalid(err) {
+			// One item mandate refuses fails the batch: ask one by one, and
+			// hide only what is refused.
+			ds, err = make([]client.Decision, hi-lo), nil
+			for j, r := range reqs[lo:hi] {
+				d, cerr := g.cfg.Checker.Check(ctx, r)
+				if cerr != nil && !client.IsInvalid(cerr) {
+					return nil, cerr
+				}
+				ds[j] = d
+			}
+		}
 		if err != nil {
 			return nil, err
 		}

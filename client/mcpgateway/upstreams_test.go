@@ -96,6 +96,7 @@ func newUpstream(name string, calls *atomic.Int64) *mcp.Server {
 	case "deploy":
 		tool(s, "deploy", calls)
 		tool(s, "status", calls)
+		tool(s, "rollback", calls)
 	case "crm":
 		tool(s, "get_account", calls)
 		tool(s, "get_tickets", calls)

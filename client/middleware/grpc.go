@@ -129,6 +129,9 @@ func (g *grpcGuard) authorize(ctx context.Context, method string, req any) (cont
 		Subject: sub, Permission: target.Permission, Resource: target.Resource, Context: target.Context,
 		CorrelationID: Correlation(get), Reason: truncate(strings.TrimSpace(get("x-agent-reason")), MaxReasonLen),
 	})
+	if client.IsInvalid(err) {
+		return nil, denied("INVALID_REQUEST", "", "mandate refused the request as invalid")
+	}
 	if err != nil {
 		g.Log.Error("mandate: check failed; refusing", "subject", sub, "method", method, "err", err)
 		return nil, status.Error(codes.Unavailable, "authorization is unavailable; the call was not performed")

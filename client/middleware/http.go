@@ -115,6 +115,11 @@ func HTTP(o HTTPOptions) (func(http.Handler) http.Handler, error) {
 				Subject: sub, Permission: target.Permission, Resource: target.Resource, Context: target.Context,
 				CorrelationID: Correlation(get), Reason: truncate(strings.TrimSpace(r.Header.Get("X-Agent-Reason")), MaxReasonLen),
 			})
+			if client.IsInvalid(err) {
+				o.Log.Info("mandate: request refused as invalid", "subject", sub, "permission", target.Permission, "resource", target.Resource, "err", err)
+				writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "reason_code": "INVALID_REQUEST", "message": "mandate refused the request as invalid"})
+				return
+			}
 			if err != nil {
 				o.Log.Error("mandate: check failed; refusing", "subject", sub, "permission", target.Permission, "resource", target.Resource, "err", err)
 				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable", "message": "authorization is unavailable; the request was not performed"})
