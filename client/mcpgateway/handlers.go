@@ -1,6 +1,7 @@
 package mcpgateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -204,20 +205,22 @@ func (g *Gateway) callTool(ctx context.Context, c *caller, p *mcp.CallToolParams
 	if !ok || rule == nil {
 		return refuse(fmt.Sprintf("tool %q is not callable through this gateway: no rule names it (default: deny)", p.Name))
 	}
+	// The arguments are decoded once, checked, and forwarded as decoded, so
+	// the upstream sees exactly what was checked: no second parser can read
+	// a duplicate key differently. Numbers keep their literal form.
 	args := map[string]any{}
-	raw := []byte(p.Arguments)
-	if len(raw) == 0 || string(raw) == "null" {
-		raw = nil
-	} else if err := json.Unmarshal(raw, &args); err != nil {
-		return refuse(fmt.Sprintf("tool %q: arguments must be a JSON object", p.Name))
+	var canonical []byte
+	if raw := bytes.TrimSpace(p.Arguments); len(raw) > 0 && string(raw) != "null" {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&args); err != nil || dec.More() {
+			return refuse(fmt.Sprintf("tool %q: arguments must be a JSON object", p.Name))
+		}
+		canonical, _ = json.Marshal(args) // sorted keys: the digest does not depend on the agent's key order
 	}
 	resource, err := expand(rule, args)
 	if err != nil {
 		return refuse(fmt.Sprintf("tool %q: cannot name the resource %s: %v", p.Name, rule.Resource, err))
-	}
-	canonical, _ := json.Marshal(args) // sorted keys: the digest does not depend on the agent's key order
-	if raw == nil {
-		canonical = nil
 	}
 	d, err := g.check(ctx, c, rule.Permission, resource, c.correlation(p.Meta), c.reason(p.Name, canonical, p.Meta))
 	if client.IsInvalid(err) {
@@ -238,8 +241,8 @@ func (g *Gateway) callTool(ctx context.Context, c *caller, p *mcp.CallToolParams
 	defer cancel()
 	start := time.Now()
 	var fwd any
-	if raw != nil {
-		fwd = json.RawMessage(raw)
+	if canonical != nil {
+		fwd = json.RawMessage(canonical)
 	}
 	res, err := cs.CallTool(uctx, &mcp.CallToolParams{Meta: p.Meta, Name: local, Arguments: fwd})
 	g.metrics.upstream.WithLabelValues(up.cfg.Name).Observe(time.Since(start).Seconds())

@@ -2,6 +2,7 @@ package mcpgateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -73,8 +74,19 @@ func TestFourIncidents(t *testing.T) {
 		expectRefused(t, call(t, cs, "deploy.deploy", map[string]any{"environment": ""}), "is empty")
 		expectRefused(t, call(t, cs, "deploy.deploy", map[string]any{"environment": "prod uction"}), "may hold only")
 		expectRefused(t, call(t, cs, "ops.get_file", map[string]any{"owner": "acme/api", "repo": "x"}), "contains a separator")
-		if got := w.deployCalls.Load() - before; got != 1 {
-			t.Fatalf("the deployment system was called %d times; only the allowed call may reach it", got)
+		// A duplicate key is read once, by the gateway: the upstream gets what was checked.
+		dup, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "deploy.deploy", Arguments: json.RawMessage(`{"environment":"production","environment":"staging"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectAllowed(t, dup, "deploy called environment=staging")
+		dup, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "deploy.deploy", Arguments: json.RawMessage(`{"environment":"staging","environment":"production"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectDenied(t, dup, "NO_GRANT")
+		if got := w.deployCalls.Load() - before; got != 2 {
+			t.Fatalf("the deployment system was called %d times; only the two allowed calls may reach it", got)
 		}
 	})
 
