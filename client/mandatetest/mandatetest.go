@@ -196,8 +196,3 @@ func (s *Setup) Grant(agent, permission, resource string) string {
 	}
 	return out["grant"].(map[string]any)["id"].(string)
 }
-
-// Schema appends definitions to the default schema and writes it.
-func (s *Setup) Schema(zed string) {
-	s.call("PUT", "/v1/schema", service.RoleAdmin, map[string]string{"schema": zed})
-}

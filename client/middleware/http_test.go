@@ -3,10 +3,13 @@ package middleware_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/mandate-dev/mandate/client"
+	"github.com/mandate-dev/mandate/client/mandatetest"
 	"github.com/mandate-dev/mandate/client/middleware"
+	"github.com/mandate-dev/mandate/service"
 )
 
 func TestCorrelation(t *testing.T) {
@@ -53,5 +56,30 @@ func TestHTTPNoIdentityByDefault(t *testing.T) {
 	mw(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called = true })).ServeHTTP(rec, req)
 	if rec.Code != 503 || called {
 		t.Fatalf("mandate unreachable: %d called=%v", rec.Code, called)
+	}
+}
+
+// TestHTTPInvalidIsADeny: a check mandate refuses as invalid (a permission
+// the schema lacks) is a 403, not an outage and never a pass-through.
+func TestHTTPInvalidIsADeny(t *testing.T) {
+	m := mandatetest.New(t, service.Config{})
+	c, err := client.New(client.Config{Addr: m.GRPCAddr, Key: mandatetest.Keys[service.RoleChecker], Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mw, err := middleware.HTTP(middleware.HTTPOptions{Checker: c, Resolve: middleware.PathTemplate("fly", "repo:{owner}/{name}"), Identify: middleware.TrustedHeader("X-Mandate-Agent")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	called := false
+	mux.Handle("GET /repos/{owner}/{name}", mw(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called = true })))
+	req := httptest.NewRequest("GET", "/repos/acme/api", nil)
+	req.Header.Set("X-Mandate-Agent", "agt_1")
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	if rec.Code != 403 || !strings.Contains(rec.Body.String(), "INVALID_REQUEST") || called {
+		t.Fatalf("%d %s called=%v", rec.Code, rec.Body, called)
 	}
 }
