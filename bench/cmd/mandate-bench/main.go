@@ -54,7 +54,7 @@ func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
 		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,bounds,f,g", "scenarios to run")
+		scenarios  = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,bounds,f,g,mcp,middleware", "scenarios to run")
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
@@ -236,6 +236,16 @@ func main() {
 			drop()
 		}
 	}
+	if want["mcp"] {
+		for _, r := range gatewayOverhead(ctx, srv, agent, *warmup, *duration) {
+			add(r.Description, r)
+		}
+	}
+	if want["middleware"] {
+		for _, r := range middlewareOverhead(ctx, srv, agent, *warmup, *duration) {
+			add(r.Description, r)
+		}
+	}
 	if *pgDSN != "" && want["f"] {
 		add("(f) revocation on replica A until B and C both deny, 3 replicas on Postgres", propagation(ctx, *pgDSN, keys, *propRounds))
 	}
@@ -252,7 +262,7 @@ func main() {
 
 	bench.WriteTable(os.Stdout, results)
 	fmt.Println()
-	ratios := targetRatios(results)
+	ratios := append(targetRatios(results), overheadLines(results)...)
 	if restRatio != "" {
 		ratios = append(ratios, restRatio)
 	}

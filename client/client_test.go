@@ -1,0 +1,142 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+
+	"github.com/mandate-dev/mandate/client"
+	"github.com/mandate-dev/mandate/client/mandatetest"
+	"github.com/mandate-dev/mandate/engine/tcpproxy"
+	"github.com/mandate-dev/mandate/server"
+	"github.com/mandate-dev/mandate/service"
+)
+
+func TestClientAgainstMandate(t *testing.T) {
+	m := mandatetest.New(t, server.Config{})
+	s := &mandatetest.Setup{M: m}
+	s.Relate("repo:acme/api#reader@user:alice", "environment:staging#deployer@user:alice")
+	agent, _ := s.Agent("user:alice", "deploy", "deployer")
+	s.Grant(agent, "read", "repo:acme/api")
+	if s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	checker, err := client.New(client.Config{Addr: m.GRPCAddr, Key: mandatetest.Keys[service.RoleChecker], Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer checker.Close()
+	reviewer, err := client.New(client.Config{Addr: m.GRPCAddr, Key: mandatetest.Keys[service.RoleReviewer], Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reviewer.Close()
+	ctx := context.Background()
+	sub := "agent:" + agent
+
+	d, err := checker.Check(ctx, client.Request{Subject: sub, Permission: "read", Resource: "repo:acme/api", CorrelationID: "c1", Reason: "why"})
+	if err != nil || !d.Allowed || d.ReasonCode != client.Allowed || d.Principal != "user:alice" || d.ValidUntil.IsZero() || d.DecisionID == "" {
+		t.Fatalf("allowed check: %+v %v", d, err)
+	}
+	d, err = checker.CheckToken(ctx, sub, client.Request{Subject: "user:alice", Permission: "deploy", Resource: "environment:staging"})
+	if err != nil || d.Allowed || d.ReasonCode != client.NoGrant {
+		t.Fatalf("CheckToken checks the token's subject, not r.Subject: %+v %v", d, err)
+	}
+	ds, err := checker.CheckBulk(ctx, []client.Request{
+		{Subject: sub, Permission: "read", Resource: "repo:acme/api"},
+		{Subject: sub, Permission: "deploy", Resource: "environment:production"},
+	})
+	if err != nil || len(ds) != 2 || !ds[0].Allowed || ds[1].Allowed || ds[1].ReasonCode != client.NoGrant {
+		t.Fatalf("bulk: %+v %v", ds, err)
+	}
+	// One item mandate refuses fails the whole batch (the gateway then asks one by one).
+	if ds, err := checker.CheckBulk(ctx, []client.Request{
+		{Subject: sub, Permission: "read", Resource: "repo:acme/api"},
+		{Subject: sub, Permission: "rollback", Resource: "environment:production"},
+	}); err == nil || !client.IsInvalid(err) || ds != nil {
+		t.Fatalf("bulk with an invalid item: %+v %v", ds, err)
+	}
+	e, err := reviewer.Explain(ctx, client.Request{Subject: sub, Permission: "deploy", Resource: "environment:staging"})
+	if err != nil || e.Allowed || len(e.WouldChange) == 0 || len(e.Legs) == 0 {
+		t.Fatalf("explain: %+v %v", e, err)
+	}
+	if _, err := checker.Explain(ctx, client.Request{Subject: sub, Permission: "read", Resource: "repo:acme/api"}); err == nil {
+		t.Fatal("explain with a checker key succeeded")
+	}
+	for _, tc := range []struct {
+		typ, perm string
+		want      bool
+	}{{"repo", "read", true}, {"repo", "write", false}, {"environment", "deploy", false}} {
+		got, err := reviewer.HasAccess(ctx, agent, tc.typ, tc.perm)
+		if err != nil || got != tc.want {
+			t.Fatalf("HasAccess %s %s: %v %v", tc.typ, tc.perm, got, err)
+		}
+	}
+	// A refused request is an error and a deny, not retried.
+	if d, err := checker.Check(ctx, client.Request{Subject: "alice", Permission: "read", Resource: "repo:acme/api"}); err == nil || d.Allowed || client.IsUnavailable(err) || !client.IsInvalid(err) {
+		t.Fatalf("malformed subject: %+v %v", d, err)
+	}
+	for _, r := range []client.Request{
+		{Subject: sub, Permission: "fly", Resource: "repo:acme/api"},
+		{Subject: sub, Permission: "read", Resource: "spaceship:x"},
+	} {
+		d, err := checker.Check(ctx, r)
+		t.Logf("%s %s: %+v %v (invalid %v)", r.Permission, r.Resource, d.ReasonCode, err, client.IsInvalid(err))
+		if d.Allowed || (err != nil && !client.IsInvalid(err)) {
+			t.Fatalf("%+v: %+v %v", r, d, err)
+		}
+	}
+}
+
+// TestClientFailsClosed: with mandate unreachable, Check is an error and a
+// deny within the client's deadline; Unavailable is retried, so a brief
+// outage inside the deadline is ridden out.
+func TestClientFailsClosed(t *testing.T) {
+	m := mandatetest.New(t, server.Config{})
+	px, err := tcpproxy.New(m.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Down()
+	c, err := client.New(client.Config{Addr: px.Addr, Key: mandatetest.Keys[service.RoleChecker], Plaintext: true,
+		Timeout: 300 * time.Millisecond, Attempts: 4, Backoff: 20 * time.Millisecond,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1, MaxDelay: 10 * time.Millisecond}, MinConnectTimeout: 100 * time.Millisecond})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := client.Request{Subject: "user:alice", Permission: "read", Resource: "repo:acme/api"}
+	if _, err := c.Check(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	px.Down()
+	start := time.Now()
+	d, err := c.Check(context.Background(), req)
+	if err == nil || d.Allowed || !client.IsUnavailable(err) {
+		t.Fatalf("mandate down: %+v %v", d, err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("failing took %v; the deadline is 300ms", took)
+	}
+	ds, err := c.CheckBulk(context.Background(), []client.Request{req})
+	if err == nil || ds != nil {
+		t.Fatalf("bulk with mandate down: %v %v", ds, err)
+	}
+
+	// Back within one call's deadline: the retries reach it.
+	go func() { time.Sleep(40 * time.Millisecond); _ = px.Up() }()
+	c2, err := client.New(client.Config{Addr: px.Addr, Key: mandatetest.Keys[service.RoleChecker], Plaintext: true, Timeout: 3 * time.Second, Attempts: 10, Backoff: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if _, err := c2.Check(context.Background(), req); err != nil {
+		t.Fatalf("after the outage: %v", err)
+	}
+}

@@ -1,0 +1,317 @@
+// Package mcpgateway is an MCP gateway that checks every tool call, resource
+// read and prompt with mandate before forwarding it to the upstream MCP
+// server, and shows each agent only the tools some rule could allow it. It
+// caches nothing: every call asks mandate, so a revocation stops the very
+// next call, even on a connection that is already open.
+package mcpgateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/mandate-dev/mandate/client"
+)
+
+// Config is everything a gateway needs. Zero values take the defaults noted.
+type Config struct {
+	// File holds the upstreams and rules (LoadFile). Required.
+	File *File
+	// Checker asks mandate's CheckService; its key needs the checker role.
+	// Required.
+	Checker *client.Client
+	// Reviewer lists an agent's live grants (for templated rules in the
+	// lists) and explains denies; its key needs the reviewer role. Optional:
+	// without it, templated tools, templates and prompts are left out of the
+	// lists (they stay callable when a check allows) and denies carry no
+	// explanation.
+	Reviewer *client.Client
+	// Secret keys the transitional agent tokens (see MintToken). Required.
+	Secret []byte
+	// Listen is the address to serve on. Default 127.0.0.1:8787.
+	Listen string
+	// PublicURL is the gateway's base URL as agents reach it; the protected
+	// resource is PublicURL + "/mcp". Default "http://" + the listen address.
+	PublicURL string
+	// Issuer is mandate's authorization server, named in the protected-
+	// resource metadata. Optional until mandate issues agent tokens.
+	Issuer string
+	// UpstreamTimeout bounds each forwarded request. Default 60s.
+	UpstreamTimeout time.Duration
+	// ConnectTimeout bounds connecting to each upstream. Default 10s.
+	ConnectTimeout time.Duration
+	// Log is the logger. Default slog.Default().
+	Log *slog.Logger
+}
+
+// Validate reports whether the config is usable.
+func (c *Config) Validate() error {
+	switch {
+	case c.File == nil:
+		return errors.New("mcp-gateway: a config file is required")
+	case c.Checker == nil:
+		return errors.New("mcp-gateway: a mandate client with a checker key is required")
+	}
+	return ValidateSecret(c.Secret)
+}
+
+// Gateway serves MCP at /mcp. Build it with Config.Complete.
+type Gateway struct {
+	cfg       Config // defaults filled
+	lis       net.Listener
+	srv       *http.Server
+	upstreams []*upstream          // in config order
+	byName    map[string]*upstream // never modified after Complete
+	tools     map[string]*Rule     // "<upstream>.<tool>" → rule
+	prompts   map[string]*Rule
+	uris      []*Rule // in config order; the first match wins
+	metrics   *metrics
+	reg       *prometheus.Registry
+	wg        sync.WaitGroup // session watchers
+}
+
+// Complete validates the config, connects to every upstream and listens.
+// An upstream that cannot be reached fails startup.
+func (c Config) Complete(ctx context.Context) (*Gateway, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8787"
+	}
+	if c.UpstreamTimeout == 0 {
+		c.UpstreamTimeout = 60 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	g := &Gateway{cfg: c, byName: map[string]*upstream{}, tools: map[string]*Rule{}, prompts: map[string]*Rule{}, reg: prometheus.NewRegistry()}
+	g.metrics = newMetrics(g.reg)
+	for i := range c.File.Rules {
+		r := &c.File.Rules[i]
+		switch {
+		case r.Tool != "":
+			g.tools[r.Tool] = r
+		case r.Prompt != "":
+			g.prompts[r.Prompt] = r
+		default:
+			g.uris = append(g.uris, r)
+		}
+	}
+	for _, u := range c.File.Upstreams {
+		up := &upstream{cfg: u, g: g}
+		g.upstreams = append(g.upstreams, up)
+		g.byName[u.Name] = up
+	}
+	for _, up := range g.upstreams {
+		cctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
+		_, err := up.session(cctx)
+		cancel()
+		if err != nil {
+			g.Close()
+			return nil, fmt.Errorf("mcp-gateway: upstream %s: %w", up.cfg.Name, err)
+		}
+	}
+	lis, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		g.Close()
+		return nil, err
+	}
+	g.lis = lis
+	if g.cfg.PublicURL == "" {
+		g.cfg.PublicURL = "http://" + lis.Addr().String()
+	}
+	g.srv = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return g, nil
+}
+
+// Addr is the address the gateway listens on.
+func (g *Gateway) Addr() string { return g.lis.Addr().String() }
+
+// Handler serves /mcp (behind bearer authentication), the protected-resource
+// metadata, /healthz and /metrics.
+func (g *Gateway) Handler() http.Handler {
+	server := mcp.NewServer(&mcp.Implementation{Name: "mandate-mcp-gateway", Version: "v1"}, &mcp.ServerOptions{
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}, Resources: &mcp.ResourceCapabilities{}, Prompts: &mcp.PromptCapabilities{}},
+		Logger:       g.cfg.Log,
+	})
+	server.AddReceivingMiddleware(g.intercept)
+	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
+		Stateless: true, JSONResponse: true, Logger: g.cfg.Log, PropagateRequestCancellation: true,
+	})
+	metadataURL := g.cfg.PublicURL + "/.well-known/oauth-protected-resource/mcp"
+	bearer := auth.RequireBearerToken(g.verify, &auth.RequireBearerTokenOptions{ResourceMetadataURL: metadataURL, AllowMissingExpiration: true})
+	meta := &oauthex.ProtectedResourceMetadata{
+		Resource:               g.cfg.PublicURL + "/mcp",
+		BearerMethodsSupported: []string{"header"},
+		ResourceName:           "mandate MCP gateway",
+	}
+	if g.cfg.Issuer != "" {
+		meta.AuthorizationServers = []string{g.cfg.Issuer}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", bearer(streamable))
+	mux.Handle("/.well-known/oauth-protected-resource", auth.ProtectedResourceMetadataHandler(meta))
+	mux.Handle("/.well-known/oauth-protected-resource/mcp", auth.ProtectedResourceMetadataHandler(meta))
+	mux.HandleFunc("GET /healthz", g.health)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (g *Gateway) verify(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
+	sub, err := verifyToken(g.cfg.Secret, token)
+	if err != nil {
+		g.metrics.requests.WithLabelValues("auth", "unauthenticated").Inc()
+		return nil, fmt.Errorf("%w: %v", auth.ErrInvalidToken, err)
+	}
+	return &auth.TokenInfo{UserID: sub}, nil
+}
+
+// Run serves until ctx is done, then shuts down gracefully: in-flight
+// requests finish (up to 10s), then the upstreams are closed.
+func (g *Gateway) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- g.srv.Serve(g.lis) }()
+	g.cfg.Log.Info("mcp-gateway serving", "addr", g.Addr(), "mcp", g.cfg.PublicURL+"/mcp", "upstreams", len(g.upstreams))
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = g.srv.Shutdown(shut)
+	g.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close closes every upstream session and waits for their watchers.
+func (g *Gateway) Close() {
+	for _, up := range g.upstreams {
+		up.close()
+	}
+	g.wg.Wait()
+	if g.lis != nil {
+		_ = g.lis.Close()
+	}
+}
+
+func (g *Gateway) health(w http.ResponseWriter, r *http.Request) {
+	status := map[string]string{}
+	ok := true
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	if resp, err := healthpb.NewHealthClient(g.cfg.Checker.Conn()).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		ok = false
+		status["mandate"] = fmt.Sprintf("unreachable: %v", err)
+	} else {
+		status["mandate"] = "ok"
+	}
+	for _, up := range g.upstreams {
+		if up.live() {
+			status["upstream:"+up.cfg.Name] = "ok"
+		} else {
+			ok = false
+			status["upstream:"+up.cfg.Name] = "disconnected"
+		}
+	}
+	code := http.StatusOK
+	if !ok {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, status)
+}
+
+// upstream is one MCP server and the gateway's session with it.
+type upstream struct {
+	cfg Upstream
+	g   *Gateway
+
+	mu   sync.Mutex
+	cs   *mcp.ClientSession // guarded by mu; nil when disconnected
+	http *http.Client       // guarded by mu; for a URL upstream, its own connections
+}
+
+// session returns the live session, connecting when there is none.
+func (u *upstream) session(ctx context.Context) (*mcp.ClientSession, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.cs != nil {
+		return u.cs, nil
+	}
+	var t mcp.Transport
+	if u.cfg.URL != "" {
+		if u.http == nil {
+			u.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		}
+		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, DisableStandaloneSSE: true, HTTPClient: u.http}
+	} else {
+		cmd := exec.Command(u.cfg.Command[0], u.cfg.Command[1:]...)
+		cmd.Env = os.Environ()
+		for k, v := range u.cfg.Env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		cmd.Stderr = os.Stderr
+		t = &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
+	}
+	c := mcp.NewClient(&mcp.Implementation{Name: "mandate-mcp-gateway", Version: "v1"}, nil)
+	cs, err := c.Connect(ctx, t, nil)
+	if err != nil {
+		u.g.metrics.upstreamUp.WithLabelValues(u.cfg.Name).Set(0)
+		return nil, err
+	}
+	u.cs = cs
+	u.g.metrics.upstreamUp.WithLabelValues(u.cfg.Name).Set(1)
+	u.g.wg.Add(1)
+	go func() {
+		defer u.g.wg.Done()
+		err := cs.Wait()
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if u.cs == cs {
+			u.cs = nil
+			u.g.metrics.upstreamUp.WithLabelValues(u.cfg.Name).Set(0)
+			u.g.cfg.Log.Warn("mcp-gateway: upstream disconnected; reconnecting on the next request", "upstream", u.cfg.Name, "err", err)
+		}
+	}()
+	return cs, nil
+}
+
+func (u *upstream) live() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.cs != nil
+}
+
+func (u *upstream) close() {
+	u.mu.Lock()
+	cs, hc := u.cs, u.http
+	u.cs = nil
+	u.mu.Unlock()
+	if cs != nil {
+		_ = cs.Close()
+	}
+	if hc != nil {
+		hc.CloseIdleConnections()
+	}
+}

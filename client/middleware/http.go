@@ -1,0 +1,150 @@
+package middleware
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/mandate-dev/mandate/client"
+)
+
+// Resolver maps a request to what it asks to do. An error refuses the
+// request with 403 and reason code INVALID_REQUEST; it is never an allow.
+type Resolver func(*http.Request) (Target, error)
+
+// PathTemplate is a Resolver for routes of an http.ServeMux pattern: it
+// fills tmpl ("repo:{owner}/{name}") from r.PathValue. A value that is
+// missing, empty or contains a separator of the template refuses the
+// request (see client.Template). It panics on a malformed template, which
+// is a programming error.
+func PathTemplate(permission, tmpl string) Resolver {
+	t := client.MustParseTemplate(tmpl)
+	return func(r *http.Request) (Target, error) {
+		res, err := t.Expand(func(name string) (string, error) {
+			v := r.PathValue(name)
+			if v == "" {
+				return "", errors.New("missing from the path")
+			}
+			return v, nil
+		})
+		if err != nil {
+			return Target{}, err
+		}
+		return Target{Permission: permission, Resource: res}, nil
+	}
+}
+
+// Identity establishes which agent sends the request, as a subject
+// ("agent:<id>"). It returns an error wrapping ErrNoAgent when none can be
+// established.
+type Identity func(*http.Request) (string, error)
+
+// TrustedHeader reads the agent id from a header that a trusted proxy sets
+// after authenticating the agent. It is transitional: once mandate issues
+// agent credentials, the agent's own bearer token will say who acts. Use it
+// only where every request passes through that proxy and the proxy strips
+// the header from what clients send; otherwise any client can name any
+// agent. The middleware has no identity by default, so this must be chosen
+// explicitly.
+func TrustedHeader(name string) Identity {
+	return func(r *http.Request) (string, error) {
+		vs := r.Header.Values(name)
+		if len(vs) != 1 {
+			return "", fmt.Errorf("%w: want exactly one %s header", ErrNoAgent, name)
+		}
+		return AgentSubject(vs[0])
+	}
+}
+
+// HTTPOptions configures the HTTP middleware.
+type HTTPOptions struct {
+	// Checker asks mandate (a *client.Client). Required.
+	Checker Checker
+	// Resolve maps each request to (permission, resource). Required.
+	Resolve Resolver
+	// Identify says which agent acts. Nil means no agent can ever be
+	// established, so every request gets 401: there is no default identity.
+	Identify Identity
+	// Realm is the WWW-Authenticate realm. Default "mandate".
+	Realm string
+	// Log receives refusals and errors. Default slog.Default().
+	Log *slog.Logger
+}
+
+// HTTP returns middleware that checks every request with mandate before the
+// handler runs:
+//   - 401 with WWW-Authenticate when no agent can be established;
+//   - 403 with {"error", "reason_code", "decision_id"} as JSON on a deny;
+//   - 503 when mandate cannot be reached or fails; never a pass-through.
+//
+// The correlation id comes from X-Correlation-Id or traceparent, and the
+// agent's stated reason from X-Agent-Reason; both are audited by mandate.
+func HTTP(o HTTPOptions) (func(http.Handler) http.Handler, error) {
+	if o.Checker == nil || o.Resolve == nil {
+		return nil, errors.New("middleware: Checker and Resolve are required")
+	}
+	if o.Realm == "" {
+		o.Realm = "mandate"
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	challenge := fmt.Sprintf("Bearer realm=%q", o.Realm)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sub, err := "", ErrNoAgent
+			if o.Identify != nil {
+				sub, err = o.Identify(r)
+			}
+			if err != nil {
+				w.Header().Set("WWW-Authenticate", challenge)
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthenticated", "message": "no agent could be established for this request"})
+				return
+			}
+			target, err := o.Resolve(r)
+			if err != nil {
+				o.Log.Info("mandate: request refused", "subject", sub, "path", r.URL.Path, "err", err)
+				writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "reason_code": "INVALID_REQUEST", "message": err.Error()})
+				return
+			}
+			get := func(name string) string { return r.Header.Get(name) }
+			d, err := o.Checker.Check(r.Context(), client.Request{
+				Subject: sub, Permission: target.Permission, Resource: target.Resource, Context: target.Context,
+				CorrelationID: Correlation(get), Reason: truncate(strings.TrimSpace(r.Header.Get("X-Agent-Reason")), MaxReasonLen),
+			})
+			if client.IsInvalid(err) {
+				o.Log.Info("mandate: request refused as invalid", "subject", sub, "permission", target.Permission, "resource", target.Resource, "err", err)
+				writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "reason_code": "INVALID_REQUEST", "message": "mandate refused the request as invalid"})
+				return
+			}
+			if err != nil {
+				o.Log.Error("mandate: check failed; refusing", "subject", sub, "permission", target.Permission, "resource", target.Resource, "err", err)
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable", "message": "authorization is unavailable; the request was not performed"})
+				return
+			}
+			if !d.Allowed {
+				body := map[string]any{"error": "forbidden", "reason_code": d.ReasonCode, "decision_id": d.DecisionID,
+					"permission": target.Permission, "resource": target.Resource}
+				if len(d.MissingContext) > 0 {
+					body["missing_context"] = d.MissingContext
+				}
+				if d.Condition != "" {
+					body["condition"] = d.Condition
+				}
+				writeJSON(w, http.StatusForbidden, body)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(withDecision(r.Context(), d)))
+		})
+	}, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
