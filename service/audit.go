@@ -20,7 +20,7 @@ import (
 func auditNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 func (h *Handlers) base(ctx context.Context, id, kind string) audit.Record {
-	r := audit.Record{ID: id, Time: auditNow(), Kind: kind, RequestID: requestID(ctx)}
+	r := audit.Record{ID: id, Time: auditNow(), Kind: kind, RequestID: requestID(ctx), SourceAddr: callerAddr(ctx)}
 	if k, ok := CallerFrom(ctx); ok {
 		r.Caller = k.Name
 	}

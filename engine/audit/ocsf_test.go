@@ -50,7 +50,7 @@ func TestOCSFMapping(t *testing.T) {
 			"action_id": 1, "disposition_id": 1, "is_alert": false,
 			"actor.user.uid": "user:alice", "actor.user.type_id": 1, "actor.session.uid": "agent:agt_2", "actor.app_name": "ci-runner", "actor.app_uid": "key:ci-runner",
 			"actor.invoked_by": nil,
-			"src_endpoint.ip": "10.1.2.3", "src_endpoint.port": 5555, "src_endpoint.intermediate_ips.0": "192.0.2.7",
+			"src_endpoint.ip":  "10.1.2.3", "src_endpoint.port": 5555, "src_endpoint.intermediate_ips.0": "192.0.2.7",
 			"authorizations.0.policy.uid": "grt_a", "authorizations.1.policy.uid": "grt_b", "authorizations.1.decision": "allow",
 			"resources.0.uid": "repo:acme/api", "resources.0.role": "Target", "resources.1.uid": "task:tsk_1", "resources.1.role": "Related",
 			"resources.1.resource_relationship.nodes.1.uid": "agent:agt_1", "resources.1.resource_relationship.edges.1.target": "user:alice",

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 
@@ -158,6 +159,9 @@ func (h *Handler) endpoint(method string, fn func(c *call, body object) (any, er
 			md.Set("authorization", authz)
 		}
 		md.Set("x-request-id", id)
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			md.Set("x-forwarded-for", host) // the caller's address, for the audit trail
+		}
 		c := &call{r: r, ctx: metadata.NewOutgoingContext(r.Context(), md), reason: strings.EqualFold(r.Header.Get(ReasonHeader), "true")}
 		out, err := fn(c, body)
 		if err != nil {
