@@ -12,6 +12,7 @@ import (
 
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/audit"
+	"github.com/mandate-dev/mandate/engine/tracing"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
 
@@ -20,7 +21,7 @@ import (
 func auditNow() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 func (h *Handlers) base(ctx context.Context, id, kind string) audit.Record {
-	r := audit.Record{ID: id, Time: auditNow(), Kind: kind, RequestID: requestID(ctx), SourceAddr: callerAddr(ctx)}
+	r := audit.Record{ID: id, Time: auditNow(), Kind: kind, RequestID: requestID(ctx), SourceAddr: callerAddr(ctx), TraceID: tracing.TraceID(ctx)}
 	if k, ok := CallerFrom(ctx); ok {
 		r.Caller = k.Name
 	}
@@ -33,6 +34,8 @@ func (h *Handlers) recordCheck(ctx context.Context, id string, req *mandatev1.Ch
 	if h.Audit == nil {
 		return nil
 	}
+	ctx, span := tracing.Start(ctx, tracing.SpanAudit)
+	defer span.End()
 	r := h.base(ctx, id, audit.KindCheck)
 	r.Subject, r.Permission, r.Resource = req.GetSubject(), req.GetPermission(), req.GetResource()
 	r.Reason, r.CorrelationID = req.GetReason(), req.GetCorrelationId()

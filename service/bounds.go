@@ -11,6 +11,7 @@ import (
 
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/bounds"
+	"github.com/mandate-dev/mandate/engine/tracing"
 	"github.com/mandate-dev/mandate/schema"
 )
 
@@ -76,6 +77,8 @@ func (h *Handlers) enforceBounds(ctx context.Context, q engine.Query, d engine.D
 	if h.Bounds == nil || q.Subject.Type != schema.TypeAgent || !countedReasons[d.Reason] {
 		return d, nil
 	}
+	ctx, span := tracing.Start(ctx, tracing.SpanBounds)
+	defer span.End()
 	own, err := h.Engine.AgentBounds(ctx, q.Subject.ID)
 	if err != nil {
 		return d, err

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -30,6 +31,7 @@ import (
 	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/engine/cache"
 	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/engine/tracing"
 	"github.com/mandate-dev/mandate/gateway"
 	"github.com/mandate-dev/mandate/gateway/authzen"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
@@ -74,6 +76,9 @@ type Config struct {
 	Bounds BoundsConfig
 	// Log is the logger. Default slog.Default().
 	Log *slog.Logger
+	// TracerProvider, when set, traces with it; otherwise the OTEL_*
+	// environment variables decide (tracing is off unless they ask for it).
+	TracerProvider trace.TracerProvider
 }
 
 // AuditConfig configures where decisions and changes are recorded.
@@ -174,6 +179,11 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 		}
 	}()
 
+	tp, err := s.setupTracing(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+
 	var keys *Keys
 	if c.KeysFile != "" {
 		if keys, err = LoadKeys(c.KeysFile); err != nil {
@@ -194,7 +204,7 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 
 	var sdb *engine.Client
 	if c.SpiceDBEndpoint != "" {
-		opts := []grpc.DialOption{}
+		opts := grpcClientTracing(tp)
 		if c.SpiceDBInsecure {
 			opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(c.SpiceDBToken))
 		} else {
@@ -217,7 +227,7 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 		}
 		s.embedded = emb
 		s.closers = append(s.closers, emb.Close)
-		conn, err := emb.Dial()
+		conn, err := emb.Dial(grpcClientTracing(tp)...)
 		if err != nil {
 			return nil, err
 		}
@@ -254,10 +264,13 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 		s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema}
 		h.Decider = s.cache
 	}
-	s.grpcServer = grpc.NewServer(
+	if tp != nil {
+		h.Decider = tracing.NewDecider(h.Decider, tp)
+	}
+	s.grpcServer = grpc.NewServer(append(grpcServerTracing(tp),
 		grpc.ChainUnaryInterceptor(RequestIDInterceptor, keys.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(keys.StreamInterceptor),
-	)
+	)...)
 	mandatev1.RegisterTaskServiceServer(s.grpcServer, h)
 	mandatev1.RegisterAgentServiceServer(s.grpcServer, h)
 	mandatev1.RegisterGrantServiceServer(s.grpcServer, h)
@@ -286,9 +299,9 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	// The gateway reaches the gRPC server in-process, through the same interceptors.
 	inproc := bufconn.Listen(1 << 20)
 	go func() { _ = s.grpcServer.Serve(inproc) }()
-	gwConn, err := grpc.NewClient("passthrough:///mandate",
+	gwConn, err := grpc.NewClient("passthrough:///mandate", append(grpcClientTracing(tp),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +323,7 @@ func (c Config) Complete(ctx context.Context) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.httpServer = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	s.httpServer = &http.Server{Handler: httpTracing(tp, handler), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
 
