@@ -319,6 +319,8 @@ func targetRatios(rs []bench.Result) []string {
 	ratio("audit: (d) audit batched / audit off, throughput at 8 in flight", find(rs, "d-audit-on", 8), find(rs, "d-audit-off", 8), tp, ">= 0.9")
 	ratio("tracing: (d) tracing on, not sampled / off, median throughput of 5 interleaved runs at 8 in flight",
 		find(rs, "trace-on-unsampled", 8), find(rs, "trace-off", 8), tp, ">= 0.95")
+	ratio("tracing: the same, alternating request by request (8 / mean latency)",
+		find(rs, "trace-on-unsampled-alt", 8), find(rs, "trace-off-alt", 8), tp, ">= 0.95")
 	for _, r := range rs {
 		if r.Scenario == "f" {
 			out = append(out, fmt.Sprintf("4: (f) p99 = %.1f ms (target <= 50 ms)", r.P99ms))
