@@ -24,8 +24,8 @@ const tracingRounds = 5
 // on but the request is not sampled (the usual production setting: a low
 // sampling ratio): one server with tracing off, one with an OTLP-style
 // pipeline whose sampler never samples, the same cached check at 8 in
-// flight, run alternately off, on, off, on… tracingRounds times each, so
-// machine noise hits both sides alike. It returns every run, then the
+// flight, run alternately (off, on, then on, off…) tracingRounds times
+// each, so machine noise hits both sides alike. It returns every run, then the
 // median of each side (scenarios trace-off and trace-on-unsampled), and a
 // second estimate that alternates request by request (see alternating).
 func tracingCost(ctx context.Context, keys string, warmup, d time.Duration) []bench.Result {
@@ -51,7 +51,14 @@ func tracingCost(ctx context.Context, keys string, warmup, d time.Duration) []be
 	var out []bench.Result
 	var runs [2][]bench.Result
 	for round := 1; round <= tracingRounds; round++ {
-		for i := range ops {
+		// Off first in odd rounds, on first in even ones, so that neither
+		// side always runs after the other (a drift or the garbage one side
+		// leaves would otherwise always land on the same side).
+		order := []int{0, 1}
+		if round%2 == 0 {
+			order = []int{1, 0}
+		}
+		for _, i := range order {
 			r := bench.Closed(ctx, fmt.Sprintf("%s-%d", names[i], round), 8, warmup, d/2, ops[i])
 			r.Description = fmt.Sprintf("(d) cached agent Check, tracing %s (round %d of %d)",
 				map[int]string{0: "off", 1: "on, not sampled"}[i], round, tracingRounds)
