@@ -31,6 +31,8 @@ type Query struct {
 	RequestID string
 	// Caller is the name of the key that asked.
 	Caller string
+	// SourceAddr is the caller's network address, for the audit trail.
+	SourceAddr string
 }
 
 // Decision is the answer to a Query.

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -34,6 +35,7 @@ import (
 	"github.com/mandate-dev/mandate/engine/cache"
 	"github.com/mandate-dev/mandate/engine/decider"
 	"github.com/mandate-dev/mandate/engine/embedded"
+	"github.com/mandate-dev/mandate/engine/tracing"
 	"github.com/mandate-dev/mandate/gateway"
 	"github.com/mandate-dev/mandate/gateway/authzen"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
@@ -83,6 +85,11 @@ type Config struct {
 	Bounds BoundsConfig
 	// Log is the logger. Default slog.Default().
 	Log *slog.Logger
+	// TracerProvider, when set, traces with it; otherwise the OTEL_*
+	// environment variables decide, and tracing is off unless they ask for it.
+	TracerProvider trace.TracerProvider
+	// tp is the tracer provider in use; nil when tracing is off. Set by Complete.
+	tp trace.TracerProvider
 }
 
 // AuditConfig configures where decisions and changes are recorded.
@@ -221,6 +228,10 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 			s.Close()
 		}
 	}()
+	if s.cfg.tp, err = s.setupTracing(ctx, c); err != nil {
+		return nil, err
+	}
+	tp := s.cfg.tp
 	keys, err := s.keys()
 	if err != nil {
 		return nil, err
@@ -260,10 +271,14 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		d = decider.NewAudit(d, s.recorder)
 	}
 	h.Decider = decider.NewMetrics(d, metrics.CheckAllowed, metrics.CheckDenied, metrics.CheckError)
+	if tp != nil {
+		// Outermost: the decision span covers audit, bounds, cache and SpiceDB.
+		h.Decider = tracing.NewDecider(h.Decider, tp)
+	}
 
 	interceptor := service.Interceptor(keys)
 	search := &service.SearchHandlers{Handlers: h}
-	s.grpcServer = grpc.NewServer(grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor))
+	s.grpcServer = grpc.NewServer(append(grpcServerTracing(tp), grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor))...)
 	mandatev1.RegisterTaskServiceServer(s.grpcServer, h)
 	mandatev1.RegisterAgentServiceServer(s.grpcServer, h)
 	mandatev1.RegisterGrantServiceServer(s.grpcServer, h)
@@ -291,7 +306,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.httpServer = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	s.httpServer = &http.Server{Handler: httpTracing(tp, handler), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
 
@@ -317,7 +332,7 @@ func (s *Server) keys() (*service.Keys, error) {
 func (s *Server) spiceDB(ctx context.Context) (*engine.Client, error) {
 	c := s.cfg
 	if c.SpiceDBEndpoint != "" {
-		opts := []grpc.DialOption{}
+		opts := grpcClientTracing(c.tp)
 		if c.SpiceDBInsecure {
 			opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(c.SpiceDBToken))
 		} else {
@@ -340,7 +355,7 @@ func (s *Server) spiceDB(ctx context.Context) (*engine.Client, error) {
 	}
 	s.embedded = emb
 	s.closers = append(s.closers, emb.Close)
-	conn, err := emb.Dial()
+	conn, err := emb.Dial(grpcClientTracing(c.tp)...)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/audit"
+	"github.com/mandate-dev/mandate/engine/tracing"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
 
@@ -24,6 +25,7 @@ func (h *Handlers) recordChange(ctx context.Context, action, target string, deta
 		caller = k.Name
 	}
 	r := audit.NewChange(requestID(ctx), caller, action, target, details)
+	r.SourceAddr, r.TraceID = callerAddr(ctx), tracing.TraceID(ctx)
 	if err := h.Audit.Record(ctx, r, true); err != nil {
 		return h.err(ctx, &engine.Error{Kind: engine.KindUnavailable,
 			Msg: action + " was applied, but its audit record could not be made durable", Err: errors.Join(engine.ErrUnavailable, err)})

@@ -288,7 +288,7 @@ func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckR
 	q.ConsistencyToken = r.GetConsistencyToken()
 	q.DecisionID = audit.NewID("dec")
 	q.StatedReason, q.CorrelationID = r.GetReason(), r.GetCorrelationId()
-	q.RequestID = requestID(ctx)
+	q.RequestID, q.SourceAddr = requestID(ctx), callerAddr(ctx)
 	if k, ok := CallerFrom(ctx); ok {
 		q.Caller = k.Name
 	}

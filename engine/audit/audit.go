@@ -80,6 +80,12 @@ type Record struct {
 	ConsistencyToken string   `json:"consistency_token,omitempty"`
 	LatencyMicros    int64    `json:"latency_us,omitempty"`
 	Cached           bool     `json:"cached,omitempty"`
+	// SourceAddr is the caller's network address: the gRPC peer, or for REST
+	// and AuthZEN the client the gateway saw ("ip:port" or "ip").
+	SourceAddr string `json:"source_addr,omitempty"`
+	// TraceID is the W3C trace id of the request (32 hex digits), when the
+	// caller sent a traceparent or mandate traces.
+	TraceID string `json:"trace_id,omitempty"`
 
 	Action  string         `json:"action,omitempty"`
 	Target  string         `json:"target,omitempty"`

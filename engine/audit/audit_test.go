@@ -383,7 +383,7 @@ func TestLineSinksAndOCSF(t *testing.T) {
 		t.Fatalf("OCSF check event: %v", check)
 	}
 	actor := check["actor"].(map[string]any)
-	if actor["user"].(map[string]any)["uid"] != "agent:agt_1" || actor["invoked_by"] != "user:alice" || actor["app_name"] != "ci-runner" {
+	if actor["user"].(map[string]any)["uid"] != "user:alice" || actor["session"].(map[string]any)["uid"] != "agent:agt_1" || actor["app_name"] != "ci-runner" {
 		t.Fatalf("OCSF actor: %v", actor)
 	}
 	if md := check["metadata"].(map[string]any); md["correlation_uid"] != "deploy-42" || md["uid"] != "dec_1" {

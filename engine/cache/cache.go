@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/tracing"
 )
 
 // Config configures the cache. Zero values take the defaults noted.
@@ -300,16 +301,21 @@ func (c *Cache) Decide(ctx context.Context, q engine.Query) (engine.Decision, er
 			return c.inner.Decide(ctx, q)
 		}
 	}
+	_, lookup := tracing.Start(ctx, tracing.SpanCacheLookup)
 	key := cacheKey(q)
 	now := c.cfg.Now()
 	if e, ok := c.entries.Get(key); ok {
 		if c.fresh(e, now.UnixNano()) {
 			c.m.hit()
+			lookup.SetAttributes(tracing.AttrCacheHit.Bool(true))
+			lookup.End()
 			return e.decision(), nil
 		}
 		c.entries.Remove(key)
 	}
 	c.m.miss()
+	lookup.SetAttributes(tracing.AttrCacheHit.Bool(false))
+	lookup.End()
 
 	snapshot := c.counter.Load()
 	v, err, shared := c.flights.Do(string(key[:])+strconv.FormatUint(snapshot, 10), func() (any, error) {

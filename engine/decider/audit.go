@@ -7,6 +7,7 @@ import (
 
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/audit"
+	"github.com/mandate-dev/mandate/engine/tracing"
 )
 
 // Audit records every decision in the audit trail, a decision that failed
@@ -27,7 +28,10 @@ func NewAudit(next engine.Decider, recorder *audit.Recorder) *Audit {
 func (a *Audit) Decide(ctx context.Context, q engine.Query) (engine.Decision, error) {
 	start := time.Now()
 	d, derr := a.next.Decide(ctx, q)
+	ctx, span := tracing.Start(ctx, tracing.SpanAudit)
+	defer span.End()
 	r := CheckRecord(q, d, derr, time.Since(start))
+	r.TraceID = tracing.TraceID(ctx)
 	if err := a.recorder.Record(ctx, r, a.recorder.Strict()); err != nil {
 		return engine.Decision{}, &engine.Error{Kind: engine.KindUnavailable,
 			Msg: "the decision could not be recorded durably (audit mode strict)", Err: errors.Join(engine.ErrUnavailable, err)}
@@ -41,7 +45,7 @@ func CheckRecord(q engine.Query, d engine.Decision, derr error, took time.Durati
 	r := audit.Record{
 		ID: q.DecisionID, Time: audit.Now(), Kind: audit.KindCheck, RequestID: q.RequestID, Caller: q.Caller,
 		Subject: q.Subject.String(), Permission: q.Permission, Resource: q.Resource.String(),
-		Reason: q.StatedReason, CorrelationID: q.CorrelationID, LatencyMicros: took.Microseconds(),
+		Reason: q.StatedReason, CorrelationID: q.CorrelationID, LatencyMicros: took.Microseconds(), SourceAddr: q.SourceAddr,
 	}
 	if derr != nil {
 		r.Decision = audit.DecisionError

@@ -12,6 +12,7 @@ import (
 	"github.com/mandate-dev/mandate/engine/alert"
 	"github.com/mandate-dev/mandate/engine/audit"
 	"github.com/mandate-dev/mandate/engine/bounds"
+	"github.com/mandate-dev/mandate/engine/tracing"
 	"github.com/mandate-dev/mandate/schema"
 )
 
@@ -120,6 +121,8 @@ func (b *Bounds) Decide(ctx context.Context, q engine.Query) (engine.Decision, e
 	if err != nil || q.Subject.Type != schema.TypeAgent || !d.Reason.CountsForBounds() {
 		return d, err
 	}
+	ctx, span := tracing.Start(ctx, tracing.SpanBounds)
+	defer span.End()
 	own, err := b.cfg.Agents.AgentBounds(ctx, q.Subject.ID)
 	if err != nil {
 		return engine.Decision{}, err
@@ -192,6 +195,7 @@ func (b *Bounds) autoSuspend(ctx context.Context, q engine.Query, d engine.Decis
 			details["suspend_error"] = ev.SuspendError
 		}
 		r := audit.NewChange(q.RequestID, q.Caller, "agent.auto_suspend", agentRef, details)
+		r.TraceID = tracing.TraceID(ctx)
 		if err := b.cfg.Audit.Record(ctx, r, true); err != nil {
 			b.cfg.Log.Error("the automatic suspension's audit record failed", "agent", agentRef, "error", err)
 		}

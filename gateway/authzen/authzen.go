@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 
@@ -170,6 +171,9 @@ func (h *Handler) endpoint(method string, fn func(c *call, body object) (any, er
 			md.Set("authorization", authz)
 		}
 		md.Set(strings.ToLower(requestid.Header), id)
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			md.Set("x-forwarded-for", host) // the caller's address, for the audit trail
+		}
 		c := &call{r: r, ctx: metadata.NewIncomingContext(r.Context(), md), reason: strings.EqualFold(r.Header.Get(ReasonHeader), "true")}
 		out, err := fn(c, body)
 		if err != nil {

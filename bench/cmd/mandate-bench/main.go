@@ -54,7 +54,7 @@ func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
 		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,bounds,f,g,mcp,middleware", "scenarios to run")
+		scenarios  = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,bounds,tracing,f,g,mcp,middleware", "scenarios to run")
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
@@ -254,6 +254,11 @@ func main() {
 			add(r.Description, r)
 		}
 	}
+	if want["tracing"] {
+		for _, r := range tracingCost(ctx, keys, *warmup, *duration) {
+			add(r.Description, r)
+		}
+	}
 	if *pgDSN != "" && want["g"] {
 		for _, r := range million(ctx, *pgDSN, keys, *warmup, *duration) {
 			add(r.Description, r)
@@ -361,6 +366,10 @@ func targetRatios(rs []bench.Result) []string {
 	ratio("authzen: AuthZEN / native REST check, p50 at 1 in flight", find(rs, "authzen", 1), find(rs, "authzen-native", 1), p50, "<= 1.2")
 	ratio("authzen: AuthZEN / native REST check, p50 at 8 in flight", find(rs, "authzen", 8), find(rs, "authzen-native", 8), p50, "<= 1.2")
 	ratio("audit: (d) audit batched / audit off, throughput at 8 in flight", find(rs, "d-audit-on", 8), find(rs, "d-audit-off", 8), tp, ">= 0.9")
+	ratio("tracing: (d) tracing on, not sampled / off, median throughput of 5 interleaved runs at 8 in flight",
+		find(rs, "trace-on-unsampled", 8), find(rs, "trace-off", 8), tp, ">= 0.95")
+	ratio("tracing: the same, alternating request by request (8 / mean latency)",
+		find(rs, "trace-on-unsampled-alt", 8), find(rs, "trace-off-alt", 8), tp, ">= 0.95")
 	for _, r := range rs {
 		if r.Scenario == "f" {
 			out = append(out, fmt.Sprintf("4: (f) p99 = %.1f ms (target <= 50 ms)", r.P99ms))
