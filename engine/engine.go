@@ -105,6 +105,11 @@ func New(ctx context.Context, cfg Config, sdb *Client, log *slog.Logger) (*Engin
 
 func (e *Engine) now() time.Time { return e.cfg.Now() }
 
+// Now is the engine's clock, the one every decision is made by. Views that
+// filter what the engine computed earlier (a listing's later pages) use it
+// too, so they expire entries exactly when Check starts denying them.
+func (e *Engine) Now() time.Time { return e.cfg.Now() }
+
 func (e *Engine) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, e.cfg.CallTimeout)
 }

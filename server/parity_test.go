@@ -311,3 +311,94 @@ func authzenCall(t *testing.T, s *testenv.Server, path, key string, body any) ma
 	}
 	return out
 }
+
+// TestListingPagesAgreeWithCheck: the later pages of an access listing drop
+// what Check denies by then: a grant that expired between pages, and
+// everything once the agent is revoked.
+func TestListingPagesAgreeWithCheck(t *testing.T) {
+	clk := &settableClock{}
+	s := testenv.Start(t, server.Config{Engine: engine.Config{Now: clk.now}})
+	s.OK("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/a#reader@user:alice"},
+		{"operation": "TOUCH", "relationship": "repo:acme/b#reader@user:alice"},
+		{"operation": "TOUCH", "relationship": "repo:acme/c#reader@user:alice"},
+	}})
+	tk := s.OK("POST", "/v1/tasks", service.RoleOperator, map[string]any{"principal": "user:alice", "ttl": "2h"})["task"].(map[string]any)["id"].(string)
+	a := s.OK("POST", "/v1/agents", service.RoleOperator, map[string]any{"task": "task:" + tk, "name": "worker", "ttl": "1h"})["agent"].(map[string]any)["id"].(string)
+	for res, ttl := range map[string]string{"repo:acme/a": "30m", "repo:acme/b": "5m", "repo:acme/c": "30m"} {
+		s.OK("POST", "/v1/grants", service.RoleOperator, map[string]any{"holder": "agent:" + a, "permission": "read", "resource": res, "ttl": ttl})
+	}
+	page := func(token string) ([]string, string) {
+		out := s.OK("GET", "/v1/agents/"+a+"/access?page_size=1&page_token="+token, service.RoleReviewer, nil)
+		var rs []string
+		for _, e := range asList(out["access"]) {
+			rs = append(rs, e.(map[string]any)["resource"].(string))
+		}
+		next, _ := out["next_page_token"].(string)
+		return rs, next
+	}
+	first, next := page("")
+	if len(first) != 1 || first[0] != "repo:acme/a" || next == "" {
+		t.Fatalf("first page: %v, next %q", first, next)
+	}
+	// b's grant lapses between pages: Check denies it, so does the listing.
+	clk.advance(10 * time.Minute)
+	if out := s.Check("agent:"+a, "read", "repo:acme/b", nil); out["reason_code"] != string(engine.ReasonNoGrant) {
+		t.Fatalf("check of the lapsed grant: %v", out)
+	}
+	second, next := page(next)
+	if len(second) != 1 || second[0] != "repo:acme/c" {
+		t.Fatalf("second page after b's grant lapsed: %v, want [repo:acme/c]", second)
+	}
+	// Revoked: the next pages of a listing already under way are empty.
+	first, next = page("")
+	if len(first) != 1 || next == "" {
+		t.Fatalf("a fresh listing: %v, next %q", first, next)
+	}
+	s.OK("DELETE", "/v1/agents/"+a, service.RoleOperator, nil)
+	if rest, _ := page(next); len(rest) != 0 {
+		t.Fatalf("pages after the revocation: %v", rest)
+	}
+}
+
+// TestConditionalPrincipalOverREST: when the human's own permission is only
+// conditional, an agent check is never an allow on SpiceDB's CONDITIONAL
+// answer: MISSING_CONTEXT without the context, PRINCIPAL_LACKS_PERMISSION
+// with the wrong one.
+func TestConditionalPrincipalOverREST(t *testing.T) {
+	s := testenv.Start(t, server.Config{})
+	cur := s.OK("GET", "/v1/schema", service.RoleAdmin, nil)["schema"].(string)
+	s.OK("PUT", "/v1/schema", service.RoleAdmin, map[string]any{"schema": cur + `
+caveat principal_environment(environment string, required_env string) {
+	environment == required_env
+}
+
+definition document {
+	relation viewer: user | user with principal_environment
+	relation read_grant: agent with grant_lifetime | task#member with grant_lifetime
+
+	permission read = viewer
+}
+`})
+	write := func(op, rel string) {
+		s.OK("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{{"operation": op, "relationship": rel}}})
+	}
+	write("TOUCH", "document:plan#viewer@user:alice")
+	tk := s.OK("POST", "/v1/tasks", service.RoleOperator, map[string]any{"principal": "user:alice", "ttl": "1h"})["task"].(map[string]any)["id"].(string)
+	a := s.OK("POST", "/v1/agents", service.RoleOperator, map[string]any{"task": "task:" + tk, "name": "worker", "ttl": "1h"})["agent"].(map[string]any)["id"].(string)
+	s.OK("POST", "/v1/grants", service.RoleOperator, map[string]any{"holder": "agent:" + a, "permission": "read", "resource": "document:plan", "ttl": "30m"})
+	write("DELETE", "document:plan#viewer@user:alice")
+	write("TOUCH", `document:plan#viewer@user:alice[principal_environment:{"required_env":"prod"}]`)
+	for _, c := range []struct {
+		ctx  map[string]any
+		want engine.Reason
+	}{{nil, engine.ReasonMissingContext}, {map[string]any{"environment": "dev"}, engine.ReasonPrincipalLacksPermission}, {map[string]any{"environment": "prod"}, engine.ReasonAllowed}} {
+		out := s.Check("agent:"+a, "read", "document:plan", c.ctx)
+		if out["reason_code"] != string(c.want) || (out["allowed"] == true) != (c.want == engine.ReasonAllowed) {
+			t.Errorf("context %v: %v %v, want %s", c.ctx, out["allowed"], out["reason_code"], c.want)
+		}
+		if c.want == engine.ReasonMissingContext && fmt.Sprint(out["missing_context"]) != "[environment]" {
+			t.Errorf("missing_context %v, want [environment]", out["missing_context"])
+		}
+	}
+}

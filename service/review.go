@@ -143,7 +143,7 @@ func (h *Handlers) ListAgentAccess(ctx context.Context, r *mandatev1.ListAgentAc
 		h.listingCache().Add(key, l)
 	}
 	out := &mandatev1.ListAgentAccessResponse{Agent: "agent:" + r.GetId(), Chain: refStrings(l.chain), ConsistencyToken: l.token}
-	now := time.Now()
+	now := h.Engine.Now()
 	i := sort.Search(len(l.access), func(i int) bool { return accessKey(l.access[i]) > after })
 	for ; i < len(l.access); i++ {
 		a := l.access[i]
