@@ -250,3 +250,20 @@ func ValidateID(field, prefix, id string) error {
 	}
 	return nil
 }
+
+// OrEmpty is the reference as "type:id", or "" for the zero reference.
+func (r Ref) OrEmpty() string {
+	if r.IsZero() {
+		return ""
+	}
+	return r.String()
+}
+
+// RefStrings writes references as "type:id".
+func RefStrings(rs []Ref) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.String()
+	}
+	return out
+}

@@ -70,21 +70,6 @@ func tsp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-func refString(r engine.Ref) string {
-	if r.IsZero() {
-		return ""
-	}
-	return r.String()
-}
-
-func refStrings(rs []engine.Ref) []string {
-	out := make([]string, len(rs))
-	for i, r := range rs {
-		out[i] = r.String()
-	}
-	return out
-}
-
 func taskPB(t *engine.Task) *mandatev1.Task {
 	return &mandatev1.Task{
 		Id: t.ID, Principal: t.Principal.String(), Description: t.Description,
@@ -94,8 +79,8 @@ func taskPB(t *engine.Task) *mandatev1.Task {
 
 func agentPB(a *engine.Agent) *mandatev1.Agent {
 	return &mandatev1.Agent{
-		Id: a.ID, Name: a.Name, Task: a.Task.String(), Parent: refString(a.Parent), Principal: a.Principal.String(),
-		Chain: refStrings(a.Chain), CreatedAt: tsp(a.CreatedAt), ExpiresAt: tsp(a.ExpiresAt), Status: a.Status,
+		Id: a.ID, Name: a.Name, Task: a.Task.String(), Parent: a.Parent.OrEmpty(), Principal: a.Principal.String(),
+		Chain: engine.RefStrings(a.Chain), CreatedAt: tsp(a.CreatedAt), ExpiresAt: tsp(a.ExpiresAt), Status: a.Status,
 		Bounds: boundsPB(a.Bounds),
 	}
 }
@@ -160,7 +145,7 @@ func (h *Handlers) CreateAgent(ctx context.Context, r *mandatev1.CreateAgentRequ
 		return nil, h.err(ctx, err)
 	}
 	if err := h.recordChange(ctx, "agent.create", "agent:"+a.ID, map[string]any{
-		"principal": a.Principal.String(), "task": a.Task.String(), "parent": refString(a.Parent), "chain": refStrings(a.Chain),
+		"principal": a.Principal.String(), "task": a.Task.String(), "parent": a.Parent.OrEmpty(), "chain": engine.RefStrings(a.Chain),
 		"name": a.Name, "expires_at": a.ExpiresAt.Format(time.RFC3339Nano), "bounds": boundsDetails(a.Bounds),
 	}); err != nil {
 		return nil, err
@@ -181,10 +166,10 @@ func (h *Handlers) RevokeAgent(ctx context.Context, r *mandatev1.RevokeAgentRequ
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	if err := h.recordChange(ctx, "agent.revoke", "agent:"+r.GetId(), map[string]any{"revoked": refStrings(revoked)}); err != nil {
+	if err := h.recordChange(ctx, "agent.revoke", "agent:"+r.GetId(), map[string]any{"revoked": engine.RefStrings(revoked)}); err != nil {
 		return nil, err
 	}
-	return &mandatev1.RevokeAgentResponse{Revoked: refStrings(revoked), ConsistencyToken: tok}, nil
+	return &mandatev1.RevokeAgentResponse{Revoked: engine.RefStrings(revoked), ConsistencyToken: tok}, nil
 }
 
 func (h *Handlers) SuspendAgent(ctx context.Context, r *mandatev1.SuspendAgentRequest) (*mandatev1.SuspendAgentResponse, error) {
@@ -297,8 +282,8 @@ func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckR
 
 func decisionPB(d engine.Decision, id string) *mandatev1.CheckResponse {
 	resp := &mandatev1.CheckResponse{
-		Allowed: d.Allowed, DecisionId: id, ReasonCode: string(d.Reason), Principal: refString(d.Principal),
-		Task: refString(d.Task), Chain: refStrings(d.Chain), ConsistencyToken: d.Token,
+		Allowed: d.Allowed, DecisionId: id, ReasonCode: string(d.Reason), Principal: d.Principal.OrEmpty(),
+		Task: d.Task.OrEmpty(), Chain: engine.RefStrings(d.Chain), ConsistencyToken: d.Token,
 	}
 	if d.Allowed {
 		resp.ValidUntil = tsp(d.ValidUntil)

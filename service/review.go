@@ -72,7 +72,7 @@ func (h *Handlers) ListAgents(ctx context.Context, r *mandatev1.ListAgentsReques
 
 func accessPB(a engine.Access, task string) *mandatev1.AccessEntry {
 	return &mandatev1.AccessEntry{
-		Resource: a.Resource.String(), Permission: a.Permission, Grants: a.Grants, Holders: refStrings(a.Holders),
+		Resource: a.Resource.String(), Permission: a.Permission, Grants: a.Grants, Holders: engine.RefStrings(a.Holders),
 		Task: task, ValidUntil: tsp(a.ValidUntil), PrincipalHolds: true, Conditions: a.Conditions,
 	}
 }
@@ -142,7 +142,7 @@ func (h *Handlers) ListAgentAccess(ctx context.Context, r *mandatev1.ListAgentAc
 		key = fmt.Sprintf("%s|%s|%s|%s", listingID, r.GetId(), r.GetResourceType(), r.GetPermission())
 		h.listingCache().Add(key, l)
 	}
-	out := &mandatev1.ListAgentAccessResponse{Agent: "agent:" + r.GetId(), Chain: refStrings(l.chain), ConsistencyToken: l.token}
+	out := &mandatev1.ListAgentAccessResponse{Agent: "agent:" + r.GetId(), Chain: engine.RefStrings(l.chain), ConsistencyToken: l.token}
 	now := h.Engine.Now()
 	i := sort.Search(len(l.access), func(i int) bool { return accessKey(l.access[i]) > after })
 	for ; i < len(l.access); i++ {
@@ -194,7 +194,7 @@ func (h *Handlers) Explain(ctx context.Context, r *mandatev1.ExplainRequest) (*m
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	out := &mandatev1.ExplainResponse{Allowed: x.Decision.Allowed, ReasonCode: string(x.Decision.Reason), WouldChange: x.WouldChange, Chain: refStrings(x.Decision.Chain)}
+	out := &mandatev1.ExplainResponse{Allowed: x.Decision.Allowed, ReasonCode: string(x.Decision.Reason), WouldChange: x.WouldChange, Chain: engine.RefStrings(x.Decision.Chain)}
 	for _, l := range x.Legs {
 		out.Legs = append(out.Legs, &mandatev1.Leg{Name: l.Name, Passed: l.Passed, Detail: l.Detail, Path: l.Path, ExpiresAt: tsp(l.ExpiresAt)})
 	}

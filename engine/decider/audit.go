@@ -56,8 +56,8 @@ func CheckRecord(q engine.Query, d engine.Decision, derr error, took time.Durati
 		r.Decision = audit.DecisionAllow
 	}
 	r.ReasonCode, r.FailedLeg = string(d.Reason), d.Reason.Leg()
-	r.Chain, r.Grants = refStrings(d.Chain), d.Grants
-	r.Principal, r.Task = refString(d.Principal), refString(d.Task)
+	r.Chain, r.Grants = engine.RefStrings(d.Chain), d.Grants
+	r.Principal, r.Task = d.Principal.OrEmpty(), d.Task.OrEmpty()
 	r.ConsistencyToken, r.Cached = d.Token, d.Cached
 	// What the conditions and bounds saw, for the reviewer.
 	details := map[string]any{}
@@ -77,21 +77,6 @@ func CheckRecord(q engine.Query, d engine.Decision, derr error, took time.Durati
 		r.Details = details
 	}
 	return r
-}
-
-func refString(r engine.Ref) string {
-	if r.IsZero() {
-		return ""
-	}
-	return r.String()
-}
-
-func refStrings(rs []engine.Ref) []string {
-	out := make([]string, len(rs))
-	for i, r := range rs {
-		out[i] = r.String()
-	}
-	return out
 }
 
 func toAny(ss []string) []any {

@@ -174,7 +174,7 @@ func (b *Bounds) autoSuspend(ctx context.Context, q engine.Query, d engine.Decis
 	agentRef := q.Subject.String()
 	ev := alert.Event{
 		Type: "mandate.agent.auto_suspended", ID: audit.NewID("chg"), Time: time.Now().UTC(),
-		Agent: agentRef, Principal: refString(d.Principal), Task: refString(d.Task),
+		Agent: agentRef, Principal: d.Principal.OrEmpty(), Task: d.Task.OrEmpty(),
 		Bound: x.Bound, Limit: x.Limit, Observed: x.Observed, Window: x.Window.String(),
 		DecisionID: q.DecisionID, Permission: q.Permission, Resource: q.Resource.String(),
 		Suspended: []string{agentRef},
@@ -183,7 +183,7 @@ func (b *Bounds) autoSuspend(ctx context.Context, q engine.Query, d engine.Decis
 		ev.SuspendError = err.Error()
 		b.cfg.Log.Error("automatic suspension failed", "agent", agentRef, "error", err)
 	} else if below, err := b.cfg.Agents.Descendants(ctx, q.Subject.ID); err == nil {
-		ev.Suspended = append(ev.Suspended, refStrings(below)...)
+		ev.Suspended = append(ev.Suspended, engine.RefStrings(below)...)
 	}
 	if b.cfg.Audit != nil {
 		details := map[string]any{
