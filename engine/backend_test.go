@@ -68,7 +68,7 @@ func startEngine(t *testing.T, cfg embedded.Config, ecfg engine.Config, opts ...
 	return e, srv
 }
 
-func must[T any](t *testing.T) func(T, string, error) T {
+func must[T any](t testing.TB) func(T, string, error) T {
 	return func(v T, _ string, err error) T {
 		t.Helper()
 		if err != nil {

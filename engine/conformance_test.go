@@ -35,7 +35,7 @@ func TestConformance(t *testing.T) {
 }
 
 type world struct {
-	t *testing.T
+	t testing.TB
 	e *engine.Engine
 }
 

@@ -54,11 +54,10 @@ func (h holderFact) live() bool { return h.state != grantNone }
 type facts struct {
 	token  string
 	frozen bool
-	// alive is chain_alive: every agent of the chain enabled and not
-	// suspended, the task open and its principal's agents not suspended.
+	// alive: every agent of the chain enabled and not suspended, the task
+	// open and its principal's agents not suspended (chain_alive).
 	alive bool
-	// standing names why the chain is not alive (identity or task leg);
-	// set by diagnose when alive is false.
+	// standing names why the chain is not alive (identity or task leg).
 	standing Reason
 	// principal is the human's permissionship on the resource now.
 	principal        v1.CheckPermissionResponse_Permissionship
@@ -305,20 +304,19 @@ func (c *chain) holderSubject(i int) (Ref, string) {
 //     unused-grants report) and expiries (how long the answer may be cached);
 //   - a grant that does not hold on a relation that accepts conditions is
 //     read, to name the condition;
-//   - a chain that is not alive is diagnosed (which agent, which task).
 //
+// The chain is judged from direct relationships (standingItems), so a deny
+// on it names its reason from the same call.
 // A sub-agent's allow reads one grant per holder that relied on, in parallel.
 func (e *Engine) gather(ctx context.Context, q Query, c *chain, now time.Time, mode evalMode) (*facts, error) {
 	cctx := e.caveatContext(q, now)
-	agentRef := Ref{Type: schema.TypeAgent, ID: q.Subject.ID}
 	grantRel := q.Permission + schema.GrantSuffix
 	nh := len(c.agents) + 1
-	items := make([]*v1.CheckBulkPermissionsRequestItem, 0, 3+nh)
-	items = append(items,
-		&v1.CheckBulkPermissionsRequestItem{Resource: objRef(agentRef), Permission: "chain_alive", Subject: subRef(agentRef, ""), Context: cctx},
-		&v1.CheckBulkPermissionsRequestItem{Resource: objRef(q.Resource), Permission: q.Permission, Subject: subRef(c.principal, ""), Context: cctx},
-		&v1.CheckBulkPermissionsRequestItem{Resource: objRef(MandateObject), Permission: "agents_frozen", Subject: subRef(agentRef, "")},
-	)
+	standing := standingItems(c, cctx)
+	ns := len(standing)
+	items := make([]*v1.CheckBulkPermissionsRequestItem, 0, ns+1+nh)
+	items = append(items, standing...)
+	items = append(items, &v1.CheckBulkPermissionsRequestItem{Resource: objRef(q.Resource), Permission: q.Permission, Subject: subRef(c.principal, ""), Context: cctx})
 	for i := 0; i < nh; i++ {
 		sub, subRel := c.holderSubject(i)
 		items = append(items, &v1.CheckBulkPermissionsRequestItem{Resource: objRef(q.Resource), Permission: grantRel, Subject: subRef(sub, subRel), Context: cctx})
@@ -333,18 +331,17 @@ func (e *Engine) gather(ctx context.Context, q Query, c *chain, now time.Time, m
 	}
 	f := &facts{
 		token:            bulk.GetCheckedAt().GetToken(),
-		alive:            pairs[0].GetPermissionship() == v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION,
-		principal:        pairs[1].GetPermissionship(),
-		principalMissing: pairs[1].GetPartialCaveatInfo().GetMissingRequiredContext(),
-		// Anything but a plain "no" from the freeze is a freeze: fail closed.
-		frozen:  pairs[2].GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_NO_PERMISSION,
-		holders: make([]holderFact, nh),
+		principal:        pairs[ns].GetPermissionship(),
+		principalMissing: pairs[ns].GetPartialCaveatInfo().GetMissingRequiredContext(),
+		holders:          make([]holderFact, nh),
 	}
+	f.frozen, f.standing = judgeStanding(c, pairs[:ns])
+	f.alive = f.standing == ""
 	if f.token == "" {
 		return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("CheckBulkPermissions returned no revision")}
 	}
 	for i := 0; i < nh; i++ {
-		p := pairs[3+i]
+		p := pairs[ns+1+i]
 		switch p.GetPermissionship() {
 		case v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION:
 			f.holders[i].state = grantHeld
@@ -408,7 +405,6 @@ func (e *Engine) gather(ctx context.Context, q Query, c *chain, now time.Time, m
 			break
 		}
 	}
-	diagnose := !f.alive
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -446,18 +442,6 @@ func (e *Engine) gather(ctx context.Context, q Query, c *chain, now time.Time, m
 				mu.Unlock()
 			}
 		}(i)
-	}
-	if diagnose {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := e.diagnose(ctx, at, c, now)
-			if err != nil {
-				setErr(err)
-				return
-			}
-			f.standing = r
-		}()
 	}
 	wg.Wait()
 	if firstEr != nil {
@@ -500,57 +484,59 @@ func (e *Engine) applyGrantRead(h *holderFact, rels []*v1.Relationship, now time
 	return boundary
 }
 
-// diagnose names why chain_alive failed, leaf first, from one
-// CheckBulkPermissions at the revision the check was made at: for every
-// agent whether it is revoked, enabled and suspended; for the task whether
-// it is completed and open; for the human whether their agents are suspended.
-func (e *Engine) diagnose(ctx context.Context, at *v1.Consistency, c *chain, now time.Time) (Reason, error) {
-	cctx := e.caveatContext(Query{}, now)
+// standingItems are the bulk-check items of the legs that do not depend on
+// a resource: the freeze, then for every agent of the chain (leaf first)
+// whether it is enabled (unrevoked and, by its lifetime caveat, unexpired)
+// and whether it is suspended, whether the task is open, and whether the
+// human's agents are suspended. Each is one direct relationship: the chain's
+// structure (parents, task, human) comes from the agent's lineage, written
+// once when it was created, so SpiceDB need not walk chain_alive's arrows.
+// chain_alive in the schema is the same rule, for zed and for reviewers.
+func standingItems(c *chain, cctx *structpb.Struct) []*v1.CheckBulkPermissionsRequestItem {
 	leaf := subRef(Ref{Type: schema.TypeAgent, ID: c.agents[0].id}, "")
-	var items []*v1.CheckBulkPermissionsRequestItem
+	items := make([]*v1.CheckBulkPermissionsRequestItem, 0, 2*len(c.agents)+3)
 	add := func(res Ref, rel string, ctx *structpb.Struct) {
 		items = append(items, &v1.CheckBulkPermissionsRequestItem{Resource: objRef(res), Permission: rel, Subject: leaf, Context: ctx})
 	}
+	add(MandateObject, "agents_frozen", nil)
 	for _, l := range c.agents {
 		a := Ref{Type: schema.TypeAgent, ID: l.id}
-		add(a, "revoked", nil)
 		add(a, "enabled", cctx)
 		add(a, "suspended", nil)
 	}
-	taskRef := Ref{Type: schema.TypeTask, ID: c.task}
-	add(taskRef, "completed", nil)
-	add(taskRef, "open", cctx)
+	add(Ref{Type: schema.TypeTask, ID: c.task}, "open", cctx)
 	add(c.principal, "agents_suspended", nil)
-	bulk, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: at, Items: items})
-	if err != nil {
-		return "", backendErr("CheckBulkPermissions", err)
-	}
-	pairs, err := bulkPairs(bulk, len(items))
-	if err != nil {
-		return "", err
-	}
-	has := func(i int) bool {
+	return items
+}
+
+// judgeStanding reads the answers to standingItems: whether the agents are
+// frozen, and the first reason the chain cannot act ("" when it can). Only
+// a plain yes is a yes where a yes lets the agent act, and only a plain no
+// is a no where a yes stops it: anything else fails closed.
+func judgeStanding(c *chain, pairs []*v1.CheckBulkPermissionsResponseItem) (frozen bool, why Reason) {
+	yes := func(i int) bool {
 		return pairs[i].GetPermissionship() == v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION
 	}
+	no := func(i int) bool {
+		return pairs[i].GetPermissionship() == v1.CheckPermissionResponse_PERMISSIONSHIP_NO_PERMISSION
+	}
+	frozen = !no(0)
 	for i := range c.agents {
-		revoked, enabled, suspended := has(3*i), has(3*i+1), has(3*i+2)
 		switch {
-		case revoked || !enabled:
-			return ReasonAgentRevoked, nil
-		case suspended:
-			return ReasonAgentSuspended, nil
+		case !yes(1 + 2*i):
+			return frozen, ReasonAgentRevoked
+		case !no(2 + 2*i):
+			return frozen, ReasonAgentSuspended
 		}
 	}
-	n := 3 * len(c.agents)
+	n := 1 + 2*len(c.agents)
 	switch {
-	case has(n) || !has(n+1):
-		return ReasonTaskCompleted, nil
-	case has(n + 2):
-		return ReasonPrincipalSuspended, nil
+	case !yes(n):
+		return frozen, ReasonTaskCompleted
+	case !no(n + 1):
+		return frozen, ReasonPrincipalSuspended
 	}
-	// SpiceDB said no, yet every part looks alive at the same revision.
-	// The deny stands.
-	return ReasonChainInactive, nil
+	return frozen, ""
 }
 
 // evaluateQuery gathers and judges one agent check. Every consumer of the

@@ -688,22 +688,18 @@ func (e *Engine) GrantsHeldBy(ctx context.Context, holders []Ref) ([]*Grant, err
 // the facts read, the revision they were read at, and whether the agent can
 // act at all.
 func (e *Engine) standing(ctx context.Context, c *chain, now time.Time) (facts, *v1.Consistency, bool, error) {
-	agentRef := Ref{Type: schema.TypeAgent, ID: c.agents[0].id}
-	bulk, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: fullyConsistent,
-		Items: []*v1.CheckBulkPermissionsRequestItem{
-			{Resource: objRef(agentRef), Permission: "chain_alive", Subject: subRef(agentRef, ""), Context: e.caveatContext(Query{}, now)},
-			{Resource: objRef(MandateObject), Permission: "agents_frozen", Subject: subRef(agentRef, "")},
-		}})
+	items := standingItems(c, e.caveatContext(Query{}, now))
+	bulk, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: fullyConsistent, Items: items})
 	if err != nil {
 		return facts{}, nil, false, backendErr("CheckBulkPermissions", err)
 	}
-	pairs, err := bulkPairs(bulk, 2)
+	pairs, err := bulkPairs(bulk, len(items))
 	if err != nil {
 		return facts{}, nil, false, err
 	}
-	base := facts{token: bulk.GetCheckedAt().GetToken(),
-		alive:  pairs[0].GetPermissionship() == v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION,
-		frozen: pairs[1].GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_NO_PERMISSION}
+	base := facts{token: bulk.GetCheckedAt().GetToken()}
+	base.frozen, base.standing = judgeStanding(c, pairs)
+	base.alive = base.standing == ""
 	// A probe with every grant held and the human's permission: it allows
 	// exactly when the resource-independent legs pass.
 	probe := base

@@ -132,7 +132,13 @@ func TestTraceOfAnUncachedCheck(t *testing.T) {
 	names := map[string]tracetest.SpanStub{}
 	for _, s := range spans {
 		if s.SpanContext.TraceID().String() != traceID {
-			t.Errorf("span %q is in trace %s, not the caller's", s.Name, s.SpanContext.TraceID())
+			// Background work (the cache's watch reconnecting on a busy
+			// machine) makes traces of its own; the check's spans must all
+			// be in the caller's.
+			if strings.HasPrefix(s.Name, "POST /v1/check") || strings.HasPrefix(s.Name, "mandate.") {
+				t.Errorf("span %q is in trace %s, not the caller's", s.Name, s.SpanContext.TraceID())
+			}
+			continue
 		}
 		names[s.Name+kindSuffix(s)] = s
 		for _, kv := range s.Attributes {
