@@ -19,20 +19,20 @@ const PostgresEnv = "MANDATE_TEST_POSTGRES_DSN"
 // backend is one datastore the conformance suite runs against.
 type backend struct {
 	name  string
-	start func(t *testing.T) embedded.Config
+	start func(t testing.TB) embedded.Config
 }
 
 func backends() []backend {
 	return []backend{
-		{name: "memory", start: func(t *testing.T) embedded.Config { return embedded.Config{Engine: "memory"} }},
-		{name: "postgres", start: func(t *testing.T) embedded.Config {
+		{name: "memory", start: func(t testing.TB) embedded.Config { return embedded.Config{Engine: "memory"} }},
+		{name: "postgres", start: func(t testing.TB) embedded.Config {
 			return embedded.Config{Engine: "postgres", URI: freshPostgres(t), Migrate: true}
 		}},
 	}
 }
 
 // freshPostgres creates an empty database for one test and drops it afterwards.
-func freshPostgres(t *testing.T) string {
+func freshPostgres(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv(PostgresEnv)
 	if dsn == "" {
