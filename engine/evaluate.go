@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -39,9 +38,8 @@ type holderFact struct {
 	// id and expires describe the live grant, once read. Zero until then.
 	id      string
 	expires time.Time
-	// condition names the grant's condition; describe says it in words.
+	// condition names the grant's condition.
 	condition string
-	describe  string
 	// missing is the context a conditioned grant needs (grantMissing).
 	missing []string
 }
@@ -468,7 +466,7 @@ func (e *Engine) applyGrantRead(h *holderFact, rels []*v1.Relationship, now time
 		found = true
 		h.id, h.expires = caveatString(r, "grant_id"), exp
 		if cond := conditionOf(r); cond != nil {
-			h.condition, h.describe = cond.Name, cond.describe()
+			h.condition = cond.Name
 			if h.state == grantNone {
 				// SpiceDB evaluated the condition, with this context, as false.
 				h.state = grantFailed
@@ -560,17 +558,4 @@ func (e *Engine) evaluateQuery(ctx context.Context, q Query, mode evalMode) (*Ev
 	}
 	x := evaluate(c, now, f, mode)
 	return &x, c, nil
-}
-
-// describeLegs is a one-line account of an evaluation, for logs and errors.
-func (x *Evaluation) describeLegs() string {
-	s := ""
-	for _, l := range x.Legs {
-		v := "pass"
-		if !l.Passed {
-			v = "fail " + string(l.Reason)
-		}
-		s += fmt.Sprintf("%s=%s ", l.Name, v)
-	}
-	return s
 }
