@@ -258,7 +258,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := cache.NewMetrics(reg)
-	h := &service.Handlers{Engine: s.engine, Log: c.Log}
+	h := &service.Handlers{Engine: s.engine, Log: c.Log, RequireHumanToken: c.Credentials.requireHumanToken()}
 	if h.Lookup, err = s.decisionCache(sdb, metrics); err != nil {
 		return nil, err
 	}

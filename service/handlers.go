@@ -56,9 +56,18 @@ type Handlers struct {
 	// Bounds resets an agent's bound counts when it is resumed; nil when no
 	// bounds are enforced.
 	Bounds *decider.Bounds
+	// RequireHumanToken refuses tasks with a bare principal and grants to
+	// agents: they come only from a verified human token, by token exchange.
+	RequireHumanToken bool
 
 	listingsOnce sync.Once
 	listings     *lru.Cache[string, *listing] // access listings being paged through
+}
+
+// humanTokenRequired is the refusal of --require-human-token.
+func humanTokenRequired(field, why string) error {
+	return &engine.Error{Kind: engine.KindFailedPrecondition, Field: field,
+		Msg: why + " (--require-human-token): exchange the human's OIDC token at POST /oauth2/token"}
 }
 
 func (h *Handlers) err(ctx context.Context, err error) error { return toStatus(ctx, h.Log, err) }
@@ -110,6 +119,9 @@ func grantPB(g *engine.Grant) *mandatev1.Grant {
 // ---- tasks ----
 
 func (h *Handlers) CreateTask(ctx context.Context, r *mandatev1.CreateTaskRequest) (*mandatev1.CreateTaskResponse, error) {
+	if h.RequireHumanToken {
+		return nil, h.err(ctx, humanTokenRequired("principal", "a task is opened only for a verified human"))
+	}
 	b, err := boundsFromPB("bounds.", r.GetBounds())
 	if err != nil {
 		return nil, h.err(ctx, err)
@@ -222,6 +234,9 @@ func (h *Handlers) CreateGrant(ctx context.Context, r *mandatev1.CreateGrantRequ
 	cond, err := conditionFromPB(r.GetCondition())
 	if err != nil {
 		return nil, h.err(ctx, err)
+	}
+	if h.RequireHumanToken && strings.HasPrefix(r.GetHolder(), "agent:") {
+		return nil, h.err(ctx, humanTokenRequired("holder", "an agent's grants come only from the scope of a verified human token"))
 	}
 	g, tok, err := h.Engine.CreateGrant(ctx, engine.CreateGrantInput{Holder: r.GetHolder(), Permission: r.GetPermission(), Resource: r.GetResource(), TTL: r.GetTtl(), Condition: cond})
 	if err != nil {

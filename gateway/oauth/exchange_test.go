@@ -288,7 +288,9 @@ func TestHumanTokenRefusals(t *testing.T) {
 
 func TestTokenEndpointRequests(t *testing.T) {
 	e := start(t, server.Config{})
-	good := func() url.Values { return testenv.ExchangeForm(e.idp.Login("alice"), "id_token", "write:repo:acme/api") }
+	good := func() url.Values {
+		return testenv.ExchangeForm(e.idp.Login("alice"), "id_token", "write:repo:acme/api")
+	}
 	set := func(k, v string) url.Values { f := good(); f.Set(k, v); return f }
 	add := func(k, v string) url.Values { f := good(); f.Add(k, v); return f }
 	cases := []struct {
@@ -421,4 +423,22 @@ func TestDiscoveryUsesThePublicURL(t *testing.T) {
 	if c := claimsOf(t, out["access_token"].(string)); c["iss"] != "https://mandate.example.com" {
 		t.Errorf("iss %v", c["iss"])
 	}
+}
+
+// TestRequireHumanToken: with an OIDC issuer, tasks and agents' grants come
+// only from human tokens, unless the operator turns it off.
+func TestRequireHumanToken(t *testing.T) {
+	e := start(t, server.Config{})
+	code, out := e.s.Do("POST", "/v1/tasks", service.RoleOperator, map[string]any{"principal": "user:alice", "ttl": "1h"})
+	if code != 400 || !strings.Contains(out["message"].(string), "principal") {
+		t.Fatalf("bare task: %d %v", code, out)
+	}
+	tok := e.mustExchange(testenv.ExchangeForm(e.idp.Login("alice"), "id_token", "write:repo:acme/api"))
+	code, out = e.s.Do("POST", "/v1/grants", service.RoleOperator, map[string]any{"holder": tok["agent"], "permission": "read", "resource": "repo:acme/web", "ttl": "5m"})
+	if code != 400 || !strings.Contains(out["message"].(string), "holder") {
+		t.Fatalf("grant to an agent: %d %v", code, out)
+	}
+
+	off := start(t, server.Config{Credentials: server.CredentialsConfig{RequireHumanToken: "off"}})
+	off.s.OK("POST", "/v1/tasks", service.RoleOperator, map[string]any{"principal": "user:alice", "ttl": "1h"})
 }
