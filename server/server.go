@@ -314,10 +314,11 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	for pattern, h := range az.Routes() {
 		extra[pattern] = h
 	}
-	oa, _, _, err := s.setupCredentials(keys)
+	oa, tokens, _, err := s.setupCredentials(keys)
 	if err != nil {
 		return nil, err
 	}
+	h.Tokens = tokens
 	for pattern, h := range oa.Routes() {
 		extra[pattern] = h
 	}

@@ -385,6 +385,9 @@ func TestRevokedWithinExp(t *testing.T) {
 				if d := e.s.Check(out["agent"].(string), "write", "repo:acme/api", nil); d["allowed"] != false {
 					t.Fatalf("iteration %d: check: %v", i, d)
 				}
+				if d := e.s.OK("POST", "/v1/check", service.RoleChecker, checkBody(out["access_token"].(string), "write", "repo:acme/api")); d["allowed"] != false {
+					t.Fatalf("iteration %d: check by token: %v", i, d)
+				}
 			}
 		})
 	}

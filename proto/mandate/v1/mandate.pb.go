@@ -2326,7 +2326,7 @@ func (x *DeleteGrantResponse) GetConsistencyToken() string {
 
 type CheckRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// subject is "agent:<id>" or "user:<id>".
+	// subject is "agent:<id>" or "user:<id>". Send it or subject_token, not both.
 	Subject    string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	Permission string `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
 	// resource is "<type>:<id>".
@@ -2339,8 +2339,13 @@ type CheckRequest struct {
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	// consistency_token, from an earlier response, makes the check at least as fresh as it.
 	ConsistencyToken string `protobuf:"bytes,7,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// subject_token is an agent's mandate token (POST /oauth2/token), in place
+	// of subject: the agent is the token's, and a token whose act chain is not
+	// the graph's is denied with CHAIN_MISMATCH. It is never echoed, logged or
+	// audited; audit records keep its jti.
+	SubjectToken  string `protobuf:"bytes,8,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckRequest) Reset() {
@@ -2418,6 +2423,13 @@ func (x *CheckRequest) GetReason() string {
 func (x *CheckRequest) GetConsistencyToken() string {
 	if x != nil {
 		return x.ConsistencyToken
+	}
+	return ""
+}
+
+func (x *CheckRequest) GetSubjectToken() string {
+	if x != nil {
+		return x.SubjectToken
 	}
 	return ""
 }
@@ -4867,7 +4879,7 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"R\n" +
 	"\x13DeleteGrantResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\x83\x02\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\xa8\x02\n" +
 	"\fCheckRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1e\n" +
 	"\n" +
@@ -4877,7 +4889,8 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\acontext\x18\x04 \x01(\v2\x17.google.protobuf.StructR\acontext\x12%\n" +
 	"\x0ecorrelation_id\x18\x05 \x01(\tR\rcorrelationId\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12+\n" +
-	"\x11consistency_token\x18\a \x01(\tR\x10consistencyToken\"\xfa\x02\n" +
+	"\x11consistency_token\x18\a \x01(\tR\x10consistencyToken\x12#\n" +
+	"\rsubject_token\x18\b \x01(\tR\fsubjectToken\"\xfa\x02\n" +
 	"\rCheckResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
