@@ -18,6 +18,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 
+	"github.com/mandate-dev/mandate/credential"
 	"github.com/mandate-dev/mandate/engine/embedded"
 	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/server"
@@ -361,6 +362,22 @@ func TestRevoke(t *testing.T) {
 	if code != 400 || bad["error"] != "invalid_grant" {
 		t.Fatalf("renewal after revocation: %d %v", code, bad)
 	}
+
+	// The trail: every issue, refusal and revocation, with the jti and never a token.
+	_, _, raw := e.s.Call("GET", "/v1/audit?page_size=1000", bearer(service.RoleReviewer), nil)
+	for _, action := range []string{"token.issue", "token.refused", "token.revoke"} {
+		if !strings.Contains(string(raw), `"`+action+`"`) {
+			t.Errorf("no %s record in %s", action, raw)
+		}
+	}
+	for _, x := range []string{tok, sub} {
+		if strings.Contains(string(raw), strings.Split(x, ".")[2]) {
+			t.Fatal("the audit trail holds a token")
+		}
+	}
+	if !strings.Contains(string(raw), claimsOf(t, tok)["jti"].(string)) {
+		t.Error("the audit trail lacks the token's jti")
+	}
 }
 
 // TestRevokedWithinExp: a token within its exp whose agent was revoked is
@@ -444,4 +461,42 @@ func TestRequireHumanToken(t *testing.T) {
 
 	off := start(t, server.Config{Credentials: server.CredentialsConfig{RequireHumanToken: "off"}})
 	off.s.OK("POST", "/v1/tasks", service.RoleOperator, map[string]any{"principal": "user:alice", "ttl": "1h"})
+}
+
+// TestUserIDs: with email as the user claim, only a verified email counts,
+// and with two issuers every id is qualified by its issuer, escaped alike.
+func TestUserIDs(t *testing.T) {
+	a, b := testenv.StartIdP(t), testenv.StartIdP(t)
+	cfg := testenv.WithIdP(testenv.WithIdP(server.Config{Credentials: server.CredentialsConfig{OIDCUserClaim: "email"}}, a), b)
+	s := testenv.Start(t, cfg)
+	e := &env{t: t, idp: a, s: s}
+	prefix := func(p *testenv.IdP) string { return credential.Escape(strings.TrimPrefix(p.URL, "http://")) }
+	aliceA := "user:" + prefix(a) + "|" + credential.Escape("alice@example.com")
+	aliceB := "user:" + prefix(b) + "|" + credential.Escape("alice@example.com")
+	s.OK("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#writer@" + aliceA}}})
+
+	login := func(p *testenv.IdP, verified any) string {
+		c := p.Claims("opaque-sub")
+		c["email"] = "alice@example.com"
+		if verified != nil {
+			c["email_verified"] = verified
+		}
+		return p.Token(c)
+	}
+	out := e.mustExchange(testenv.ExchangeForm(login(a, true), "id_token", "write:repo:acme/api"))
+	if c := claimsOf(t, out["access_token"].(string)); c["sub"] != aliceA {
+		t.Fatalf("sub %v, want %s", c["sub"], aliceA)
+	}
+	for name, verified := range map[string]any{"unverified": false, "no email_verified": nil, "a string": "true"} {
+		code, body := e.exchange(testenv.ExchangeForm(login(a, verified), "id_token", "write:repo:acme/api"))
+		if code != 400 || body["error"] != "invalid_grant" {
+			t.Errorf("%s email: %d %v", name, code, body)
+		}
+	}
+	// The same email from the other issuer is another user, who holds nothing.
+	code, body := e.exchange(testenv.ExchangeForm(login(b, true), "id_token", "write:repo:acme/api"))
+	if code != 400 || body["error"] != "invalid_scope" || !strings.Contains(body["error_description"].(string), aliceB) {
+		t.Fatalf("other issuer: %d %v", code, body)
+	}
 }
