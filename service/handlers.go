@@ -288,9 +288,10 @@ const (
 	maxReason        = 4096
 )
 
-// TokenVerifier verifies agents' mandate tokens.
+// TokenVerifier verifies agents' mandate tokens and signs decision receipts.
 type TokenVerifier interface {
 	Verify(raw string) (*credential.Claims, error)
+	SignReceipt(r credential.Receipt) (string, error)
 }
 
 // invalidToken is a subject_token that does not verify: a 400 for a single
@@ -386,7 +387,33 @@ func (h *Handlers) Check(ctx context.Context, r *mandatev1.CheckRequest) (*manda
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	return h.checkOne(ctx, q)
+	resp, err := h.checkOne(ctx, q)
+	if err != nil || !r.GetReceipt() {
+		return resp, err
+	}
+	return h.withReceipt(ctx, q, resp)
+}
+
+// withReceipt signs the decision into resp.Receipt. A receipt that cannot be
+// signed fails the check: the caller asked for proof.
+func (h *Handlers) withReceipt(ctx context.Context, q engine.Query, resp *mandatev1.CheckResponse) (*mandatev1.CheckResponse, error) {
+	if h.Tokens == nil {
+		return nil, h.err(ctx, &engine.Error{Kind: engine.KindFailedPrecondition, Field: "receipt", Msg: "this server signs no receipts"})
+	}
+	var agents []string
+	for _, c := range resp.GetChain() {
+		if strings.HasPrefix(c, "agent:") {
+			agents = append(agents, c)
+		}
+	}
+	raw, err := h.Tokens.SignReceipt(credential.Receipt{DecisionID: resp.GetDecisionId(), Allowed: resp.GetAllowed(), ReasonCode: resp.GetReasonCode(),
+		Subject: q.Subject.String(), Act: credential.ActChain(agents), Principal: resp.GetPrincipal(), Task: resp.GetTask(),
+		Permission: q.Permission, Resource: q.Resource.String(), ConsistencyToken: resp.GetConsistencyToken(), TokenID: q.TokenID})
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	resp.Receipt = raw
+	return resp, nil
 }
 
 // checkOne asks the decider chain; metrics, audit and bounds happen there.
@@ -425,6 +452,9 @@ func (h *Handlers) CheckBulk(ctx context.Context, r *mandatev1.CheckBulkRequest)
 			continue
 		}
 		resp, err := h.checkOne(ctx, q)
+		if err == nil && r.GetChecks()[i].GetReceipt() {
+			resp, err = h.withReceipt(ctx, q, resp)
+		}
 		if err != nil {
 			// One failed item fails the call: a partial answer could be read as an allow.
 			return nil, err

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -222,4 +224,54 @@ func authzen(t *testing.T, s *testenv.Server, path string, body any) map[string]
 		t.Fatalf("%s: %d %v", path, resp.StatusCode, out)
 	}
 	return out
+}
+
+// TestReceipts: a check with receipt: true carries a JWS anyone can verify
+// against the JWKS with another library, which never passes as a token.
+func TestReceipts(t *testing.T) {
+	e := start(t, server.Config{})
+	out := e.mustExchange(testenv.ExchangeForm(e.idp.Login("alice"), "id_token", "write:repo:acme/api"))
+	tok := out["access_token"].(string)
+	body := checkBody(tok, "write", "repo:acme/api")
+	body["receipt"] = true
+	d := e.s.OK("POST", "/v1/check", service.RoleChecker, body)
+	receipt, _ := d["receipt"].(string)
+	if receipt == "" {
+		t.Fatalf("no receipt: %v", d)
+	}
+	set, err := jwk.Fetch(context.Background(), e.s.Base+"/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := jws.Verify([]byte(receipt), jws.WithKeySet(set))
+	if err != nil {
+		t.Fatalf("jwx refuses the receipt: %v", err)
+	}
+	var r map[string]any
+	if err := json.Unmarshal(payload, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r["decision_id"] != d["decision_id"] || r["allowed"] != true || r["reason_code"] != "ALLOWED" || r["sub"] != out["agent"] ||
+		r["task"] != out["task"] || r["permission"] != "write" || r["resource"] != "repo:acme/api" || r["consistency_token"] != d["consistency_token"] ||
+		r["iat"] == nil || r["act"].(map[string]any)["sub"] != out["agent"] || r["token_jti"] != claimsOf(t, tok)["jti"] {
+		t.Errorf("receipt %v for %v", r, d)
+	}
+	msg, _ := jws.Parse([]byte(receipt))
+	if typ, _ := msg.Signatures()[0].ProtectedHeaders().Type(); typ != "mandate-receipt+jwt" {
+		t.Errorf("typ %q", typ)
+	}
+	// A receipt is not a token: not for a check, not for an exchange, not for introspection.
+	if code, _ := e.s.Do("POST", "/v1/check", service.RoleChecker, checkBody(receipt, "write", "repo:acme/api")); code != 400 {
+		t.Errorf("check by receipt: %d", code)
+	}
+	if code, _ := e.exchange(testenv.ExchangeForm(receipt, "jwt", "")); code != 400 {
+		t.Errorf("exchange of a receipt: %d", code)
+	}
+	if in := e.introspect(receipt); in["active"] != false {
+		t.Errorf("introspection of a receipt: %v", in)
+	}
+	// Without receipt: true there is none.
+	if d := e.s.OK("POST", "/v1/check", service.RoleChecker, checkBody(tok, "write", "repo:acme/api")); d["receipt"] != "" && d["receipt"] != nil {
+		t.Errorf("unasked receipt: %v", d["receipt"])
+	}
 }
