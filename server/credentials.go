@@ -10,6 +10,7 @@ import (
 
 	"github.com/mandate-dev/mandate/credential"
 	"github.com/mandate-dev/mandate/engine/audit"
+	"github.com/mandate-dev/mandate/gateway/devidp"
 	"github.com/mandate-dev/mandate/gateway/oauth"
 	"github.com/mandate-dev/mandate/service"
 )
@@ -35,6 +36,9 @@ type CredentialsConfig struct {
 	// issuer is configured). On, POST /v1/tasks with a bare principal and
 	// POST /v1/grants to an agent are refused (--require-human-token).
 	RequireHumanToken string
+	// DevIdP also serves a DEVELOPMENT-ONLY OIDC provider under /dev-idp and
+	// trusts it (--dev-idp): anyone can sign in there as anyone.
+	DevIdP bool
 	// HTTPClient fetches the issuers' discovery documents and JWKS. Default http.DefaultClient.
 	HTTPClient *http.Client
 }
@@ -61,7 +65,7 @@ func (c *CredentialsConfig) requireHumanToken() bool {
 	case "off", "false":
 		return false
 	}
-	return len(c.OIDCIssuers) > 0
+	return len(c.OIDCIssuers) > 0 || c.DevIdP
 }
 
 // validatePublicURL checks --public-url: an absolute http(s) URL without
@@ -86,8 +90,27 @@ func (s *Server) publicURL() string {
 }
 
 // setupCredentials builds the token issuer, the OIDC verifier and the OAuth endpoints.
-func (s *Server) setupCredentials(keys *service.Keys) (*oauth.Handler, *credential.Tokens, *credential.Humans, error) {
+func (s *Server) setupCredentials(keys *service.Keys, extra map[string]http.Handler) (*oauth.Handler, *credential.Tokens, *credential.Humans, error) {
 	c := s.cfg.Credentials
+	if c.DevIdP {
+		if c.OIDCAudience == "" {
+			c.OIDCAudience = "mandate-dev"
+		}
+		idp, err := devidp.New(devidp.Config{Issuer: s.publicURL() + devidp.Prefix, Audience: c.OIDCAudience,
+			Authorize: func(authorization string) bool {
+				scheme, key, _ := strings.Cut(authorization, " ")
+				k, ok := keys.Lookup(strings.TrimSpace(key))
+				return ok && strings.EqualFold(scheme, "bearer") && (k.Role == service.RoleOperator || k.Role == service.RoleAdmin)
+			}})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		for pattern, h := range idp.Routes() {
+			extra[pattern] = h
+		}
+		c.OIDCIssuers = append(append([]string(nil), c.OIDCIssuers...), s.publicURL()+devidp.Prefix)
+		s.log.Warn("--dev-idp: serving a DEVELOPMENT-ONLY identity provider at " + s.publicURL() + devidp.Prefix + " where anyone signs in as anyone; never use it in production")
+	}
 	var signing []*credential.SigningKey
 	for _, f := range c.SigningKeyFiles {
 		k, err := credential.LoadKeyFile(f)

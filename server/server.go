@@ -314,7 +314,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	for pattern, h := range az.Routes() {
 		extra[pattern] = h
 	}
-	oa, tokens, _, err := s.setupCredentials(keys)
+	oa, tokens, _, err := s.setupCredentials(keys, extra)
 	if err != nil {
 		return nil, err
 	}

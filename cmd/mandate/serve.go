@@ -90,6 +90,7 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Credentials.TokenTTL, "token-ttl", 0, "agent token lifetime when none is asked for (default 15m)")
 	f.DurationVar(&cfg.Credentials.MaxTokenTTL, "max-token-ttl", 0, "longest agent token lifetime (default 1h)")
 	f.StringVar(&cfg.Credentials.RequireHumanToken, "require-human-token", "", "on or off: refuse POST /v1/tasks and POST /v1/grants to agents, so tasks come only from human tokens (default on with --oidc-issuer)")
+	f.BoolVar(&cfg.Credentials.DevIdP, "dev-idp", false, "also serve a DEVELOPMENT-ONLY OIDC provider at <public-url>/dev-idp and trust it (`mandate dev login USER`); anyone can sign in there as anyone")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
