@@ -549,6 +549,11 @@ func (e *Engine) evaluateQuery(ctx context.Context, q Query, mode evalMode) (*Ev
 		}
 		return nil, nil, err
 	}
+	if q.TokenChain != nil && !c.named(q.TokenChain, q.TokenTask) {
+		x := &Evaluation{Decision: Decision{Reason: ReasonChainMismatch, Principal: c.principal, Task: Ref{Type: schema.TypeTask, ID: c.task}, Chain: c.refs()},
+			Legs: []LegResult{{Name: LegFreeze}, {Name: LegIdentity, Reason: ReasonChainMismatch}, {Name: LegTask}, {Name: LegGrant}, {Name: LegAttenuation}}}
+		return x, c, nil
+	}
 	now := e.now()
 	var f *facts
 	if c.clockLapsed(now) == "" || mode.explain {

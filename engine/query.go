@@ -16,6 +16,13 @@ type Query struct {
 	Context *structpb.Struct
 	// ConsistencyToken is a ZedToken the answer must be at least as fresh as.
 	ConsistencyToken string
+	// TokenChain, for a check by subject_token, is the chain the verified
+	// token names, as Decision.Chain spells it: the agents, current actor
+	// first, then the human. With TokenTask, a chain that is not the graph's
+	// is denied with CHAIN_MISMATCH. The cache keys on it.
+	TokenChain []Ref
+	// TokenTask is the task the token names; set with TokenChain.
+	TokenTask Ref
 
 	// The fields below describe the request for the audit trail and alerts.
 	// They never change the answer, and the cache does not key on them.
@@ -33,6 +40,9 @@ type Query struct {
 	Caller string
 	// SourceAddr is the caller's network address, for the audit trail.
 	SourceAddr string
+	// TokenID is the jti of the subject_token that named the subject, for
+	// the audit trail; never the token itself.
+	TokenID string
 }
 
 // Decision is the answer to a Query.

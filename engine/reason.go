@@ -24,6 +24,12 @@ const (
 	ReasonAgentsFrozen             Reason = "AGENTS_FROZEN"
 	ReasonPrincipalSuspended       Reason = "PRINCIPAL_AGENTS_SUSPENDED"
 	ReasonBoundExceeded            Reason = "BOUND_EXCEEDED"
+	// ReasonChainMismatch: a check by subject_token whose token names a
+	// delegation chain (agents, human, task) that is not the graph's.
+	ReasonChainMismatch Reason = "CHAIN_MISMATCH"
+	// ReasonInvalidToken: one item of a bulk check or an AuthZEN batch whose
+	// subject_token does not verify. A single check answers 400 instead.
+	ReasonInvalidToken Reason = "INVALID_TOKEN"
 )
 
 // Legs of a check, in the order they are judged.
@@ -62,6 +68,8 @@ var reasons = map[Reason]reasonInfo{
 	ReasonAgentRevoked:             {leg: LegIdentity},
 	ReasonAgentSuspended:           {leg: LegIdentity},
 	ReasonChainInactive:            {leg: LegIdentity},
+	ReasonChainMismatch:            {leg: LegIdentity},
+	ReasonInvalidToken:             {leg: LegIdentity},
 	ReasonTaskCompleted:            {leg: LegTask},
 	ReasonTaskExpired:              {leg: LegTask},
 	ReasonPrincipalSuspended:       {leg: LegTask},

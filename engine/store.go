@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -410,6 +411,11 @@ func (c *chain) buildRefs() []Ref {
 		out = append(out, Ref{Type: schema.TypeAgent, ID: l.id})
 	}
 	return append(out, c.principal)
+}
+
+// named reports whether refs (agents, then the human) and task are this chain.
+func (c *chain) named(refs []Ref, task Ref) bool {
+	return task == (Ref{Type: schema.TypeTask, ID: c.task}) && slices.Equal(refs, c.refs())
 }
 
 // earliest is the earliest expiry in the chain, task included.

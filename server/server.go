@@ -50,6 +50,12 @@ type Config struct {
 	GRPCAddr string
 	// HTTPAddr is the REST listen address. Default 127.0.0.1:8080.
 	HTTPAddr string
+	// PublicURL is the one base URL of every absolute URL mandate publishes:
+	// the tokens' iss, the OAuth and AuthZEN metadata. Never derived from the
+	// Host header. Default: http:// and the REST listen address.
+	PublicURL string
+	// Credentials configures agent tokens and the humans' OIDC sign-in.
+	Credentials CredentialsConfig
 	// KeysFile lists the accepted keys. Empty means development mode: one key
 	// per role is generated and printed once to DevKeysOut.
 	KeysFile string
@@ -143,6 +149,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		return errors.New("--max-body-bytes must not be negative")
+	}
+	if err := validatePublicURL(c.PublicURL); err != nil {
+		return err
+	}
+	if err := c.Credentials.Validate(); err != nil {
+		return err
 	}
 	if c.SpiceDBEndpoint == "" {
 		if err := c.Embedded.Validate(); err != nil {
@@ -246,7 +258,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := cache.NewMetrics(reg)
-	h := &service.Handlers{Engine: s.engine, Log: c.Log}
+	h := &service.Handlers{Engine: s.engine, Log: c.Log, RequireHumanToken: c.Credentials.requireHumanToken()}
 	if h.Lookup, err = s.decisionCache(sdb, metrics); err != nil {
 		return nil, err
 	}
@@ -295,11 +307,19 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	// interceptors: no loopback connection.
 	inproc := service.NewInProcess(h, search, interceptor)
 	extra := map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
-	az, err := authzen.New(authzen.Config{Check: inproc, Search: inproc, Authorize: keys.AuthorizeHeader, Log: c.Log})
+	az, err := authzen.New(authzen.Config{Check: inproc, Search: inproc, Authorize: keys.AuthorizeHeader, BaseURL: s.publicURL(), Log: c.Log})
 	if err != nil {
 		return nil, err
 	}
 	for pattern, h := range az.Routes() {
+		extra[pattern] = h
+	}
+	oa, tokens, _, err := s.setupCredentials(keys, extra)
+	if err != nil {
+		return nil, err
+	}
+	h.Tokens = tokens
+	for pattern, h := range oa.Routes() {
 		extra[pattern] = h
 	}
 	handler, err := gateway.New(ctx, inproc, gateway.Config{MaxBodyBytes: c.MaxBodyBytes, Health: s.healthz, Extra: extra})

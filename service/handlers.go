@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/mandate-dev/mandate/credential"
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/audit"
 	"github.com/mandate-dev/mandate/engine/decider"
@@ -56,9 +58,20 @@ type Handlers struct {
 	// Bounds resets an agent's bound counts when it is resumed; nil when no
 	// bounds are enforced.
 	Bounds *decider.Bounds
+	// Tokens verifies agents' tokens sent as subject_token; nil refuses them.
+	Tokens TokenVerifier
+	// RequireHumanToken refuses tasks with a bare principal and grants to
+	// agents: they come only from a verified human token, by token exchange.
+	RequireHumanToken bool
 
 	listingsOnce sync.Once
 	listings     *lru.Cache[string, *listing] // access listings being paged through
+}
+
+// humanTokenRequired is the refusal of --require-human-token.
+func humanTokenRequired(field, why string) error {
+	return &engine.Error{Kind: engine.KindFailedPrecondition, Field: field,
+		Msg: why + " (--require-human-token): exchange the human's OIDC token at POST /oauth2/token"}
 }
 
 func (h *Handlers) err(ctx context.Context, err error) error { return toStatus(ctx, h.Log, err) }
@@ -95,6 +108,9 @@ func grantPB(g *engine.Grant) *mandatev1.Grant {
 // ---- tasks ----
 
 func (h *Handlers) CreateTask(ctx context.Context, r *mandatev1.CreateTaskRequest) (*mandatev1.CreateTaskResponse, error) {
+	if h.RequireHumanToken {
+		return nil, h.err(ctx, humanTokenRequired("principal", "a task is opened only for a verified human"))
+	}
 	b, err := boundsFromPB("bounds.", r.GetBounds())
 	if err != nil {
 		return nil, h.err(ctx, err)
@@ -208,6 +224,9 @@ func (h *Handlers) CreateGrant(ctx context.Context, r *mandatev1.CreateGrantRequ
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
+	if h.RequireHumanToken && strings.HasPrefix(r.GetHolder(), "agent:") {
+		return nil, h.err(ctx, humanTokenRequired("holder", "an agent's grants come only from the scope of a verified human token"))
+	}
 	g, tok, err := h.Engine.CreateGrant(ctx, engine.CreateGrantInput{Holder: r.GetHolder(), Permission: r.GetPermission(), Resource: r.GetResource(), TTL: r.GetTtl(), Condition: cond})
 	if err != nil {
 		if e, ok := err.(*engine.Error); ok && e.Reason == engine.ReasonEscalation {
@@ -254,8 +273,63 @@ const (
 	maxReason        = 4096
 )
 
+// TokenVerifier verifies agents' mandate tokens and signs decision receipts.
+type TokenVerifier interface {
+	Verify(raw string) (*credential.Claims, error)
+	SignReceipt(r credential.Receipt) (string, error)
+}
+
+// invalidToken is a subject_token that does not verify: a 400 for a single
+// check, an INVALID_TOKEN deny for one item of a bulk check.
+type invalidToken struct{ err *engine.Error }
+
+func (e invalidToken) Error() string { return e.err.Error() }
+func (e invalidToken) Unwrap() error { return e.err }
+
+// tokenSubject verifies a subject_token and returns the agent it names, the
+// chain and task it claims, and its jti. The token itself goes nowhere else.
+func (h *Handlers) tokenSubject(prefix string, r *mandatev1.CheckRequest) (string, []engine.Ref, engine.Ref, string, error) {
+	field := prefix + "subject_token"
+	if r.GetSubject() != "" {
+		return "", nil, engine.Ref{}, "", &engine.Error{Kind: engine.KindInvalidArgument, Field: field, Msg: "send subject or subject_token, not both"}
+	}
+	if h.Tokens == nil {
+		return "", nil, engine.Ref{}, "", &engine.Error{Kind: engine.KindInvalidArgument, Field: field, Msg: "this server verifies no tokens"}
+	}
+	bad := func(why string) error {
+		return invalidToken{err: &engine.Error{Kind: engine.KindInvalidArgument, Field: field, Msg: why}}
+	}
+	c, err := h.Tokens.Verify(r.GetSubjectToken())
+	if err != nil {
+		return "", nil, engine.Ref{}, "", bad(err.Error())
+	}
+	var chain []engine.Ref
+	for _, a := range append(c.Act.Agents(), c.Subject) {
+		ref, err := engine.ParseRef(field, a)
+		if err != nil {
+			return "", nil, engine.Ref{}, "", bad("names a malformed chain")
+		}
+		chain = append(chain, ref)
+	}
+	task, err := engine.ParseRef(field, c.Task)
+	if err != nil || chain[0].Type != "agent" {
+		return "", nil, engine.Ref{}, "", bad("names a malformed task or agent")
+	}
+	return c.Agent(), chain, task, c.ID, nil
+}
+
 func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckRequest) (engine.Query, error) {
-	q, err := h.Engine.ValidateQuery(ctx, r.GetSubject(), r.GetPermission(), r.GetResource(), r.GetContext())
+	subject := r.GetSubject()
+	var tokenChain []engine.Ref
+	var tokenTask engine.Ref
+	var jti string
+	if r.GetSubjectToken() != "" {
+		var err error
+		if subject, tokenChain, tokenTask, jti, err = h.tokenSubject(prefix, r); err != nil {
+			return engine.Query{}, err
+		}
+	}
+	q, err := h.Engine.ValidateQuery(ctx, subject, r.GetPermission(), r.GetResource(), r.GetContext())
 	if err != nil {
 		if e, ok := err.(*engine.Error); ok && prefix != "" {
 			e2 := *e
@@ -271,6 +345,7 @@ func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckR
 		return q, &engine.Error{Kind: engine.KindInvalidArgument, Field: prefix + "reason", Msg: fmt.Sprintf("must be at most %d bytes", maxReason)}
 	}
 	q.ConsistencyToken = r.GetConsistencyToken()
+	q.TokenChain, q.TokenTask, q.TokenID = tokenChain, tokenTask, jti
 	q.DecisionID = audit.NewID("dec")
 	q.StatedReason, q.CorrelationID = r.GetReason(), r.GetCorrelationId()
 	q.RequestID, q.SourceAddr = requestID(ctx), callerAddr(ctx)
@@ -297,7 +372,33 @@ func (h *Handlers) Check(ctx context.Context, r *mandatev1.CheckRequest) (*manda
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	return h.checkOne(ctx, q)
+	resp, err := h.checkOne(ctx, q)
+	if err != nil || !r.GetReceipt() {
+		return resp, err
+	}
+	return h.withReceipt(ctx, q, resp)
+}
+
+// withReceipt signs the decision into resp.Receipt. A receipt that cannot be
+// signed fails the check: the caller asked for proof.
+func (h *Handlers) withReceipt(ctx context.Context, q engine.Query, resp *mandatev1.CheckResponse) (*mandatev1.CheckResponse, error) {
+	if h.Tokens == nil {
+		return nil, h.err(ctx, &engine.Error{Kind: engine.KindFailedPrecondition, Field: "receipt", Msg: "this server signs no receipts"})
+	}
+	var agents []string
+	for _, c := range resp.GetChain() {
+		if strings.HasPrefix(c, "agent:") {
+			agents = append(agents, c)
+		}
+	}
+	raw, err := h.Tokens.SignReceipt(credential.Receipt{DecisionID: resp.GetDecisionId(), Allowed: resp.GetAllowed(), ReasonCode: resp.GetReasonCode(),
+		Subject: q.Subject.String(), Act: credential.ActChain(agents), Principal: resp.GetPrincipal(), Task: resp.GetTask(),
+		Permission: q.Permission, Resource: q.Resource.String(), ConsistencyToken: resp.GetConsistencyToken(), TokenID: q.TokenID})
+	if err != nil {
+		return nil, h.err(ctx, err)
+	}
+	resp.Receipt = raw
+	return resp, nil
 }
 
 // checkOne asks the decider chain; metrics, audit and bounds happen there.
@@ -317,16 +418,28 @@ func (h *Handlers) CheckBulk(ctx context.Context, r *mandatev1.CheckBulkRequest)
 		return nil, h.err(ctx, &engine.Error{Kind: engine.KindInvalidArgument, Field: "checks", Msg: fmt.Sprintf("at most %d checks per call", maxBulkChecks)})
 	}
 	qs := make([]engine.Query, len(r.GetChecks()))
+	out := &mandatev1.CheckBulkResponse{Results: make([]*mandatev1.CheckResponse, len(qs))}
 	for i, c := range r.GetChecks() {
 		q, err := h.query(ctx, fmt.Sprintf("checks[%d].", i), c)
+		var bad invalidToken
+		if errors.As(err, &bad) {
+			// Only this item is denied; the others are answered.
+			out.Results[i] = &mandatev1.CheckResponse{DecisionId: audit.NewID("dec"), ReasonCode: string(engine.ReasonInvalidToken)}
+			continue
+		}
 		if err != nil {
 			return nil, h.err(ctx, err)
 		}
 		qs[i] = q
 	}
-	out := &mandatev1.CheckBulkResponse{Results: make([]*mandatev1.CheckResponse, len(qs))}
 	for i, q := range qs {
+		if out.Results[i] != nil {
+			continue
+		}
 		resp, err := h.checkOne(ctx, q)
+		if err == nil && r.GetChecks()[i].GetReceipt() {
+			resp, err = h.withReceipt(ctx, q, resp)
+		}
 		if err != nil {
 			// One failed item fails the call: a partial answer could be read as an allow.
 			return nil, err

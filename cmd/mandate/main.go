@@ -29,6 +29,6 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd(), auditCmd(), agentsCmd(), principalsCmd(), explainCmd(), reviewCmd(), mcpGatewayCmd())
+	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd(), auditCmd(), agentsCmd(), principalsCmd(), explainCmd(), reviewCmd(), mcpGatewayCmd(), tokenCmd(), devCmd())
 	return root
 }

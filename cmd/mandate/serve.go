@@ -82,6 +82,15 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Bounds.WebhookSecret, "alert-webhook-secret", "", "signs each alert with HMAC-SHA256 in X-Mandate-Signature (or MANDATE_ALERT_WEBHOOK_SECRET)")
 	f.StringVar(&cfg.Bounds.Webhook, "alert-webhook", "", "URL that receives a JSON alert, with retries, whenever an agent is suspended for crossing a bound")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 0, "largest REST request body (default 1 MiB)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "the one public base URL of every absolute URL mandate publishes: the tokens' iss, the OAuth and AuthZEN metadata (default http:// and --http-addr)")
+	f.StringArrayVar(&cfg.Credentials.OIDCIssuers, "oidc-issuer", nil, "OIDC issuer URL whose human tokens may start tasks (repeatable)")
+	f.StringVar(&cfg.Credentials.OIDCAudience, "oidc-audience", "", "aud every human token must carry (required with --oidc-issuer)")
+	f.StringVar(&cfg.Credentials.OIDCUserClaim, "oidc-user-claim", "", "claim that names the user: sub, email (only when email_verified) or another string claim (default sub)")
+	f.StringArrayVar(&cfg.Credentials.SigningKeyFiles, "signing-key-file", nil, "PEM private key (P-256 or Ed25519) for agent tokens, repeatable: the first signs, all are published (default: a key made in memory)")
+	f.DurationVar(&cfg.Credentials.TokenTTL, "token-ttl", 0, "agent token lifetime when none is asked for (default 15m)")
+	f.DurationVar(&cfg.Credentials.MaxTokenTTL, "max-token-ttl", 0, "longest agent token lifetime (default 1h)")
+	f.StringVar(&cfg.Credentials.RequireHumanToken, "require-human-token", "", "on or off: refuse POST /v1/tasks and POST /v1/grants to agents, so tasks come only from human tokens (default on with --oidc-issuer)")
+	f.BoolVar(&cfg.Credentials.DevIdP, "dev-idp", false, "also serve a DEVELOPMENT-ONLY OIDC provider at <public-url>/dev-idp and trust it (`mandate dev login USER`); anyone can sign in there as anyone")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -389,7 +389,18 @@ func cacheKey(q engine.Query) entryKey {
 		b = binary.AppendUvarint(b, uint64(len(f)))
 		b = append(b, f...)
 	}
+	if q.TokenChain != nil {
+		// A check by token is its own question: its answer depends on the chain it claims.
+		b = append(b, 't')
+		for _, r := range append(q.TokenChain, q.TokenTask) {
+			for _, f := range []string{r.Type, r.ID} {
+				b = binary.AppendUvarint(b, uint64(len(f)))
+				b = append(b, f...)
+			}
+		}
+	}
 	if len(q.Context.GetFields()) > 0 {
+		b = append(b, 'c')
 		raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(q.Context)
 		if err != nil {
 			// Unreachable for a valid Struct; a unique key is never shared.

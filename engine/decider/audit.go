@@ -73,6 +73,9 @@ func CheckRecord(q engine.Query, d engine.Decision, derr error, took time.Durati
 	if len(q.Context.GetFields()) > 0 {
 		details["context"] = q.Context.AsMap()
 	}
+	if q.TokenID != "" {
+		details["jti"] = q.TokenID
+	}
 	if len(details) > 0 {
 		r.Details = details
 	}

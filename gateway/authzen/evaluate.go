@@ -29,13 +29,22 @@ func checkRequest(t tuple) (*mandatev1.CheckRequest, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return &mandatev1.CheckRequest{
-		Subject:    t.Subject.Type + ":" + EncodeID(t.Subject.ID),
+	req := &mandatev1.CheckRequest{
 		Permission: Permission(t.Action.Name),
 		Resource:   resType + ":" + EncodeID(t.Resource.ID),
 		Context:    cctx,
-	}, true, nil
+	}
+	if t.Subject.Type == SubjectTypeAgentToken {
+		req.SubjectToken = t.Subject.ID
+	} else {
+		req.Subject = t.Subject.Type + ":" + EncodeID(t.Subject.ID)
+	}
+	return req, true, nil
 }
+
+// SubjectTypeAgentToken is the reserved AuthZEN subject type whose id is an
+// agent's mandate token: the check is by subject_token.
+const SubjectTypeAgentToken = "agent_token"
 
 // ask puts one question to mandate's Check.
 func (h *Handler) ask(c *call, req *mandatev1.CheckRequest) (decision, error) {
@@ -58,6 +67,8 @@ const (
 	// reasonInvalidRequest: a batch item lacks a field or carries context
 	// mandate refuses.
 	reasonInvalidRequest = "INVALID_REQUEST"
+	// reasonInvalidToken: a batch item's agent_token does not verify.
+	reasonInvalidToken = "INVALID_TOKEN"
 )
 
 // denied is a deny mandate decided without asking the engine, with why when
@@ -198,6 +209,8 @@ func (h *Handler) item(c *call, t tuple, prefix string) (decision, error) {
 	case err == nil:
 	case namesNothing(err):
 		return h.denied(c, reasonInvalidReference, st.Message()), nil
+	case fieldOf(err) == "subject_token":
+		return h.denied(c, reasonInvalidToken, st.Message()), nil
 	case st.Code() == codes.InvalidArgument:
 		return h.denied(c, reasonInvalidRequest, st.Message()), nil
 	}

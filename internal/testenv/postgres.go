@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mandate-dev/mandate/engine/embedded"
 )
 
 // PostgresEnv names the Postgres the tests may create databases on.
@@ -59,3 +61,16 @@ func commitTimestampsSetting(setting string) error {
 }
 
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
+// PostgresDB creates a fresh database on the test Postgres for the test's
+// server, dropped when the test ends, and returns its URI; it skips the test
+// without PostgresEnv. name is the database's name prefix.
+func PostgresDB(t testing.TB, name string) string {
+	t.Helper()
+	uri, drop, err := embedded.CreateDatabase(context.Background(), Postgres(t, true), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	return uri
+}

@@ -54,7 +54,7 @@ func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
 		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,bounds,tracing,f,g,mcp,middleware", "scenarios to run")
+		scenarios  = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,bounds,tracing,tokens,f,g,mcp,middleware", "scenarios to run")
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
@@ -254,6 +254,11 @@ func main() {
 			add(r.Description, r)
 		}
 	}
+	if want["tokens"] {
+		for _, r := range tokenCost(ctx, *pgDSN, keys, *warmup, *duration) {
+			add(r.Description, r)
+		}
+	}
 	if want["tracing"] {
 		for _, r := range tracingCost(ctx, keys, *warmup, *duration) {
 			add(r.Description, r)
@@ -267,7 +272,7 @@ func main() {
 
 	bench.WriteTable(os.Stdout, results)
 	fmt.Println()
-	ratios := append(targetRatios(results), overheadLines(results)...)
+	ratios := append(append(targetRatios(results), overheadLines(results)...), tokenRatio(results)...)
 	if restRatio != "" {
 		ratios = append(ratios, restRatio)
 	}

@@ -2326,7 +2326,7 @@ func (x *DeleteGrantResponse) GetConsistencyToken() string {
 
 type CheckRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// subject is "agent:<id>" or "user:<id>".
+	// subject is "agent:<id>" or "user:<id>". Send it or subject_token, not both.
 	Subject    string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	Permission string `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
 	// resource is "<type>:<id>".
@@ -2339,8 +2339,15 @@ type CheckRequest struct {
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	// consistency_token, from an earlier response, makes the check at least as fresh as it.
 	ConsistencyToken string `protobuf:"bytes,7,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// subject_token is an agent's mandate token (POST /oauth2/token), in place
+	// of subject: the agent is the token's, and a token whose act chain is not
+	// the graph's is denied with CHAIN_MISMATCH. It is never echoed, logged or
+	// audited; audit records keep its jti.
+	SubjectToken string `protobuf:"bytes,8,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	// receipt asks for a signed decision receipt in the response.
+	Receipt       bool `protobuf:"varint,9,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckRequest) Reset() {
@@ -2422,6 +2429,20 @@ func (x *CheckRequest) GetConsistencyToken() string {
 	return ""
 }
 
+func (x *CheckRequest) GetSubjectToken() string {
+	if x != nil {
+		return x.SubjectToken
+	}
+	return ""
+}
+
+func (x *CheckRequest) GetReceipt() bool {
+	if x != nil {
+		return x.Receipt
+	}
+	return false
+}
+
 type CheckResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Allowed    bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
@@ -2439,7 +2460,12 @@ type CheckResponse struct {
 	// condition names the grant condition that failed or lacked context.
 	Condition string `protobuf:"bytes,10,opt,name=condition,proto3" json:"condition,omitempty"`
 	// bound names the behavioural bound this check crossed (BOUND_EXCEEDED).
-	Bound         string `protobuf:"bytes,11,opt,name=bound,proto3" json:"bound,omitempty"`
+	Bound string `protobuf:"bytes,11,opt,name=bound,proto3" json:"bound,omitempty"`
+	// receipt, when asked for, is a compact JWS (typ mandate-receipt+jwt)
+	// signed with the keys of /.well-known/jwks.json: the decision, its
+	// subject, act chain, task, permission, resource and revision, for anyone
+	// to verify offline. It never passes as a token.
+	Receipt       string `protobuf:"bytes,12,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2547,6 +2573,13 @@ func (x *CheckResponse) GetCondition() string {
 func (x *CheckResponse) GetBound() string {
 	if x != nil {
 		return x.Bound
+	}
+	return ""
+}
+
+func (x *CheckResponse) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
 	}
 	return ""
 }
@@ -4867,7 +4900,7 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"R\n" +
 	"\x13DeleteGrantResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\x83\x02\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\xc2\x02\n" +
 	"\fCheckRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1e\n" +
 	"\n" +
@@ -4877,7 +4910,9 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\acontext\x18\x04 \x01(\v2\x17.google.protobuf.StructR\acontext\x12%\n" +
 	"\x0ecorrelation_id\x18\x05 \x01(\tR\rcorrelationId\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12+\n" +
-	"\x11consistency_token\x18\a \x01(\tR\x10consistencyToken\"\xfa\x02\n" +
+	"\x11consistency_token\x18\a \x01(\tR\x10consistencyToken\x12#\n" +
+	"\rsubject_token\x18\b \x01(\tR\fsubjectToken\x12\x18\n" +
+	"\areceipt\x18\t \x01(\bR\areceipt\"\x94\x03\n" +
 	"\rCheckResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
@@ -4893,7 +4928,8 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x0fmissing_context\x18\t \x03(\tR\x0emissingContext\x12\x1c\n" +
 	"\tcondition\x18\n" +
 	" \x01(\tR\tcondition\x12\x14\n" +
-	"\x05bound\x18\v \x01(\tR\x05bound\"D\n" +
+	"\x05bound\x18\v \x01(\tR\x05bound\x12\x18\n" +
+	"\areceipt\x18\f \x01(\tR\areceipt\"D\n" +
 	"\x10CheckBulkRequest\x120\n" +
 	"\x06checks\x18\x01 \x03(\v2\x18.mandate.v1.CheckRequestR\x06checks\"u\n" +
 	"\x11CheckBulkResponse\x123\n" +
