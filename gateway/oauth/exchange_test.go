@@ -386,7 +386,7 @@ func TestRevokedWithinExp(t *testing.T) {
 	backends := map[string]func(t *testing.T) server.Config{"memory": func(*testing.T) server.Config { return server.Config{} }}
 	if os.Getenv("MANDATE_TEST_POSTGRES_DSN") != "" {
 		backends["postgres"] = func(t *testing.T) server.Config {
-			return server.Config{Embedded: embedded.Config{Engine: "postgres", URI: testenv.PostgresDB(t, "mandate_token_revoke")}}
+			return server.Config{Embedded: embedded.Config{Engine: "postgres", URI: testenv.PostgresDB(t, "mandate_token_revoke"), Migrate: true}}
 		}
 	}
 	for name, cfg := range backends {
