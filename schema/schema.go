@@ -157,6 +157,10 @@ func (i *Info) Source() string { return i.source }
 // HasType reports whether the schema defines the type.
 func (i *Info) HasType(t string) bool { _, ok := i.types[t]; return ok }
 
+// ReservedAgentToken is a type name no schema may define: AuthZEN's subject
+// type "agent_token" carries an agent's mandate token, never an id.
+const ReservedAgentToken = "agent_token"
+
 // IsCore reports whether t is one of mandate's own types.
 func IsCore(t string) bool {
 	switch t {
@@ -298,6 +302,9 @@ func Parse(src string) (*Info, error) {
 			}
 		}
 		info.types[d.GetName()] = ti
+		if d.GetName() == ReservedAgentToken {
+			return nil, &Error{Type: d.GetName(), Msg: "the name is reserved: AuthZEN's subject type agent_token carries an agent's token"}
+		}
 		if IsCore(d.GetName()) {
 			continue
 		}

@@ -114,6 +114,13 @@ func TestParse(t *testing.T) {
 			wantMsg:  []string{"removed"},
 		},
 		{
+			name:     "a definition named agent_token",
+			src:      func(*testing.T) string { return def + "\ndefinition agent_token {\n\trelation owner: user\n}\n" },
+			wantErr:  true,
+			wantType: "agent_token",
+			wantMsg:  []string{"reserved"},
+		},
+		{
 			name:     "grant definition removed",
 			src:      func(t *testing.T) string { return without(t, def, definitionBlock(t, def, "grant")) },
 			wantErr:  true,

@@ -379,6 +379,29 @@ func (h *Handlers) Check(ctx context.Context, r *mandatev1.CheckRequest) (*manda
 	return h.withReceipt(ctx, q, resp)
 }
 
+// invalidTokenItem denies one bulk item whose subject_token does not verify,
+// and records the deny like every other decision: without a subject, which
+// an unverified token cannot name, and without the token.
+func (h *Handlers) invalidTokenItem(ctx context.Context, r *mandatev1.CheckRequest) (*mandatev1.CheckResponse, error) {
+	resp := &mandatev1.CheckResponse{DecisionId: audit.NewID("dec"), ReasonCode: string(engine.ReasonInvalidToken)}
+	if h.Audit == nil {
+		return resp, nil
+	}
+	rec := audit.Record{ID: resp.DecisionId, Time: audit.Now(), Kind: audit.KindCheck, Decision: audit.DecisionDeny,
+		ReasonCode: resp.ReasonCode, FailedLeg: engine.ReasonInvalidToken.Leg(), Permission: r.GetPermission(), Resource: r.GetResource(),
+		Reason: r.GetReason(), CorrelationID: r.GetCorrelationId(), RequestID: requestID(ctx), SourceAddr: callerAddr(ctx)}
+	if len(rec.Reason) > maxReason || len(rec.CorrelationID) > maxCorrelationID {
+		rec.Reason, rec.CorrelationID = "", ""
+	}
+	if k, ok := CallerFrom(ctx); ok {
+		rec.Caller = k.Name
+	}
+	if err := h.Audit.Record(ctx, rec, h.Audit.Strict()); err != nil {
+		return nil, h.err(ctx, &engine.Error{Kind: engine.KindUnavailable, Msg: "the decision could not be recorded durably (audit mode strict)", Err: errors.Join(engine.ErrUnavailable, err)})
+	}
+	return resp, nil
+}
+
 // withReceipt signs the decision into resp.Receipt. A receipt that cannot be
 // signed fails the check: the caller asked for proof.
 func (h *Handlers) withReceipt(ctx context.Context, q engine.Query, resp *mandatev1.CheckResponse) (*mandatev1.CheckResponse, error) {
@@ -424,7 +447,11 @@ func (h *Handlers) CheckBulk(ctx context.Context, r *mandatev1.CheckBulkRequest)
 		var bad invalidToken
 		if errors.As(err, &bad) {
 			// Only this item is denied; the others are answered.
-			out.Results[i] = &mandatev1.CheckResponse{DecisionId: audit.NewID("dec"), ReasonCode: string(engine.ReasonInvalidToken)}
+			resp, err := h.invalidTokenItem(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			out.Results[i] = resp
 			continue
 		}
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
+	"github.com/mandate-dev/mandate/schema"
 )
 
 // decision is one AuthZEN answer. Context is present only when the caller
@@ -44,7 +45,7 @@ func checkRequest(t tuple) (*mandatev1.CheckRequest, bool, error) {
 
 // SubjectTypeAgentToken is the reserved AuthZEN subject type whose id is an
 // agent's mandate token: the check is by subject_token.
-const SubjectTypeAgentToken = "agent_token"
+const SubjectTypeAgentToken = schema.ReservedAgentToken
 
 // ask puts one question to mandate's Check.
 func (h *Handler) ask(c *call, req *mandatev1.CheckRequest) (decision, error) {

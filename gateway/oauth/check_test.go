@@ -146,6 +146,10 @@ func TestCheckBySubjectToken(t *testing.T) {
 	if !strings.Contains(string(raw), c["jti"].(string)) {
 		t.Fatalf("the audit trail lacks the jti: %s", raw)
 	}
+	_, _, raw = e.s.Call("GET", "/v1/audit?decision=deny&page_size=1000", "Bearer "+testenv.Keys[service.RoleReviewer], nil)
+	if !strings.Contains(string(raw), "INVALID_TOKEN") || strings.Contains(string(raw), "x.y.z") {
+		t.Fatalf("the bulk item denied INVALID_TOKEN is not recorded, or its token is: %s", raw)
+	}
 }
 
 func mustKeySet(t *testing.T, keys ...*credential.SigningKey) *credential.KeySet {

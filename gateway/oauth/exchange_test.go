@@ -386,7 +386,7 @@ func TestRevokedWithinExp(t *testing.T) {
 	backends := map[string]func(t *testing.T) server.Config{"memory": func(*testing.T) server.Config { return server.Config{} }}
 	if os.Getenv("MANDATE_TEST_POSTGRES_DSN") != "" {
 		backends["postgres"] = func(t *testing.T) server.Config {
-			return server.Config{Embedded: embedded.Config{Engine: "postgres", URI: testenv.PostgresDB(t, "mandate_token_revoke")}}
+			return server.Config{Embedded: embedded.Config{Engine: "postgres", URI: testenv.PostgresDB(t, "mandate_token_revoke"), Migrate: true}}
 		}
 	}
 	for name, cfg := range backends {
@@ -498,5 +498,47 @@ func TestUserIDs(t *testing.T) {
 	code, body := e.exchange(testenv.ExchangeForm(login(b, true), "id_token", "write:repo:acme/api"))
 	if code != 400 || body["error"] != "invalid_scope" || !strings.Contains(body["error_description"].(string), aliceB) {
 		t.Fatalf("other issuer: %d %v", code, body)
+	}
+}
+
+// TestEndpointRoles: who may call each OAuth endpoint. These routes are not
+// in the OpenAPI document, so server's route × role test does not see them.
+func TestEndpointRoles(t *testing.T) {
+	e := start(t, server.Config{})
+	tok := e.mustExchange(testenv.ExchangeForm(e.idp.Login("alice"), "id_token", "write:repo:acme/api"))["access_token"].(string)
+	want := map[string]map[service.Role]int{
+		"/oauth2/token":      {service.RoleChecker: 400, service.RoleReviewer: 400, service.RoleOperator: 200, service.RoleAdmin: 200},
+		"/oauth2/introspect": {service.RoleChecker: 200, service.RoleReviewer: 403, service.RoleOperator: 403, service.RoleAdmin: 200},
+	}
+	for path, roles := range want {
+		for role, code := range roles {
+			form := url.Values{"token": {tok}}
+			if path == "/oauth2/token" {
+				form = testenv.ExchangeForm(e.idp.Login("alice"), "id_token", "write:repo:acme/api")
+			}
+			if got, out := e.s.Form(path, bearer(role), form); got != code {
+				t.Errorf("%s as %s: %d %v, want %d", path, role, got, out, code)
+			}
+		}
+		if got, _ := e.s.Form(path, "", url.Values{"token": {tok}}); got != 401 {
+			t.Errorf("%s without a key: %d, want 401", path, got)
+		}
+	}
+	// Revocation: the key the token was issued to, or an admin; others are refused.
+	for _, role := range []service.Role{service.RoleChecker, service.RoleReviewer} {
+		if got, _ := e.s.Form("/oauth2/revoke", bearer(role), url.Values{"token": {tok}}); got != 400 {
+			t.Errorf("revoke as %s: %d, want 400", role, got)
+		}
+	}
+	if got, _ := e.s.Form("/oauth2/revoke", bearer(service.RoleAdmin), url.Values{"token": {tok}}); got != 200 {
+		t.Errorf("revoke as admin: %d", got)
+	}
+	if in := e.introspect(tok); in["active"] != false {
+		t.Errorf("after an admin's revocation: %v", in)
+	}
+	for _, path := range []string{"/.well-known/jwks.json", "/.well-known/oauth-authorization-server"} {
+		if code, _, _ := e.s.Call("GET", path, "", nil); code != 200 {
+			t.Errorf("%s: %d, want 200 without a key", path, code)
+		}
 	}
 }
