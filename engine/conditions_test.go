@@ -227,6 +227,13 @@ func TestGrantConditions(t *testing.T) {
 					{map[string]any{"source_ip": "10.0.0"}, "context.source_ip"},
 					{map[string]any{"source_ip": 10}, "context.source_ip"},
 					{map[string]any{"risk_score": "high"}, "context.risk_score"},
+					// Strings SpiceDB would coerce into a number (and that
+					// satisfied max_risk before): a number must be a number.
+					{map[string]any{"risk_score": "-inf"}, "context.risk_score"},
+					{map[string]any{"risk_score": "0.1"}, "context.risk_score"},
+					{map[string]any{"risk_score": "1e-999"}, "context.risk_score"},
+					{map[string]any{"risk_score": true}, "context.risk_score"},
+					{map[string]any{"source_ip": []any{"10.0.0.1"}}, "context.source_ip"},
 					{map[string]any{"environment": true}, "context.environment"},
 					{map[string]any{"max_risk": 1.0}, "context.max_risk"},
 					{map[string]any{"allowed_cidrs": []any{"0.0.0.0/0"}}, "context.allowed_cidrs"},
