@@ -285,6 +285,9 @@ func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckR
 	if len(r.GetReason()) > maxReason {
 		return q, &engine.Error{Kind: engine.KindInvalidArgument, Field: prefix + "reason", Msg: fmt.Sprintf("must be at most %d bytes", maxReason)}
 	}
+	if err := engine.ValidateConsistencyToken(prefix+"consistency_token", r.GetConsistencyToken()); err != nil {
+		return q, err
+	}
 	q.ConsistencyToken = r.GetConsistencyToken()
 	q.DecisionID = audit.NewID("dec")
 	q.StatedReason, q.CorrelationID = r.GetReason(), r.GetCorrelationId()

@@ -219,6 +219,12 @@ func TestBadInput(t *testing.T) {
 		{"check missing permission", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "resource": "repo:acme/api"}, 400, "permission"},
 		{"check reserved context", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"now": "2030-01-01T00:00:00Z"}}, 400, "context.now"},
 		{"check reserved caveat parameter", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"expires_at": "2999-01-01T00:00:00Z"}}, 400, "context.expires_at"},
+		{"check garbage consistency_token", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "consistency_token": "garbage!!"}, 400, "consistency_token"},
+		{"check base64 non-token consistency_token", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "consistency_token": "aGVsbG8="}, 400, "consistency_token"},
+		{"bulk item garbage consistency_token", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []map[string]string{{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api", "consistency_token": "x"}}}, 400, "checks[0].consistency_token"},
+		{"check risk_score as a string", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"risk_score": "0.1"}}, 400, "context.risk_score"},
+		{"check long correlation_id", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "correlation_id": strings.Repeat("c", 257)}, 400, "correlation_id"},
+		{"check long reason", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "reason": strings.Repeat("r", 4097)}, 400, "reason"},
 		{"bulk empty", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []any{}}, 400, "checks"},
 		{"bulk bad item", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []map[string]string{{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api"}, {"subject": "bad", "permission": "read", "resource": "repo:acme/api"}}}, 400, "checks[1].subject"},
 		{"write core relationship", "POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "agent:" + agent + "#suspended@agent:*"}}}, 400, "updates[0].relationship"},
@@ -244,6 +250,12 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("message %q does not name %q", msg, c.wantField)
 			}
 		})
+	}
+	// A huge id is refused without coming back in the answer.
+	hugeID := strings.Repeat("a", 100000)
+	code, _, body := a.Call("POST", "/v1/check", "Bearer "+testenv.Keys[service.RoleChecker], map[string]string{"subject": "agent:" + hugeID, "permission": "read", "resource": "repo:acme/api"})
+	if code != 400 || len(body) > 4096 || !strings.Contains(string(body), "subject") {
+		t.Fatalf("huge subject: %d, %d bytes, want a short 400 naming subject", code, len(body))
 	}
 	// Nothing half-written: the refused schema left the old one in place.
 	if !strings.Contains(defaultSchema(t, a), "definition repo") || strings.Contains(defaultSchema(t, a), "definition doc") {
@@ -314,11 +326,16 @@ func TestSpiceDBDown(t *testing.T) {
 	if resp, err := http.Get(a.base + "/healthz"); err != nil || resp.StatusCode != 503 {
 		t.Fatalf("healthz with SpiceDB down: %v %v, want 503", resp, err)
 	}
-	// Every check that failed left a record saying so, with its subject.
+	// A 503 says when to come back.
+	if code, hdr, body := a.Call("POST", "/v1/check", "Bearer "+testenv.Keys[service.RoleChecker], check); code != 503 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("check with SpiceDB down: %d, Retry-After %q, %s; want 503 with Retry-After", code, hdr.Get("Retry-After"), body)
+	}
+	// Every check that failed (five, and the one that read Retry-After) left
+	// a record saying so, with its subject.
 	out := a.ok("GET", "/v1/audit?decision=error&agent=agent:"+agent, service.RoleReviewer, nil)
 	recs := asList(out["records"])
-	if len(recs) != 5 {
-		t.Fatalf("%d decision=error records of the agent, want 5: %v", len(recs), out)
+	if len(recs) != 6 {
+		t.Fatalf("%d decision=error records of the agent, want 6: %v", len(recs), out)
 	}
 	for _, r := range recs {
 		if m := r.(map[string]any); m["decision"] != "error" || m["subject"] != "agent:"+agent || m["id"] == nil {
