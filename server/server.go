@@ -131,6 +131,21 @@ type BoundsConfig struct {
 	WebhookBackoff time.Duration
 }
 
+// ConfigError is a mistake in the flags or the files they name, found while
+// starting: `mandate serve` prints it as one line and exits with status 2.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// configErr marks err, when there is one, as a configuration mistake.
+func configErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ConfigError{Err: err}
+}
+
 // Validate reports whether the config is usable. Errors name the flag.
 func (c *Config) Validate() error {
 	if field, err := c.Bounds.Defaults.Validate("--bound-"); err != nil {
@@ -218,7 +233,7 @@ type Server struct {
 func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	c.complete()
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, configErr(err)
 	}
 	s := &Server{cfg: c, log: c.Log}
 	// On any failure, release what was acquired so far. (The server is held
@@ -234,7 +249,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	tp := s.cfg.tp
 	keys, err := s.keys()
 	if err != nil {
-		return nil, err
+		return nil, configErr(err)
 	}
 	sdb, err := s.spiceDB(ctx)
 	if err != nil {
@@ -251,10 +266,10 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		return nil, err
 	}
 	if s.grpcLis, err = net.Listen("tcp", c.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("--grpc-addr: %w", err)
+		return nil, configErr(fmt.Errorf("--grpc-addr: %w", err))
 	}
 	if s.httpLis, err = net.Listen("tcp", c.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("--http-addr: %w", err)
+		return nil, configErr(fmt.Errorf("--http-addr: %w", err))
 	}
 	if err := s.setupAudit(ctx, h, reg); err != nil {
 		return nil, err
@@ -438,7 +453,7 @@ func (s *Server) setupAudit(ctx context.Context, h *service.Handlers, reg promet
 		}
 		ls, err := audit.OpenLineSink(sk.path, sk.ocsf)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", sk.flag, sk.path, err)
+			return configErr(fmt.Errorf("%s %s: %w", sk.flag, sk.path, err))
 		}
 		s.closers = append(s.closers, ls.Close)
 		sinks = append(sinks, ls)

@@ -51,21 +51,25 @@ type keysFile struct {
 func LoadKeys(path string) (*Keys, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading keys file: %w", err)
+		return nil, fmt.Errorf("--keys-file %s: %w", path, err)
 	}
 	var f keysFile
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("parsing keys file %s: %w", path, err)
+		return nil, fmt.Errorf("--keys-file %s: %w", path, err)
 	}
-	return NewKeys(f.Keys)
+	k, err := NewKeys(f.Keys)
+	if err != nil {
+		return nil, fmt.Errorf("--keys-file %s: %w", path, err)
+	}
+	return k, nil
 }
 
 // NewKeys validates keys and indexes them.
 func NewKeys(keys []Key) (*Keys, error) {
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("no keys defined")
+		return nil, fmt.Errorf("keys: no keys defined")
 	}
 	k := &Keys{byHash: map[[32]byte]Key{}}
 	names := map[string]bool{}
