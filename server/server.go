@@ -79,6 +79,9 @@ type Config struct {
 	BusDSN string
 	// MaxBodyBytes bounds REST request bodies. Default 1 MiB.
 	MaxBodyBytes int64
+	// Conn bounds what one client connection may hold: slow bodies, idle
+	// keep-alives, concurrent requests.
+	Conn ConnLimits
 	// Audit configures the audit trail.
 	Audit AuditConfig
 	// Bounds configures agents' behavioural bounds and the alert webhook.
@@ -90,6 +93,38 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// tp is the tracer provider in use; nil when tracing is off. Set by Complete.
 	tp trace.TracerProvider
+}
+
+// ConnLimits bound how long, and how much, one client connection may hold
+// the server, so clients that send slowly cannot tie it up.
+type ConnLimits struct {
+	// ReadTimeout bounds reading one REST request, headers and body. Default 30s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a REST request from the end of its headers to the
+	// end of its answer. A handler that must take longer (a long poll, an
+	// export) extends its own deadline with http.ResponseController.
+	// Default 60s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long. Default 120s.
+	IdleTimeout time.Duration
+	// MaxConcurrentStreams bounds the requests in flight on one HTTP/2 or
+	// gRPC connection. Default 100.
+	MaxConcurrentStreams uint32
+}
+
+func (l *ConnLimits) complete() {
+	if l.ReadTimeout == 0 {
+		l.ReadTimeout = 30 * time.Second
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = 60 * time.Second
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = 120 * time.Second
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = 100
+	}
 }
 
 // AuditConfig configures where decisions and changes are recorded.
@@ -159,6 +194,9 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes < 0 {
 		return errors.New("--max-body-bytes must not be negative")
 	}
+	if c.Conn.ReadTimeout < 0 || c.Conn.WriteTimeout < 0 || c.Conn.IdleTimeout < 0 {
+		return errors.New("connection timeouts must not be negative")
+	}
 	if c.SpiceDBEndpoint == "" {
 		if err := c.Embedded.Validate(); err != nil {
 			return err
@@ -190,6 +228,7 @@ func (c *Config) complete() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
+	c.Conn.complete()
 	// The embedded datastore's database, when it is a SQL one, is where
 	// everything else that must be shared between replicas lives too.
 	shared := ""
@@ -293,7 +332,8 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 
 	interceptor := service.Interceptor(keys)
 	search := &service.SearchHandlers{Handlers: h}
-	s.grpcServer = grpc.NewServer(append(grpcServerTracing(tp), grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor))...)
+	s.grpcServer = grpc.NewServer(append(grpcServerTracing(tp), grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor),
+		grpc.MaxConcurrentStreams(c.Conn.MaxConcurrentStreams), grpc.ConnectionTimeout(c.Conn.ReadTimeout))...)
 	mandatev1.RegisterTaskServiceServer(s.grpcServer, h)
 	mandatev1.RegisterAgentServiceServer(s.grpcServer, h)
 	mandatev1.RegisterGrantServiceServer(s.grpcServer, h)
@@ -321,7 +361,14 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.httpServer = &http.Server{Handler: httpTracing(tp, handler), ReadHeaderTimeout: 10 * time.Second}
+	s.httpServer = &http.Server{
+		Handler:           httpTracing(tp, handler),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       c.Conn.ReadTimeout,
+		WriteTimeout:      c.Conn.WriteTimeout,
+		IdleTimeout:       c.Conn.IdleTimeout,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: int(c.Conn.MaxConcurrentStreams)},
+	}
 	return s, nil
 }
 
