@@ -139,8 +139,10 @@ type AuditConfig struct {
 	// SpoolPath is where records wait while the database is unreachable.
 	// Default: a file in the system temp directory, named after the gRPC port.
 	SpoolPath string
-	// MemoryRecords bounds the in-memory store. Default 100000.
+	// MemoryRecords bounds the in-memory store's records. Default 100000.
 	MemoryRecords int
+	// MemoryBytes bounds the in-memory store's estimated size. Default 128 MiB.
+	MemoryBytes int64
 	// File, when set, also appends every record as JSON lines ("-": stdout).
 	File string
 	// OCSF, when set, also appends every record as an OCSF API Activity event ("-": stdout).
@@ -488,7 +490,7 @@ func (s *Server) setupAudit(ctx context.Context, h *service.Handlers, reg promet
 			spool = filepath.Join(os.TempDir(), "mandate-audit-"+port+".spool")
 		}
 	} else {
-		store = audit.NewMemoryStore(a.MemoryRecords)
+		store = audit.NewMemoryStore(a.MemoryRecords, a.MemoryBytes)
 	}
 	var sinks []audit.Sink
 	for _, sk := range []struct {

@@ -71,6 +71,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Audit.Mode, "audit-mode", "", "batched, strict (a check waits until its record is durable) or off (default batched)")
 	f.StringVar(&cfg.Audit.DSN, "audit-dsn", "", "Postgres or CockroachDB for the audit trail (default: the postgres/cockroachdb datastore; otherwise in memory)")
 	f.StringVar(&cfg.Audit.SpoolPath, "audit-spool", "", "file where audit records wait while the audit database is unreachable (default: in the temp directory)")
+	f.Int64Var(&cfg.Audit.MemoryBytes, "audit-memory-bytes", 0, "most bytes kept by the in-memory audit store, oldest records forgotten first (default 128 MiB)")
 	f.IntVar(&cfg.Audit.MemoryRecords, "audit-memory-records", 0, "records kept by the in-memory audit store (default 100000)")
 	f.StringVar(&cfg.Audit.File, "audit-file", "", "also append every audit record as JSON lines to this file (\"-\" for stdout)")
 	f.StringVar(&cfg.Audit.OCSF, "audit-ocsf", "", "also append every audit record as an OCSF API Activity (6003) event to this file (\"-\" for stdout)")

@@ -48,7 +48,7 @@ func query(t *testing.T, subject string) engine.Query {
 
 func recorder(t *testing.T, mode string) (*audit.Recorder, *audit.MemoryStore) {
 	t.Helper()
-	store := audit.NewMemoryStore(100)
+	store := audit.NewMemoryStore(100, 0)
 	rec, err := audit.NewRecorder(audit.Config{Store: store, Mode: mode})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func (brokenAudit) Write(context.Context, []audit.Record) error {
 
 func TestStrictAuditFailsTheCheck(t *testing.T) {
 	// A store that cannot write, and no spool: nothing can be made durable.
-	rec, err := audit.NewRecorder(audit.Config{Store: brokenAudit{audit.NewMemoryStore(10)}, Mode: audit.ModeStrict})
+	rec, err := audit.NewRecorder(audit.Config{Store: brokenAudit{audit.NewMemoryStore(10, 0)}, Mode: audit.ModeStrict})
 	if err != nil {
 		t.Fatal(err)
 	}
