@@ -344,3 +344,32 @@ func TestSpiceDBDown(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestIDInAnswerAndAudit: the id an answer carries is the id its audit
+// record names, whether the caller's id was kept or, too long, replaced.
+func TestRequestIDInAnswerAndAudit(t *testing.T) {
+	a := startServer(t, server.Config{})
+	for _, sent := range []string{"deploy-42", strings.Repeat("x", 10000)} {
+		req, _ := http.NewRequest("POST", a.base+"/v1/check", strings.NewReader(`{"subject":"user:alice","permission":"read","resource":"repo:acme/api"}`))
+		req.Header.Set("Authorization", "Bearer "+testenv.Keys[service.RoleChecker])
+		req.Header.Set("X-Request-Id", sent)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := resp.Header.Get("X-Request-Id")
+		if got == "" || len(got) > 128 || (len(sent) <= 128 && got != sent) {
+			t.Fatalf("sent %d bytes, answer id %q", len(sent), got)
+		}
+		found := false
+		for _, r := range asList(a.ok("GET", "/v1/audit?limit=50", service.RoleReviewer, nil)["records"]) {
+			if r.(map[string]any)["request_id"] == got {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("no audit record names request id %q", got)
+		}
+	}
+}
