@@ -332,6 +332,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		h.Decider = tracing.NewDecider(h.Decider, tp)
 	}
 
+	keys.ObserveAuthFailures(service.NewAuthFailures(reg, c.Log))
 	interceptor := service.Interceptor(keys)
 	search := &service.SearchHandlers{Handlers: h}
 	s.grpcServer = grpc.NewServer(append(grpcServerTracing(tp), grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor),

@@ -38,6 +38,8 @@ type Key struct {
 // Keys is the set of accepted keys. It is immutable once built.
 type Keys struct {
 	byHash map[[32]byte]Key
+	// failures, when set, counts and logs refused calls. Set before serving.
+	failures *AuthFailures
 }
 
 type keysFile struct {
@@ -224,13 +226,13 @@ func (k *Keys) AuthorizeHeader(ctx context.Context, authorization, method string
 	if authorization != "" {
 		md.Set("authorization", authorization)
 	}
-	_, err := k.authorize(metadata.NewIncomingContext(ctx, md), method)
+	_, err := k.authorizeObserved(metadata.NewIncomingContext(ctx, md), method)
 	return toStatus(ctx, nil, err)
 }
 
 // UnaryInterceptor authenticates and authorizes every unary call.
 func (k *Keys) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	authed, err := k.authorize(ctx, info.FullMethod)
+	authed, err := k.authorizeObserved(ctx, info.FullMethod)
 	if err != nil {
 		return nil, toStatus(ctx, nil, err)
 	}
@@ -239,7 +241,7 @@ func (k *Keys) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnarySe
 
 // StreamInterceptor authenticates and authorizes every streaming call.
 func (k *Keys) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if _, err := k.authorize(ss.Context(), info.FullMethod); err != nil {
+	if _, err := k.authorizeObserved(ss.Context(), info.FullMethod); err != nil {
 		return toStatus(ss.Context(), nil, err)
 	}
 	return handler(srv, ss)

@@ -3,9 +3,11 @@ package service_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -371,5 +373,47 @@ func TestRequestIDInAnswerAndAudit(t *testing.T) {
 		if !found {
 			t.Fatalf("no audit record names request id %q", got)
 		}
+	}
+}
+
+// lockedBuffer is a log destination tests can read while the server writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestFailedAuthenticationLeavesATrace: refused calls are counted by reason,
+// and a known key whose role is too small is logged by name.
+func TestFailedAuthenticationLeavesATrace(t *testing.T) {
+	logs := &lockedBuffer{}
+	a := startServer(t, server.Config{Log: slog.New(slog.NewTextHandler(logs, nil))})
+	for i := 0; i < 3; i++ {
+		if code, _, _ := a.Call("GET", "/v1/audit", "Bearer not-a-key", nil); code != 401 {
+			t.Fatalf("unknown key: %d", code)
+		}
+	}
+	if code, _ := a.do("GET", "/v1/audit", service.RoleChecker, nil); code != 403 {
+		t.Fatalf("checker reading audit: %d", code)
+	}
+	_, _, metrics := a.Call("GET", "/metrics", "", nil)
+	for _, want := range []string{`mandate_auth_failures_total{reason="unauthenticated"} 3`, `mandate_auth_failures_total{reason="forbidden"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, "call refused") || !strings.Contains(l, "key=test-checker") || !strings.Contains(l, "ListAudit") {
+		t.Errorf("no log line names the checker key refused on ListAudit:\n%s", l)
 	}
 }
