@@ -19,6 +19,10 @@ type Query struct {
 	Context *structpb.Struct
 	// ConsistencyToken is a ZedToken the answer must be at least as fresh as.
 	ConsistencyToken string
+	// CountsForBounds says the check may count against the agent's
+	// behavioural bounds: it comes from a caller trusted to report what the
+	// agent did. The engine ignores it; the bounds decorator reads it.
+	CountsForBounds bool
 
 	// The fields below describe the request for the audit trail and alerts.
 	// They never change the answer, and the cache does not key on them.

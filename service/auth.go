@@ -33,6 +33,11 @@ type Key struct {
 	Name   string `yaml:"name"`
 	Role   Role   `yaml:"role"`
 	SHA256 string `yaml:"sha256"`
+	// CountsForBounds marks a caller trusted to report what agents do: a
+	// gateway or resource service you run. Only its checks by bare subject
+	// count against an agent's behavioural bounds, so no other key holder
+	// can push an agent over a bound with checks of its own.
+	CountsForBounds bool `yaml:"counts_for_bounds"`
 }
 
 // Keys is the set of accepted keys. It is immutable once built.
@@ -50,6 +55,7 @@ type keysFile struct {
 //
 //	keys:
 //	  - {name: ci-runner, role: checker, sha256: <hex of the key>}
+//	  - {name: api-gateway, role: checker, sha256: <hex>, counts_for_bounds: true}
 func LoadKeys(path string) (*Keys, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -122,7 +128,8 @@ func DevKeys() (*Keys, map[Role]string) {
 		p := "mk_" + string(r) + "_" + hex.EncodeToString(b)
 		plain[r] = p
 		sum := sha256.Sum256([]byte(p))
-		keys = append(keys, Key{Name: "dev-" + string(r), Role: r, SHA256: hex.EncodeToString(sum[:])})
+		// Development keys are all trusted, so bounds can be tried out.
+		keys = append(keys, Key{Name: "dev-" + string(r), Role: r, SHA256: hex.EncodeToString(sum[:]), CountsForBounds: true})
 	}
 	k, err := NewKeys(keys)
 	if err != nil {

@@ -293,7 +293,7 @@ func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckR
 	q.StatedReason, q.CorrelationID = r.GetReason(), r.GetCorrelationId()
 	q.RequestID, q.SourceAddr = requestID(ctx), callerAddr(ctx)
 	if k, ok := CallerFrom(ctx); ok {
-		q.Caller = k.Name
+		q.Caller, q.CountsForBounds = k.Name, k.CountsForBounds
 	}
 	return q, nil
 }

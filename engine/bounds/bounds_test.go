@@ -230,3 +230,21 @@ func TestLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestWithin(t *testing.T) {
+	parent := bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute}
+	for _, c := range []struct {
+		name      string
+		own, want bounds.Limits
+	}{
+		{"unset takes the outer bound", bounds.Limits{}, bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute}},
+		{"higher is clamped", bounds.Limits{ChecksPerMinute: 100, MaxDenials: 50}, bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute}},
+		{"lower stays", bounds.Limits{ChecksPerMinute: 5, MaxDenials: 1, DenialWindow: time.Hour}, bounds.Limits{ChecksPerMinute: 5, MaxDenials: 1, DenialWindow: time.Hour}},
+		{"shorter window is widened", bounds.Limits{MaxDenials: 3, DenialWindow: time.Minute}, bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute}},
+		{"a bound the parent lacks is kept", bounds.Limits{ResourcesPerHour: 7}, bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute, ResourcesPerHour: 7}},
+	} {
+		if got := c.own.Within(parent); got != c.want {
+			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}

@@ -115,10 +115,12 @@ func (b *Bounds) Reset(ctx context.Context, agent string) error {
 	return nil
 }
 
-// Decide asks the next decider, then counts the check.
+// Decide asks the next decider, then counts the check when it comes from a
+// caller trusted for bounds (Query.CountsForBounds); anyone else's checks
+// could otherwise push an agent into suspension.
 func (b *Bounds) Decide(ctx context.Context, q engine.Query) (engine.Decision, error) {
 	d, err := b.next.Decide(ctx, q)
-	if err != nil || q.Subject.Type != schema.TypeAgent || !d.Reason.CountsForBounds() {
+	if err != nil || !q.CountsForBounds || q.Subject.Type != schema.TypeAgent || !d.Reason.CountsForBounds() {
 		return d, err
 	}
 	ctx, span := tracing.Start(ctx, tracing.SpanBounds)

@@ -43,7 +43,7 @@ func ref(t *testing.T, s string) engine.Ref {
 
 func query(t *testing.T, subject string) engine.Query {
 	return engine.Query{Subject: ref(t, subject), Permission: "read", Resource: ref(t, "repo:acme/api"),
-		DecisionID: audit.NewID("dec"), RequestID: "req_1", Caller: "ci", CorrelationID: "deploy-42", StatedReason: "pull"}
+		DecisionID: audit.NewID("dec"), RequestID: "req_1", Caller: "ci", CorrelationID: "deploy-42", StatedReason: "pull", CountsForBounds: true}
 }
 
 func recorder(t *testing.T, mode string) (*audit.Recorder, *audit.MemoryStore) {

@@ -36,15 +36,24 @@ var Keys = map[service.Role]string{
 	service.RoleAdmin:    "test-admin-key",
 }
 
-// KeysFile writes a keys file accepting Keys and returns its path.
+// UntrustedCheckerKey is a checker key not marked counts_for_bounds: its
+// checks never count against an agent's bounds. The Keys checker and admin
+// keys are marked.
+const UntrustedCheckerKey = "test-untrusted-checker-key"
+
+// KeysFile writes a keys file accepting Keys and UntrustedCheckerKey and
+// returns its path.
 func KeysFile(t testing.TB) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("keys:\n")
 	for _, r := range service.Roles {
 		sum := sha256.Sum256([]byte(Keys[r]))
-		fmt.Fprintf(&b, "  - {name: test-%s, role: %s, sha256: %s}\n", r, r, hex.EncodeToString(sum[:]))
+		trusted := r == service.RoleChecker || r == service.RoleAdmin
+		fmt.Fprintf(&b, "  - {name: test-%s, role: %s, sha256: %s, counts_for_bounds: %t}\n", r, r, hex.EncodeToString(sum[:]), trusted)
 	}
+	sum := sha256.Sum256([]byte(UntrustedCheckerKey))
+	fmt.Fprintf(&b, "  - {name: test-untrusted-checker, role: checker, sha256: %s}\n", hex.EncodeToString(sum[:]))
 	p := filepath.Join(t.TempDir(), "keys.yaml")
 	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
