@@ -292,6 +292,9 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	if err != nil {
 		return nil, configErr(err)
 	}
+	if err := s.requireWatch(ctx); err != nil {
+		return nil, err
+	}
 	sdb, err := s.spiceDB(ctx)
 	if err != nil {
 		return nil, err
@@ -373,6 +376,33 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: int(c.Conn.MaxConcurrentStreams)},
 	}
 	return s, nil
+}
+
+// requireWatch refuses to start on a Postgres datastore without
+// track_commit_timestamp, unless the cache is off: the decision cache
+// follows SpiceDB's Watch, which Postgres cannot serve without it, and the
+// cache would otherwise be bypassed for the life of the process.
+func (s *Server) requireWatch(ctx context.Context) error {
+	c := s.cfg
+	if c.SpiceDBEndpoint != "" || c.Embedded.Engine != "postgres" || c.DisableCache {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.StartTimeout)
+	defer cancel()
+	setting, err := embedded.CommitTimestamps(ctx, c.Embedded.URI)
+	if err != nil {
+		return fmt.Errorf("--datastore-uri: reading track_commit_timestamp: %w", err)
+	}
+	return configErr(commitTimestampsNeeded(setting))
+}
+
+// commitTimestampsNeeded is the one-line instruction for a Postgres whose
+// track_commit_timestamp is setting, or nil when it is on.
+func commitTimestampsNeeded(setting string) error {
+	if setting == "on" {
+		return nil
+	}
+	return fmt.Errorf("--datastore-uri: Postgres has track_commit_timestamp = %s, and the decision cache needs SpiceDB's Watch, which needs it on: run ALTER SYSTEM SET track_commit_timestamp = on and restart Postgres, or start with --disable-cache", setting)
 }
 
 // keys loads the keys file, or makes and prints development keys.
