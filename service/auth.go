@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -61,17 +62,22 @@ func LoadKeys(path string) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--keys-file %s: %w", path, err)
 	}
-	var f keysFile
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("--keys-file %s: %w", path, err)
-	}
-	k, err := NewKeys(f.Keys)
+	k, err := ParseKeys(b)
 	if err != nil {
 		return nil, fmt.Errorf("--keys-file %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// ParseKeys parses the contents of a keys file. Unknown fields are errors.
+func ParseKeys(b []byte) (*Keys, error) {
+	var f keysFile
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, err
+	}
+	return NewKeys(f.Keys)
 }
 
 // NewKeys validates keys and indexes them.

@@ -416,3 +416,21 @@ func TestLineSinksAndOCSF(t *testing.T) {
 		t.Fatalf("OCSF change event: %v", change)
 	}
 }
+
+// FuzzParseTime: an audit filter's since/until is a time at or before now,
+// or an error; it never panics.
+func FuzzParseTime(f *testing.F) {
+	for _, s := range []string{"", "30d", "12h", "90m", "2026-01-02T03:04:05Z", "-5m", "36501d", "1e9h", "9223372036854775807ns"} {
+		f.Add(s)
+	}
+	now := t0
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := audit.ParseTime(s, now)
+		if err != nil || s == "" {
+			return
+		}
+		if _, rfc := time.Parse(time.RFC3339Nano, s); rfc != nil && got.After(now) {
+			t.Fatalf("ParseTime(%q) = %v, after now %v", s, got, now)
+		}
+	})
+}
