@@ -575,6 +575,8 @@ func (s *Server) setupBounds(ctx context.Context, h *service.Handlers, reg prome
 	if err != nil {
 		return err
 	}
+	// Retries of failed suspensions stop before the stores they write to close.
+	s.closers = append([]func() error{func() error { h.Bounds.Close(); return nil }}, s.closers...)
 	pruneCtx, stop := context.WithCancel(context.Background())
 	s.closers = append([]func() error{func() error { stop(); return nil }}, s.closers...)
 	go func() {
