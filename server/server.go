@@ -166,6 +166,10 @@ type BoundsConfig struct {
 	WebhookAttempts int
 	// WebhookBackoff is the first retry's delay; it doubles. Default 500ms.
 	WebhookBackoff time.Duration
+	// AlertSpool is where alerts wait for delivery, so they survive a
+	// restart. Default: a file in the system temp directory, named after the
+	// gRPC port, when Webhook is set.
+	AlertSpool string
 }
 
 // ConfigError is a mistake in the flags or the files they name, found while
@@ -564,7 +568,14 @@ func (s *Server) setupBounds(ctx context.Context, h *service.Handlers, reg prome
 	delivered := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mandate_alert_deliveries_total",
 		Help: "Alert webhook deliveries, by result: delivered, retried (a failed attempt) or dropped (all attempts failed, or the queue was full)."}, []string{"result"})
 	reg.MustRegister(delivered)
-	alerter := &alert.Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: s.log, Delivered: delivered}
+	spool := b.AlertSpool
+	if spool == "" && b.Webhook != "" {
+		_, port, _ := net.SplitHostPort(s.GRPCAddr())
+		spool = filepath.Join(os.TempDir(), "mandate-alerts-"+port+".spool")
+	}
+	alerter := &alert.Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: s.log, Delivered: delivered, SpoolPath: spool}
+	// Alerts a previous run left waiting go out now.
+	alerter.Start()
 	// Closers run in order: the alerter drains before the stores close.
 	s.closers = append([]func() error{func() error { alerter.Close(); return nil }}, s.closers...)
 	var err error

@@ -80,6 +80,7 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Bounds.Defaults.DenialWindow, "bound-denial-window", 0, "window of --bound-max-denials (default 5m)")
 	f.IntVar(&cfg.Bounds.Defaults.ResourcesPerHour, "bound-resources-per-hour", 0, "default behavioural bound: most distinct resources per agent in any sliding hour (0: unbounded)")
 	f.StringVar(&cfg.Bounds.DSN, "bounds-dsn", "", "Postgres or CockroachDB that keeps bound counts, shared by replicas (default: the postgres/cockroachdb datastore; otherwise in memory; \"memory\" forces in-process)")
+	f.StringVar(&cfg.Bounds.AlertSpool, "alert-spool", "", "file where alerts wait for delivery, so they survive a restart (default: in the temp directory); use a persistent path in production")
 	f.StringVar(&cfg.Bounds.WebhookSecret, "alert-webhook-secret", "", "signs each alert with HMAC-SHA256 in X-Mandate-Signature (or MANDATE_ALERT_WEBHOOK_SECRET)")
 	f.StringVar(&cfg.Bounds.Webhook, "alert-webhook", "", "URL that receives a JSON alert, with retries, whenever an agent is suspended for crossing a bound")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 0, "largest REST request body (default 1 MiB)")
