@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mandate-dev/mandate/internal/peercert"
 	"github.com/mandate-dev/mandate/internal/requestid"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
@@ -124,7 +125,18 @@ func New(ctx context.Context, svc Services, cfg Config) (http.Handler, error) {
 		root.Handle(path, h)
 	}
 	root.Handle("/", mux)
-	return withRetryAfter(withRequestID(limitBody(cfg.MaxBodyBytes, root))), nil
+	return withRetryAfter(withPeerCert(withRequestID(limitBody(cfg.MaxBodyBytes, root)))), nil
+}
+
+// withPeerCert hands a client certificate that TLS verified to the services,
+// which authenticate with it when no key is sent.
+func withPeerCert(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+			r = r.WithContext(peercert.NewContext(r.Context(), r.TLS.VerifiedChains[0][0]))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // retryAfterSeconds is what a 503 tells the caller to wait: SpiceDB or the

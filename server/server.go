@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -82,6 +84,8 @@ type Config struct {
 	// Conn bounds what one client connection may hold: slow bodies, idle
 	// keep-alives, concurrent requests.
 	Conn ConnLimits
+	// TLS serves both ports over TLS, and accepts client certificates.
+	TLS TLSConfig
 	// Audit configures the audit trail.
 	Audit AuditConfig
 	// Bounds configures agents' behavioural bounds and the alert webhook.
@@ -200,6 +204,9 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes < 0 {
 		return errors.New("--max-body-bytes must not be negative")
 	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
 	if c.Conn.ReadTimeout < 0 || c.Conn.WriteTimeout < 0 || c.Conn.IdleTimeout < 0 {
 		return errors.New("connection timeouts must not be negative")
 	}
@@ -313,11 +320,22 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	if h.Lookup, err = s.decisionCache(sdb, metrics); err != nil {
 		return nil, err
 	}
+	var tlsCfg *tls.Config
+	if c.TLS.Enabled() {
+		r, err := newReloadingTLS(c.TLS, c.Log)
+		if err != nil {
+			return nil, configErr(err)
+		}
+		tlsCfg = r.serverConfig()
+	}
 	if s.grpcLis, err = net.Listen("tcp", c.GRPCAddr); err != nil {
 		return nil, configErr(fmt.Errorf("--grpc-addr: %w", err))
 	}
 	if s.httpLis, err = net.Listen("tcp", c.HTTPAddr); err != nil {
 		return nil, configErr(fmt.Errorf("--http-addr: %w", err))
+	}
+	if tlsCfg != nil {
+		s.httpLis = tls.NewListener(s.httpLis, tlsCfg)
 	}
 	if err := s.setupAudit(ctx, h, reg); err != nil {
 		return nil, err
@@ -342,8 +360,12 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	keys.ObserveAuthFailures(service.NewAuthFailures(reg, c.Log))
 	interceptor := service.Interceptor(keys)
 	search := &service.SearchHandlers{Handlers: h}
-	s.grpcServer = grpc.NewServer(append(grpcServerTracing(tp), grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor),
-		grpc.MaxConcurrentStreams(c.Conn.MaxConcurrentStreams), grpc.ConnectionTimeout(c.Conn.ReadTimeout))...)
+	grpcOpts := append(grpcServerTracing(tp), grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor),
+		grpc.MaxConcurrentStreams(c.Conn.MaxConcurrentStreams), grpc.ConnectionTimeout(c.Conn.ReadTimeout))
+	if tlsCfg != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	s.grpcServer = grpc.NewServer(grpcOpts...)
 	mandatev1.RegisterTaskServiceServer(s.grpcServer, h)
 	mandatev1.RegisterAgentServiceServer(s.grpcServer, h)
 	mandatev1.RegisterGrantServiceServer(s.grpcServer, h)

@@ -39,11 +39,18 @@ type Key struct {
 	// count against an agent's behavioural bounds, so no other key holder
 	// can push an agent over a bound with checks of its own.
 	CountsForBounds bool `yaml:"counts_for_bounds"`
+	// SPIFFEID or DNSName, instead of SHA256, authenticate a caller by its
+	// client certificate (with --client-ca): an X.509-SVID with this SPIFFE
+	// ID, or a certificate with this DNS name.
+	SPIFFEID string `yaml:"spiffe_id"`
+	DNSName  string `yaml:"dns_name"`
 }
 
 // Keys is the set of accepted keys. It is immutable once built.
 type Keys struct {
 	byHash map[[32]byte]Key
+	// byIdentity maps certificate identities ("spiffe:…", "dns:…") to keys.
+	byIdentity map[string]Key
 	// failures, when set, counts and logs refused calls. Set before serving.
 	failures *AuthFailures
 }
@@ -85,7 +92,7 @@ func NewKeys(keys []Key) (*Keys, error) {
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("keys: no keys defined")
 	}
-	k := &Keys{byHash: map[[32]byte]Key{}}
+	k := &Keys{byHash: map[[32]byte]Key{}, byIdentity: map[string]Key{}}
 	names := map[string]bool{}
 	for i, key := range keys {
 		if key.Name == "" {
@@ -97,6 +104,19 @@ func NewKeys(keys []Key) (*Keys, error) {
 		names[key.Name] = true
 		if !validRole(key.Role) {
 			return nil, fmt.Errorf("keys[%d] (%s): role %q is not one of %v", i, key.Name, key.Role, Roles)
+		}
+		if hasCertIdentity(key) {
+			if key.SHA256 != "" {
+				return nil, fmt.Errorf("keys[%d] (%s): a certificate identity needs no sha256; set one or the other", i, key.Name)
+			}
+			if err := validateCertIdentity(key); err != nil {
+				return nil, fmt.Errorf("keys[%d] (%s): %w", i, key.Name, err)
+			}
+			if _, dup := k.byIdentity[certIdentityOf(key)]; dup {
+				return nil, fmt.Errorf("keys[%d] (%s): the same certificate identity is listed twice", i, key.Name)
+			}
+			k.byIdentity[certIdentityOf(key)] = key
+			continue
 		}
 		raw, err := hex.DecodeString(strings.ToLower(key.SHA256))
 		if err != nil || len(raw) != sha256.Size {
@@ -208,16 +228,24 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
-	if len(vals) != 1 {
-		return nil, unauthenticated("missing authorization: send `authorization: Bearer <key>`")
-	}
-	scheme, secret, ok := strings.Cut(vals[0], " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") || secret == "" {
-		return nil, unauthenticated("malformed authorization: send `authorization: Bearer <key>`")
-	}
-	key, ok := k.Lookup(strings.TrimSpace(secret))
-	if !ok {
-		return nil, unauthenticated("unknown key")
+	var key Key
+	if leaf := verifiedLeaf(ctx); len(vals) == 0 && leaf != nil {
+		// No key sent: the client certificate, verified by TLS, is the credential.
+		var ok bool
+		if key, ok = k.certKey(leaf); !ok {
+			return nil, unauthenticated("the client certificate maps to no entry of the keys file")
+		}
+	} else {
+		if len(vals) != 1 {
+			return nil, unauthenticated("missing authorization: send `authorization: Bearer <key>`")
+		}
+		scheme, secret, ok := strings.Cut(vals[0], " ")
+		if !ok || !strings.EqualFold(scheme, "bearer") || secret == "" {
+			return nil, unauthenticated("malformed authorization: send `authorization: Bearer <key>`")
+		}
+		if key, ok = k.Lookup(strings.TrimSpace(secret)); !ok {
+			return nil, unauthenticated("unknown key")
+		}
 	}
 	roles, known := methodRoles[method]
 	if !known {

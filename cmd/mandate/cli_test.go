@@ -172,6 +172,8 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 	emptyFile := keysFile("nothing.yaml", "")
 	badRole := keysFile("role.yaml", "keys:\n  - {name: a, role: root, sha256: "+hash+"}\n")
 	badHash := keysFile("hash.yaml", "keys:\n  - {name: a, role: checker, sha256: xyz}\n")
+	badSPIFFE := keysFile("spiffe.yaml", "keys:\n  - {name: a, role: checker, spiffe_id: \"https://acme/x\"}\n")
+	bothIDs := keysFile("both.yaml", "keys:\n  - {name: a, role: checker, sha256: "+hash+", dns_name: a.acme.internal}\n")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -187,6 +189,11 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 		{[]string{"--keys-file", emptyFile}, "nothing.yaml"},
 		{[]string{"--keys-file", badRole}, "keys[0] (a): role"},
 		{[]string{"--keys-file", badHash}, "keys[0] (a): sha256"},
+		{[]string{"--keys-file", badSPIFFE}, "keys[0] (a): spiffe_id"},
+		{[]string{"--keys-file", bothIDs}, "keys[0] (a)"},
+		{[]string{"--tls-cert", "cert.pem"}, "--tls-key"},
+		{[]string{"--client-ca", "ca.pem"}, "--client-ca"},
+		{[]string{"--tls-cert", filepath.Join(dir, "none.pem"), "--tls-key", filepath.Join(dir, "none-key.pem")}, "--tls-cert"},
 		{[]string{"--log-level", "loud"}, "--log-level"},
 		{[]string{"--max-body-bytes", "-1"}, "--max-body-bytes"},
 		{[]string{"--check-timeout", "soon"}, "--check-timeout"},

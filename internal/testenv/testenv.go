@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -100,6 +101,12 @@ func Start(t testing.TB, cfg server.Config) *Server {
 	var once sync.Once
 	s := &Server{T: t, Srv: srv, Base: "http://" + srv.HTTPAddr(), stop: func() { once.Do(func() { cancel(); <-done }) }}
 	t.Cleanup(s.stop)
+	if cfg.TLS.Enabled() {
+		// Readiness only: the tests themselves verify the server's certificate.
+		s.Base = "https://" + srv.HTTPAddr()
+		waitHealthyWith(t, s.Base, &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}})
+		return s
+	}
 	WaitHealthy(t, s.Base)
 	return s
 }
@@ -111,9 +118,14 @@ func (s *Server) Stop() { s.stop() }
 // minute, far beyond any healthy start, so a slow machine does not fail it.
 func WaitHealthy(t testing.TB, base string) {
 	t.Helper()
+	waitHealthyWith(t, base, http.DefaultClient)
+}
+
+func waitHealthyWith(t testing.TB, base string, client *http.Client) {
+	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/healthz")
+		resp, err := client.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
