@@ -63,6 +63,10 @@ func (k *Keys) authorizeObserved(ctx context.Context, method string) (context.Co
 					name, role = key.Name, key.Role
 				}
 			}
+		} else if leaf := verifiedLeaf(ctx); leaf != nil {
+			if key, ok := k.certKey(leaf); ok {
+				name, role = key.Name, key.Role
+			}
 		}
 		k.failures.Log.WarnContext(ctx, "call refused: the key's role may not call this method",
 			"key", name, "role", role, "method", method, "request_id", requestID(ctx))
