@@ -35,7 +35,9 @@ type Config struct {
 	Addr string
 	// Key is the API key sent as "authorization: Bearer <key>" on every call.
 	// Check and CheckBulk need a checker (or admin) key; Explain and
-	// AgentAccess need a reviewer (or admin) key. Required.
+	// AgentAccess need a reviewer (or admin) key. Required, unless TLS
+	// carries a client certificate that mandate's keys file maps to a role
+	// (spiffe_id or dns_name).
 	Key string
 	// TLS, when set, dials with TLS. Otherwise Plaintext must be true.
 	TLS *tls.Config
@@ -55,13 +57,18 @@ type Config struct {
 	DialOptions []grpc.DialOption
 }
 
+// hasClientCert reports whether t presents a client certificate.
+func hasClientCert(t *tls.Config) bool {
+	return t != nil && (len(t.Certificates) > 0 || t.GetClientCertificate != nil)
+}
+
 // Validate reports whether the config is usable.
 func (c *Config) Validate() error {
 	switch {
 	case c.Addr == "":
 		return errors.New("client: Addr is required")
-	case c.Key == "":
-		return errors.New("client: Key is required")
+	case c.Key == "" && !hasClientCert(c.TLS):
+		return errors.New("client: Key is required, or a client certificate in TLS")
 	case c.TLS == nil && !c.Plaintext:
 		return errors.New("client: set TLS, or Plaintext to dial without it")
 	case c.TLS != nil && c.Plaintext:
@@ -103,7 +110,11 @@ func New(cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
 	opts := []grpc.DialOption{}
 	if cfg.TLS != nil {
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS)), grpcutil.WithBearerToken(cfg.Key))
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS)))
+		if cfg.Key != "" {
+			// Without a key, the client certificate is the credential.
+			opts = append(opts, grpcutil.WithBearerToken(cfg.Key))
+		}
 	} else {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(cfg.Key))
 	}

@@ -123,7 +123,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 
 	a := &Agent{
 		ID: newID(PrefixAgent), Name: in.Name, Task: taskRef, Parent: parentRef, Principal: task.Principal,
-		CreatedAt: now, ExpiresAt: expires, Status: StatusActive, Bounds: in.Bounds.Or(inherited),
+		CreatedAt: now, ExpiresAt: expires, Status: StatusActive, Bounds: in.Bounds.Or(inherited).Within(inherited),
 	}
 	ref := Ref{Type: schema.TypeAgent, ID: a.ID}
 	a.Chain = append(append([]Ref{ref}, ancestors...), task.Principal)

@@ -8,6 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	// The time zone database is embedded, so hours conditions mean the same
+	// on every host, with or without /usr/share/zoneinfo. The embedded
+	// SpiceDB, in this process, evaluates them with the same data; a remote
+	// SpiceDB uses its own.
+	_ "time/tzdata"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 
@@ -69,8 +74,11 @@ func (c *Condition) validate(field string) (map[string]any, error) {
 		}
 		return map[string]any{"allowed_cidrs": cidrs}, nil
 	case ConditionHours:
-		if c.TimeZone == "" || c.TimeZone == "Local" {
+		if c.TimeZone == "" {
 			return nil, invalid(field+".hours.time_zone", "is required: an IANA time zone such as Europe/Berlin or UTC")
+		}
+		if !canonicalZone(c.TimeZone) {
+			return nil, invalid(field+".hours.time_zone", "%q is not a canonical IANA time zone (Area/Location such as Europe/Berlin, or UTC)", c.TimeZone)
 		}
 		if _, err := time.LoadLocation(c.TimeZone); err != nil {
 			return nil, invalid(field+".hours.time_zone", "%q is not a known IANA time zone", c.TimeZone)
@@ -101,6 +109,27 @@ func (c *Condition) validate(field string) (map[string]any, error) {
 		return nil, invalid(field, "names no condition: set one of source_network, hours, max_risk or environment")
 	}
 	return nil, invalid(field, "unknown condition %q", c.Name)
+}
+
+// zoneAreas are the areas of the IANA database's canonical zones. Names
+// outside them are host files (localtime, posixrules, Factory, right/…,
+// posix/…) or backward-compatible aliases (US/Pacific, GMT, EST5EDT) whose
+// meaning depends on the host's tzdata version.
+var zoneAreas = map[string]bool{
+	"Africa": true, "America": true, "Antarctica": true, "Arctic": true, "Asia": true, "Atlantic": true,
+	"Australia": true, "Europe": true, "Indian": true, "Pacific": true, "Etc": true,
+}
+
+var zoneLocationRE = regexp.MustCompile(`^[A-Z][A-Za-z0-9_+-]*(/[A-Z][A-Za-z0-9_+-]*)?$`)
+
+// canonicalZone reports whether name is spelled like a canonical IANA zone:
+// UTC, or Area/Location[/Sub] in one of the database's areas.
+func canonicalZone(name string) bool {
+	if name == "UTC" {
+		return true
+	}
+	area, loc, ok := strings.Cut(name, "/")
+	return ok && zoneAreas[area] && len(name) <= 64 && zoneLocationRE.MatchString(loc)
 }
 
 // parseClock parses "HH:MM" (00:00 to 24:00) into minutes after midnight.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mandate-dev/mandate/schema"
@@ -15,6 +16,9 @@ import (
 const (
 	reservedContextNow = "now"
 	maxContextFields   = 64
+	// maxContextBytes bounds a check's context, encoded; a context is a
+	// handful of short values, and it is hashed into every cache key.
+	maxContextBytes = 8 << 10
 )
 
 // reservedContext are the parameters of mandate's core caveats. A caller
@@ -70,6 +74,9 @@ func (e *Engine) validateContext(qctx *structpb.Struct) error {
 	}
 	if len(qctx.GetFields()) > maxContextFields {
 		return invalid("context", "has more than %d fields", maxContextFields)
+	}
+	if proto.Size(qctx) > maxContextBytes {
+		return invalid("context", "is larger than %d bytes", maxContextBytes)
 	}
 	// The grant conditions' keys (source_ip, risk_score, environment) are
 	// parameters of core caveats, so this checks them too.

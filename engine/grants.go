@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -155,30 +156,80 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 		return nil, "", escalation("principal %s does not hold %s on %s", principal, in.Permission, resource)
 	}
 
-	// A replaced grant loses its record in the same write.
-	grantRel := in.Permission + schema.GrantSuffix
-	existing, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{
-		ResourceType: resource.Type, OptionalResourceId: resource.ID, OptionalRelation: grantRel,
-		OptionalSubjectFilter: subjectFilter(grantSubject, grantSubjectRel),
-	})
-	if err != nil {
-		return nil, "", err
-	}
-
 	g := &Grant{ID: newID(PrefixGrant), Holder: holder, Permission: in.Permission, Resource: resource, CreatedAt: now, ExpiresAt: expires, Status: StatusActive, Condition: in.Condition}
 	stored := grantRelationships(*g, condParams)
-	// The grant relationship replaces an earlier one of the same holder; the record is new.
-	updates := []*v1.RelationshipUpdate{touch(stored[0]), create(stored[1])}
-	for _, old := range existing {
-		if oldID := caveatString(old, "grant_id"); oldID != "" && oldID != g.ID {
-			updates = append(updates, del(rel(Ref{Type: schema.TypeGrant, ID: oldID}, "record", holder, "", "", nil)))
+	grantSlot := &v1.RelationshipFilter{
+		ResourceType: resource.Type, OptionalResourceId: resource.ID, OptionalRelation: in.Permission + schema.GrantSuffix,
+		OptionalSubjectFilter: subjectFilter(grantSubject, grantSubjectRel),
+	}
+	holderGone := precondition("holder", "%s was revoked, suspended or completed while the grant was being created", holder)
+	// The grant relationship replaces an earlier one of the same holder, and
+	// the replaced grant loses its record in the same write. The write holds
+	// only if the slot is still as read: empty, or holding the grants whose
+	// records it deletes. A concurrent replacement makes it fail, and it is
+	// tried again against the new occupant, so racing creations leave one
+	// grant and no orphan record.
+	unexplained := 0 // refusals after which the slot read the same
+	for attempt := 0; ; attempt++ {
+		existing, err := e.sdb.readRels(ctx, grantSlot)
+		if err != nil {
+			return nil, "", err
+		}
+		updates := []*v1.RelationshipUpdate{touch(stored[0]), create(stored[1])}
+		slot := slices.Clone(pre)
+		if len(existing) == 0 {
+			slot = append(slot, &v1.Precondition{Operation: v1.Precondition_OPERATION_MUST_NOT_MATCH, Filter: grantSlot})
+		}
+		for _, old := range existing {
+			if oldID := caveatString(old, "grant_id"); oldID != "" && oldID != g.ID {
+				oldRecord := Ref{Type: schema.TypeGrant, ID: oldID}
+				updates = append(updates, del(rel(oldRecord, "record", holder, "", "", nil)))
+				slot = append(slot, mustMatch(oldRecord, "record"))
+			}
+		}
+		token, err := e.write(ctx, updates, slot, errSlotChanged)
+		if err == nil {
+			return g, token, nil
+		}
+		if !errors.Is(err, errSlotChanged) {
+			return nil, "", err
+		}
+		// Either the slot changed under us or the holder stopped being able
+		// to hold grants; only a changed slot is worth another try.
+		again, rerr := e.sdb.readRels(ctx, grantSlot)
+		if rerr != nil {
+			return nil, "", rerr
+		}
+		if sameGrantIDs(existing, again) {
+			// On Postgres a racing write can refuse ours and still be
+			// settling when we read again; a few of these are a race, a
+			// steady run of them is the holder's precondition.
+			unexplained++
+		}
+		if unexplained >= 3 || attempt >= maxGrantAttempts {
+			return nil, "", holderGone
 		}
 	}
-	token, err := e.write(ctx, updates, pre, precondition("holder", "%s was revoked, suspended or completed while the grant was being created", holder))
-	if err != nil {
-		return nil, "", err
+}
+
+// maxGrantAttempts bounds how often CreateGrant retries against concurrent
+// replacements of the same grant; each retry follows another's success.
+const maxGrantAttempts = 64
+
+// errSlotChanged is a grant write refused by its preconditions.
+var errSlotChanged = errors.New("grant slot changed")
+
+// sameGrantIDs reports whether a and b hold the same grants.
+func sameGrantIDs(a, b []*v1.Relationship) bool {
+	ids := func(rs []*v1.Relationship) []string {
+		out := make([]string, 0, len(rs))
+		for _, r := range rs {
+			out = append(out, caveatString(r, "grant_id"))
+		}
+		slices.Sort(out)
+		return out
 	}
-	return g, token, nil
+	return slices.Equal(ids(a), ids(b))
 }
 
 // GetGrant reads a grant, and the revision it was read at.
@@ -206,10 +257,16 @@ func (e *Engine) DeleteGrant(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	updates := []*v1.RelationshipUpdate{del(rel(Ref{Type: schema.TypeGrant, ID: id}, "record", g.Holder, "", "", nil))}
+	record := Ref{Type: schema.TypeGrant, ID: id}
+	updates := []*v1.RelationshipUpdate{del(rel(record, "record", g.Holder, "", "", nil))}
 	if current != nil {
 		current.OptionalCaveat = nil
 		updates = append(updates, del(current))
 	}
-	return e.write(ctx, updates, nil, nil)
+	// A replacement deletes this grant's record in the same write that
+	// takes over the grant relationship. Requiring the record at write time
+	// therefore keeps a replacement that landed after the read from being
+	// deleted in this grant's name.
+	return e.write(ctx, updates, []*v1.Precondition{mustMatch(record, "record")},
+		notFound("id", "grant %s was replaced or deleted meanwhile", id))
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"time"
 
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+	"github.com/authzed/spicedb/pkg/zedtoken"
+
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -23,6 +26,10 @@ type Query struct {
 	TokenChain []Ref
 	// TokenTask is the task the token names; set with TokenChain.
 	TokenTask Ref
+	// CountsForBounds says the check may count against the agent's
+	// behavioural bounds: it comes from a caller trusted to report what the
+	// agent did. The engine ignores it; the bounds decorator reads it.
+	CountsForBounds bool
 
 	// The fields below describe the request for the audit trail and alerts.
 	// They never change the answer, and the cache does not key on them.
@@ -76,4 +83,25 @@ type Decision struct {
 // metrics (engine/decider).
 type Decider interface {
 	Decide(ctx context.Context, q Query) (Decision, error)
+}
+
+// maxConsistencyToken bounds a ZedToken's length; SpiceDB's are well under 100 bytes.
+const maxConsistencyToken = 1024
+
+// ValidateConsistencyToken reports an error naming field unless token is
+// empty or a ZedToken SpiceDB could have issued. A token SpiceDB cannot read
+// would otherwise be dropped silently and the check made at a fresher
+// revision than the caller asked for, or fail deep in SpiceDB.
+func ValidateConsistencyToken(field, token string) error {
+	if token == "" {
+		return nil
+	}
+	if len(token) > maxConsistencyToken {
+		return invalid(field, "must be at most %d bytes: a consistency_token from an earlier response", maxConsistencyToken)
+	}
+	d, err := zedtoken.Decode(&v1.ZedToken{Token: token})
+	if err != nil || d.GetVersionOneof() == nil {
+		return invalid(field, "is not a consistency_token mandate issued; send one from an earlier response, or none")
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mandate-dev/mandate/internal/peercert"
 	"github.com/mandate-dev/mandate/internal/requestid"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 )
@@ -124,8 +125,43 @@ func New(ctx context.Context, svc Services, cfg Config) (http.Handler, error) {
 		root.Handle(path, h)
 	}
 	root.Handle("/", mux)
-	return withRequestID(limitBody(cfg.MaxBodyBytes, root)), nil
+	return withRetryAfter(withPeerCert(withRequestID(limitBody(cfg.MaxBodyBytes, root)))), nil
 }
+
+// withPeerCert hands a client certificate that TLS verified to the services,
+// which authenticate with it when no key is sent.
+func withPeerCert(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+			r = r.WithContext(peercert.NewContext(r.Context(), r.TLS.VerifiedChains[0][0]))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// retryAfterSeconds is what a 503 tells the caller to wait: SpiceDB or the
+// databases behind it are briefly unreachable, and mandate recovers on its own.
+const retryAfterSeconds = "1"
+
+// withRetryAfter gives every 503 a Retry-After header, whichever handler
+// (REST, AuthZEN, health) wrote it.
+func withRetryAfter(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(retryAfterWriter{w}, r)
+	})
+}
+
+type retryAfterWriter struct{ http.ResponseWriter }
+
+func (w retryAfterWriter) WriteHeader(code int) {
+	if code == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", retryAfterSeconds)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w retryAfterWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // withRequestID gives every request an id, the caller's X-Request-Id when
 // usable, and echoes it on every answer, errors and 404s included. The id

@@ -8,6 +8,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 
@@ -133,12 +134,72 @@ func (i *Info) ValidateCheckContext(ctx map[string]*structpb.Value) (string, err
 	for _, k := range keys {
 		v := map[string]any{k: ctx[k].AsInterface()}
 		for _, p := range i.params[k] {
+			// SpiceDB converts "0.1", "-inf" or "1e-999" into a double; a
+			// caller must send the JSON kind the parameter declares.
+			if err := strictKind(ctx[k], p.t); err != nil {
+				return k, fmt.Errorf("caveat %s reads it as %s: %w", p.caveat, caveats.ParameterTypeString(p.t), err)
+			}
 			if _, err := caveats.ConvertContextToParameters(caveattypes.Default.TypeSet, v, map[string]*core.CaveatTypeReference{k: p.t}, caveats.SkipUnknownParameters); err != nil {
 				return k, fmt.Errorf("caveat %s reads it as %s: %w", p.caveat, caveats.ParameterTypeString(p.t), errors.Unwrap(err))
 			}
 		}
 	}
 	return "", nil
+}
+
+// strictKind reports an error unless v has the JSON kind a caveat parameter
+// of type t needs: a number for int, uint and double (an integer for int and
+// uint), true or false for bool, a list or an object for list and map (their
+// elements checked the same way), and a string for the rest.
+func strictKind(v *structpb.Value, t *core.CaveatTypeReference) error {
+	switch t.GetTypeName() {
+	case "any":
+		return nil
+	case "int", "uint", "double":
+		n, ok := v.GetKind().(*structpb.Value_NumberValue)
+		if !ok {
+			return fmt.Errorf("expected a JSON number")
+		}
+		if t.GetTypeName() != "double" && n.NumberValue != math.Trunc(n.NumberValue) {
+			return fmt.Errorf("expected an integer")
+		}
+		return nil
+	case "bool":
+		if _, ok := v.GetKind().(*structpb.Value_BoolValue); !ok {
+			return fmt.Errorf("expected true or false")
+		}
+		return nil
+	case "list":
+		l, ok := v.GetKind().(*structpb.Value_ListValue)
+		if !ok {
+			return fmt.Errorf("expected a JSON list")
+		}
+		for _, e := range l.ListValue.GetValues() {
+			if len(t.GetChildTypes()) == 1 {
+				if err := strictKind(e, t.GetChildTypes()[0]); err != nil {
+					return fmt.Errorf("list element: %w", err)
+				}
+			}
+		}
+		return nil
+	case "map":
+		m, ok := v.GetKind().(*structpb.Value_StructValue)
+		if !ok {
+			return fmt.Errorf("expected a JSON object")
+		}
+		for _, e := range m.StructValue.GetFields() {
+			if len(t.GetChildTypes()) == 1 {
+				if err := strictKind(e, t.GetChildTypes()[0]); err != nil {
+					return fmt.Errorf("map value: %w", err)
+				}
+			}
+		}
+		return nil
+	}
+	if _, ok := v.GetKind().(*structpb.Value_StringValue); !ok {
+		return fmt.Errorf("expected a JSON string")
+	}
+	return nil
 }
 
 // TypeInfo describes one object definition.

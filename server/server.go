@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -85,6 +87,11 @@ type Config struct {
 	BusDSN string
 	// MaxBodyBytes bounds REST request bodies. Default 1 MiB.
 	MaxBodyBytes int64
+	// Conn bounds what one client connection may hold: slow bodies, idle
+	// keep-alives, concurrent requests.
+	Conn ConnLimits
+	// TLS serves both ports over TLS, and accepts client certificates.
+	TLS TLSConfig
 	// Audit configures the audit trail.
 	Audit AuditConfig
 	// Bounds configures agents' behavioural bounds and the alert webhook.
@@ -96,6 +103,38 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// tp is the tracer provider in use; nil when tracing is off. Set by Complete.
 	tp trace.TracerProvider
+}
+
+// ConnLimits bound how long, and how much, one client connection may hold
+// the server, so clients that send slowly cannot tie it up.
+type ConnLimits struct {
+	// ReadTimeout bounds reading one REST request, headers and body. Default 30s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a REST request from the end of its headers to the
+	// end of its answer. A handler that must take longer (a long poll, an
+	// export) extends its own deadline with http.ResponseController.
+	// Default 60s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long. Default 120s.
+	IdleTimeout time.Duration
+	// MaxConcurrentStreams bounds the requests in flight on one HTTP/2 or
+	// gRPC connection. Default 100.
+	MaxConcurrentStreams uint32
+}
+
+func (l *ConnLimits) complete() {
+	if l.ReadTimeout == 0 {
+		l.ReadTimeout = 30 * time.Second
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = 60 * time.Second
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = 120 * time.Second
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = 100
+	}
 }
 
 // AuditConfig configures where decisions and changes are recorded.
@@ -110,8 +149,10 @@ type AuditConfig struct {
 	// SpoolPath is where records wait while the database is unreachable.
 	// Default: a file in the system temp directory, named after the gRPC port.
 	SpoolPath string
-	// MemoryRecords bounds the in-memory store. Default 100000.
+	// MemoryRecords bounds the in-memory store's records. Default 100000.
 	MemoryRecords int
+	// MemoryBytes bounds the in-memory store's estimated size. Default 128 MiB.
+	MemoryBytes int64
 	// File, when set, also appends every record as JSON lines ("-": stdout).
 	File string
 	// OCSF, when set, also appends every record as an OCSF API Activity event ("-": stdout).
@@ -135,6 +176,25 @@ type BoundsConfig struct {
 	WebhookAttempts int
 	// WebhookBackoff is the first retry's delay; it doubles. Default 500ms.
 	WebhookBackoff time.Duration
+	// AlertSpool is where alerts wait for delivery, so they survive a
+	// restart. Default: a file in the system temp directory, named after the
+	// gRPC port, when Webhook is set.
+	AlertSpool string
+}
+
+// ConfigError is a mistake in the flags or the files they name, found while
+// starting: `mandate serve` prints it as one line and exits with status 2.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// configErr marks err, when there is one, as a configuration mistake.
+func configErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ConfigError{Err: err}
 }
 
 // Validate reports whether the config is usable. Errors name the flag.
@@ -155,6 +215,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Credentials.Validate(); err != nil {
 		return err
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
+	if c.Conn.ReadTimeout < 0 || c.Conn.WriteTimeout < 0 || c.Conn.IdleTimeout < 0 {
+		return errors.New("connection timeouts must not be negative")
 	}
 	if c.SpiceDBEndpoint == "" {
 		if err := c.Embedded.Validate(); err != nil {
@@ -187,6 +253,7 @@ func (c *Config) complete() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
+	c.Conn.complete()
 	// The embedded datastore's database, when it is a SQL one, is where
 	// everything else that must be shared between replicas lives too.
 	shared := ""
@@ -230,7 +297,7 @@ type Server struct {
 func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	c.complete()
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, configErr(err)
 	}
 	s := &Server{cfg: c, log: c.Log}
 	// On any failure, release what was acquired so far. (The server is held
@@ -246,6 +313,9 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	tp := s.cfg.tp
 	keys, err := s.keys()
 	if err != nil {
+		return nil, configErr(err)
+	}
+	if err := s.requireWatch(ctx); err != nil {
 		return nil, err
 	}
 	sdb, err := s.spiceDB(ctx)
@@ -262,11 +332,22 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	if h.Lookup, err = s.decisionCache(sdb, metrics); err != nil {
 		return nil, err
 	}
+	var tlsCfg *tls.Config
+	if c.TLS.Enabled() {
+		r, err := newReloadingTLS(c.TLS, c.Log)
+		if err != nil {
+			return nil, configErr(err)
+		}
+		tlsCfg = r.serverConfig()
+	}
 	if s.grpcLis, err = net.Listen("tcp", c.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("--grpc-addr: %w", err)
+		return nil, configErr(fmt.Errorf("--grpc-addr: %w", err))
 	}
 	if s.httpLis, err = net.Listen("tcp", c.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("--http-addr: %w", err)
+		return nil, configErr(fmt.Errorf("--http-addr: %w", err))
+	}
+	if tlsCfg != nil {
+		s.httpLis = tls.NewListener(s.httpLis, tlsCfg)
 	}
 	if err := s.setupAudit(ctx, h, reg); err != nil {
 		return nil, err
@@ -288,9 +369,15 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		h.Decider = tracing.NewDecider(h.Decider, tp)
 	}
 
+	keys.ObserveAuthFailures(service.NewAuthFailures(reg, c.Log))
 	interceptor := service.Interceptor(keys)
 	search := &service.SearchHandlers{Handlers: h}
-	s.grpcServer = grpc.NewServer(append(grpcServerTracing(tp), grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor))...)
+	grpcOpts := append(grpcServerTracing(tp), grpc.UnaryInterceptor(interceptor), grpc.StreamInterceptor(keys.StreamInterceptor),
+		grpc.MaxConcurrentStreams(c.Conn.MaxConcurrentStreams), grpc.ConnectionTimeout(c.Conn.ReadTimeout))
+	if tlsCfg != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	s.grpcServer = grpc.NewServer(grpcOpts...)
 	mandatev1.RegisterTaskServiceServer(s.grpcServer, h)
 	mandatev1.RegisterAgentServiceServer(s.grpcServer, h)
 	mandatev1.RegisterGrantServiceServer(s.grpcServer, h)
@@ -326,8 +413,42 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.httpServer = &http.Server{Handler: httpTracing(tp, handler), ReadHeaderTimeout: 10 * time.Second}
+	s.httpServer = &http.Server{
+		Handler:           httpTracing(tp, handler),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       c.Conn.ReadTimeout,
+		WriteTimeout:      c.Conn.WriteTimeout,
+		IdleTimeout:       c.Conn.IdleTimeout,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: int(c.Conn.MaxConcurrentStreams)},
+	}
 	return s, nil
+}
+
+// requireWatch refuses to start on a Postgres datastore without
+// track_commit_timestamp, unless the cache is off: the decision cache
+// follows SpiceDB's Watch, which Postgres cannot serve without it, and the
+// cache would otherwise be bypassed for the life of the process.
+func (s *Server) requireWatch(ctx context.Context) error {
+	c := s.cfg
+	if c.SpiceDBEndpoint != "" || c.Embedded.Engine != "postgres" || c.DisableCache {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.StartTimeout)
+	defer cancel()
+	setting, err := embedded.CommitTimestamps(ctx, c.Embedded.URI)
+	if err != nil {
+		return fmt.Errorf("--datastore-uri: reading track_commit_timestamp: %w", err)
+	}
+	return configErr(commitTimestampsNeeded(setting))
+}
+
+// commitTimestampsNeeded is the one-line instruction for a Postgres whose
+// track_commit_timestamp is setting, or nil when it is on.
+func commitTimestampsNeeded(setting string) error {
+	if setting == "on" {
+		return nil
+	}
+	return fmt.Errorf("--datastore-uri: Postgres has track_commit_timestamp = %s, and the decision cache needs SpiceDB's Watch, which needs it on: run ALTER SYSTEM SET track_commit_timestamp = on and restart Postgres, or start with --disable-cache", setting)
 }
 
 // keys loads the keys file, or makes and prints development keys.
@@ -446,7 +567,7 @@ func (s *Server) setupAudit(ctx context.Context, h *service.Handlers, reg promet
 			spool = filepath.Join(os.TempDir(), "mandate-audit-"+port+".spool")
 		}
 	} else {
-		store = audit.NewMemoryStore(a.MemoryRecords)
+		store = audit.NewMemoryStore(a.MemoryRecords, a.MemoryBytes)
 	}
 	var sinks []audit.Sink
 	for _, sk := range []struct {
@@ -458,7 +579,7 @@ func (s *Server) setupAudit(ctx context.Context, h *service.Handlers, reg promet
 		}
 		ls, err := audit.OpenLineSink(sk.path, sk.ocsf)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", sk.flag, sk.path, err)
+			return configErr(fmt.Errorf("%s %s: %w", sk.flag, sk.path, err))
 		}
 		s.closers = append(s.closers, ls.Close)
 		sinks = append(sinks, ls)
@@ -489,7 +610,14 @@ func (s *Server) setupBounds(ctx context.Context, h *service.Handlers, reg prome
 	delivered := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mandate_alert_deliveries_total",
 		Help: "Alert webhook deliveries, by result: delivered, retried (a failed attempt) or dropped (all attempts failed, or the queue was full)."}, []string{"result"})
 	reg.MustRegister(delivered)
-	alerter := &alert.Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: s.log, Delivered: delivered}
+	spool := b.AlertSpool
+	if spool == "" && b.Webhook != "" {
+		_, port, _ := net.SplitHostPort(s.GRPCAddr())
+		spool = filepath.Join(os.TempDir(), "mandate-alerts-"+port+".spool")
+	}
+	alerter := &alert.Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: s.log, Delivered: delivered, SpoolPath: spool}
+	// Alerts a previous run left waiting go out now.
+	alerter.Start()
 	// Closers run in order: the alerter drains before the stores close.
 	s.closers = append([]func() error{func() error { alerter.Close(); return nil }}, s.closers...)
 	var err error
@@ -500,6 +628,8 @@ func (s *Server) setupBounds(ctx context.Context, h *service.Handlers, reg prome
 	if err != nil {
 		return err
 	}
+	// Retries of failed suspensions stop before the stores they write to close.
+	s.closers = append([]func() error{func() error { h.Bounds.Close(); return nil }}, s.closers...)
 	pruneCtx, stop := context.WithCancel(context.Background())
 	s.closers = append([]func() error{func() error { stop(); return nil }}, s.closers...)
 	go func() {

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -33,11 +34,25 @@ type Key struct {
 	Name   string `yaml:"name"`
 	Role   Role   `yaml:"role"`
 	SHA256 string `yaml:"sha256"`
+	// CountsForBounds marks a caller trusted to report what agents do: a
+	// gateway or resource service you run. Only its checks by bare subject
+	// count against an agent's behavioural bounds, so no other key holder
+	// can push an agent over a bound with checks of its own.
+	CountsForBounds bool `yaml:"counts_for_bounds"`
+	// SPIFFEID or DNSName, instead of SHA256, authenticate a caller by its
+	// client certificate (with --client-ca): an X.509-SVID with this SPIFFE
+	// ID, or a certificate with this DNS name.
+	SPIFFEID string `yaml:"spiffe_id"`
+	DNSName  string `yaml:"dns_name"`
 }
 
 // Keys is the set of accepted keys. It is immutable once built.
 type Keys struct {
 	byHash map[[32]byte]Key
+	// byIdentity maps certificate identities ("spiffe:…", "dns:…") to keys.
+	byIdentity map[string]Key
+	// failures, when set, counts and logs refused calls. Set before serving.
+	failures *AuthFailures
 }
 
 type keysFile struct {
@@ -48,16 +63,26 @@ type keysFile struct {
 //
 //	keys:
 //	  - {name: ci-runner, role: checker, sha256: <hex of the key>}
+//	  - {name: api-gateway, role: checker, sha256: <hex>, counts_for_bounds: true}
 func LoadKeys(path string) (*Keys, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading keys file: %w", err)
+		return nil, fmt.Errorf("--keys-file %s: %w", path, err)
 	}
+	k, err := ParseKeys(b)
+	if err != nil {
+		return nil, fmt.Errorf("--keys-file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// ParseKeys parses the contents of a keys file. Unknown fields are errors.
+func ParseKeys(b []byte) (*Keys, error) {
 	var f keysFile
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("parsing keys file %s: %w", path, err)
+		return nil, err
 	}
 	return NewKeys(f.Keys)
 }
@@ -65,9 +90,9 @@ func LoadKeys(path string) (*Keys, error) {
 // NewKeys validates keys and indexes them.
 func NewKeys(keys []Key) (*Keys, error) {
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("no keys defined")
+		return nil, fmt.Errorf("keys: no keys defined")
 	}
-	k := &Keys{byHash: map[[32]byte]Key{}}
+	k := &Keys{byHash: map[[32]byte]Key{}, byIdentity: map[string]Key{}}
 	names := map[string]bool{}
 	for i, key := range keys {
 		if key.Name == "" {
@@ -79,6 +104,19 @@ func NewKeys(keys []Key) (*Keys, error) {
 		names[key.Name] = true
 		if !validRole(key.Role) {
 			return nil, fmt.Errorf("keys[%d] (%s): role %q is not one of %v", i, key.Name, key.Role, Roles)
+		}
+		if hasCertIdentity(key) {
+			if key.SHA256 != "" {
+				return nil, fmt.Errorf("keys[%d] (%s): a certificate identity needs no sha256; set one or the other", i, key.Name)
+			}
+			if err := validateCertIdentity(key); err != nil {
+				return nil, fmt.Errorf("keys[%d] (%s): %w", i, key.Name, err)
+			}
+			if _, dup := k.byIdentity[certIdentityOf(key)]; dup {
+				return nil, fmt.Errorf("keys[%d] (%s): the same certificate identity is listed twice", i, key.Name)
+			}
+			k.byIdentity[certIdentityOf(key)] = key
+			continue
 		}
 		raw, err := hex.DecodeString(strings.ToLower(key.SHA256))
 		if err != nil || len(raw) != sha256.Size {
@@ -116,7 +154,8 @@ func DevKeys() (*Keys, map[Role]string) {
 		p := "mk_" + string(r) + "_" + hex.EncodeToString(b)
 		plain[r] = p
 		sum := sha256.Sum256([]byte(p))
-		keys = append(keys, Key{Name: "dev-" + string(r), Role: r, SHA256: hex.EncodeToString(sum[:])})
+		// Development keys are all trusted, so bounds can be tried out.
+		keys = append(keys, Key{Name: "dev-" + string(r), Role: r, SHA256: hex.EncodeToString(sum[:]), CountsForBounds: true})
 	}
 	k, err := NewKeys(keys)
 	if err != nil {
@@ -189,16 +228,24 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
-	if len(vals) != 1 {
-		return nil, unauthenticated("missing authorization: send `authorization: Bearer <key>`")
-	}
-	scheme, secret, ok := strings.Cut(vals[0], " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") || secret == "" {
-		return nil, unauthenticated("malformed authorization: send `authorization: Bearer <key>`")
-	}
-	key, ok := k.Lookup(strings.TrimSpace(secret))
-	if !ok {
-		return nil, unauthenticated("unknown key")
+	var key Key
+	if leaf := verifiedLeaf(ctx); len(vals) == 0 && leaf != nil {
+		// No key sent: the client certificate, verified by TLS, is the credential.
+		var ok bool
+		if key, ok = k.certKey(leaf); !ok {
+			return nil, unauthenticated("the client certificate maps to no entry of the keys file")
+		}
+	} else {
+		if len(vals) != 1 {
+			return nil, unauthenticated("missing authorization: send `authorization: Bearer <key>`")
+		}
+		scheme, secret, ok := strings.Cut(vals[0], " ")
+		if !ok || !strings.EqualFold(scheme, "bearer") || secret == "" {
+			return nil, unauthenticated("malformed authorization: send `authorization: Bearer <key>`")
+		}
+		if key, ok = k.Lookup(strings.TrimSpace(secret)); !ok {
+			return nil, unauthenticated("unknown key")
+		}
 	}
 	roles, known := methodRoles[method]
 	if !known {
@@ -220,13 +267,13 @@ func (k *Keys) AuthorizeHeader(ctx context.Context, authorization, method string
 	if authorization != "" {
 		md.Set("authorization", authorization)
 	}
-	_, err := k.authorize(metadata.NewIncomingContext(ctx, md), method)
+	_, err := k.authorizeObserved(metadata.NewIncomingContext(ctx, md), method)
 	return toStatus(ctx, nil, err)
 }
 
 // UnaryInterceptor authenticates and authorizes every unary call.
 func (k *Keys) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	authed, err := k.authorize(ctx, info.FullMethod)
+	authed, err := k.authorizeObserved(ctx, info.FullMethod)
 	if err != nil {
 		return nil, toStatus(ctx, nil, err)
 	}
@@ -235,7 +282,7 @@ func (k *Keys) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnarySe
 
 // StreamInterceptor authenticates and authorizes every streaming call.
 func (k *Keys) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if _, err := k.authorize(ss.Context(), info.FullMethod); err != nil {
+	if _, err := k.authorizeObserved(ss.Context(), info.FullMethod); err != nil {
 		return toStatus(ss.Context(), nil, err)
 	}
 	return handler(srv, ss)

@@ -512,3 +512,37 @@ func TestBoundCrossedOnceUnderConcurrency(t *testing.T) {
 		t.Fatalf("%d alerts, want 1", len(hook.got))
 	}
 }
+
+// TestBoundsCountOnlyTrustedCallers: checks by a key not marked
+// counts_for_bounds cannot push an agent into suspension, however many; the
+// same checks from a trusted key do. A sub-agent cannot loosen its parent's
+// bounds.
+func TestBoundsCountOnlyTrustedCallers(t *testing.T) {
+	a := startServer(t, server.Config{})
+	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#reader@user:alice"},
+	}})
+	task := field(a.ok("POST", "/v1/tasks", service.RoleOperator, map[string]any{"principal": "user:alice", "ttl": "1h", "bounds": map[string]any{"max_denials": 3}}), "task", "id").(string)
+	agent := a.agentOf(task, "", "50m")
+	a.grantTo("agent:"+agent, "read", "repo:acme/api", "15m")
+	denied := map[string]string{"subject": "agent:" + agent, "permission": "write", "resource": "repo:acme/api"}
+	for i := 0; i < 10; i++ {
+		code, _, body := a.Call("POST", "/v1/check", "Bearer "+testenv.UntrustedCheckerKey, denied)
+		if code != 200 || strings.Contains(string(body), "BOUND_EXCEEDED") {
+			t.Fatalf("untrusted check %d: %d %s", i, code, body)
+		}
+	}
+	a.expectReason(a.check("agent:"+agent, "read", "repo:acme/api", nil), "ALLOWED")
+	for i := 0; i < 3; i++ {
+		a.expectReason(a.check("agent:"+agent, "write", "repo:acme/api", nil), "NO_GRANT")
+	}
+	a.expectReason(a.check("agent:"+agent, "write", "repo:acme/api", nil), "BOUND_EXCEEDED")
+
+	// Clamped: a sub-agent asking for looser bounds than its parent gets the parent's.
+	parent := field(a.ok("POST", "/v1/agents", service.RoleOperator, map[string]any{"task": "task:" + task, "name": "p", "ttl": "40m", "bounds": map[string]any{"checks_per_minute": 5, "max_denials": 2}}), "agent", "id").(string)
+	sub := field(a.ok("POST", "/v1/agents", service.RoleOperator, map[string]any{"task": "task:" + task, "parent": "agent:" + parent, "name": "s", "ttl": "30m", "bounds": map[string]any{"checks_per_minute": 500, "max_denials": 100}}), "agent", "id").(string)
+	b, _ := field(a.ok("GET", "/v1/agents/"+sub, service.RoleReviewer, nil), "agent", "bounds").(map[string]any)
+	if b["checks_per_minute"] != float64(5) || b["max_denials"] != float64(2) {
+		t.Fatalf("sub-agent bounds %v, want its parent's checks_per_minute 5 and max_denials 2", b)
+	}
+}

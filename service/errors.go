@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -66,6 +67,11 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return withInfo(status.Newf(codes.Internal, "internal error, see request id %s", requestID(ctx)),
 			&errdetails.ErrorInfo{Reason: "INTERNAL", Domain: errorDomain})
 	}
+	// Messages echo the caller's input (ids, names, context keys); a 1 MB id
+	// must not come back, several times over, in the answer.
+	clipped := *e
+	clipped.Field, clipped.Msg = clip(e.Field, maxEchoField), clip(e.Msg, maxEchoMsg)
+	e = &clipped
 	st := status.New(code, e.Error())
 	info := &errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}
 	if e.Field != "" {
@@ -75,6 +81,24 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return withInfo(st, info, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: e.Msg}}})
 	}
 	return withInfo(st, info)
+}
+
+// The longest field name and message an error answer carries.
+const (
+	maxEchoField = 128
+	maxEchoMsg   = 512
+)
+
+// clip cuts s to at most n bytes, on a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // isMandates reports whether err is a status toStatus made: it carries an

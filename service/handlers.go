@@ -344,13 +344,21 @@ func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckR
 	if len(r.GetReason()) > maxReason {
 		return q, &engine.Error{Kind: engine.KindInvalidArgument, Field: prefix + "reason", Msg: fmt.Sprintf("must be at most %d bytes", maxReason)}
 	}
+	if err := engine.ValidateConsistencyToken(prefix+"consistency_token", r.GetConsistencyToken()); err != nil {
+		return q, err
+	}
 	q.ConsistencyToken = r.GetConsistencyToken()
 	q.TokenChain, q.TokenTask, q.TokenID = tokenChain, tokenTask, jti
 	q.DecisionID = audit.NewID("dec")
 	q.StatedReason, q.CorrelationID = r.GetReason(), r.GetCorrelationId()
 	q.RequestID, q.SourceAddr = requestID(ctx), callerAddr(ctx)
 	if k, ok := CallerFrom(ctx); ok {
-		q.Caller = k.Name
+		q.Caller, q.CountsForBounds = k.Name, k.CountsForBounds
+	}
+	// A check by the agent's own token proves that the agent acted: it
+	// counts against its bounds whoever relays it.
+	if jti != "" {
+		q.CountsForBounds = true
 	}
 	return q, nil
 }

@@ -3,9 +3,11 @@ package service_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -219,6 +221,13 @@ func TestBadInput(t *testing.T) {
 		{"check missing permission", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "resource": "repo:acme/api"}, 400, "permission"},
 		{"check reserved context", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"now": "2030-01-01T00:00:00Z"}}, 400, "context.now"},
 		{"check reserved caveat parameter", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"expires_at": "2999-01-01T00:00:00Z"}}, 400, "context.expires_at"},
+		{"check garbage consistency_token", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "consistency_token": "garbage!!"}, 400, "consistency_token"},
+		{"check base64 non-token consistency_token", "POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "consistency_token": "aGVsbG8="}, 400, "consistency_token"},
+		{"bulk item garbage consistency_token", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []map[string]string{{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api", "consistency_token": "x"}}}, 400, "checks[0].consistency_token"},
+		{"check risk_score as a string", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"risk_score": "0.1"}}, 400, "context.risk_score"},
+		{"check long correlation_id", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "correlation_id": strings.Repeat("c", 257)}, 400, "correlation_id"},
+		{"check huge context", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "context": map[string]any{"note": strings.Repeat("n", 9000)}}, 400, "context"},
+		{"check long reason", "POST", "/v1/check", service.RoleChecker, map[string]any{"subject": "agent:" + agent, "permission": "read", "resource": "repo:acme/api", "reason": strings.Repeat("r", 4097)}, 400, "reason"},
 		{"bulk empty", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []any{}}, 400, "checks"},
 		{"bulk bad item", "POST", "/v1/check:bulk", service.RoleChecker, map[string]any{"checks": []map[string]string{{"subject": "user:alice", "permission": "read", "resource": "repo:acme/api"}, {"subject": "bad", "permission": "read", "resource": "repo:acme/api"}}}, 400, "checks[1].subject"},
 		{"write core relationship", "POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{{"operation": "TOUCH", "relationship": "agent:" + agent + "#suspended@agent:*"}}}, 400, "updates[0].relationship"},
@@ -244,6 +253,12 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("message %q does not name %q", msg, c.wantField)
 			}
 		})
+	}
+	// A huge id is refused without coming back in the answer.
+	hugeID := strings.Repeat("a", 100000)
+	code, _, body := a.Call("POST", "/v1/check", "Bearer "+testenv.Keys[service.RoleChecker], map[string]string{"subject": "agent:" + hugeID, "permission": "read", "resource": "repo:acme/api"})
+	if code != 400 || len(body) > 4096 || !strings.Contains(string(body), "subject") {
+		t.Fatalf("huge subject: %d, %d bytes, want a short 400 naming subject", code, len(body))
 	}
 	// Nothing half-written: the refused schema left the old one in place.
 	if !strings.Contains(defaultSchema(t, a), "definition repo") || strings.Contains(defaultSchema(t, a), "definition doc") {
@@ -314,15 +329,91 @@ func TestSpiceDBDown(t *testing.T) {
 	if resp, err := http.Get(a.base + "/healthz"); err != nil || resp.StatusCode != 503 {
 		t.Fatalf("healthz with SpiceDB down: %v %v, want 503", resp, err)
 	}
-	// Every check that failed left a record saying so, with its subject.
+	// A 503 says when to come back.
+	if code, hdr, body := a.Call("POST", "/v1/check", "Bearer "+testenv.Keys[service.RoleChecker], check); code != 503 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("check with SpiceDB down: %d, Retry-After %q, %s; want 503 with Retry-After", code, hdr.Get("Retry-After"), body)
+	}
+	// Every check that failed (five, and the one that read Retry-After) left
+	// a record saying so, with its subject.
 	out := a.ok("GET", "/v1/audit?decision=error&agent=agent:"+agent, service.RoleReviewer, nil)
 	recs := asList(out["records"])
-	if len(recs) != 5 {
-		t.Fatalf("%d decision=error records of the agent, want 5: %v", len(recs), out)
+	if len(recs) != 6 {
+		t.Fatalf("%d decision=error records of the agent, want 6: %v", len(recs), out)
 	}
 	for _, r := range recs {
 		if m := r.(map[string]any); m["decision"] != "error" || m["subject"] != "agent:"+agent || m["id"] == nil {
 			t.Fatalf("error record %v", m)
 		}
+	}
+}
+
+// TestRequestIDInAnswerAndAudit: the id an answer carries is the id its audit
+// record names, whether the caller's id was kept or, too long, replaced.
+func TestRequestIDInAnswerAndAudit(t *testing.T) {
+	a := startServer(t, server.Config{})
+	for _, sent := range []string{"deploy-42", strings.Repeat("x", 10000)} {
+		req, _ := http.NewRequest("POST", a.base+"/v1/check", strings.NewReader(`{"subject":"user:alice","permission":"read","resource":"repo:acme/api"}`))
+		req.Header.Set("Authorization", "Bearer "+testenv.Keys[service.RoleChecker])
+		req.Header.Set("X-Request-Id", sent)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := resp.Header.Get("X-Request-Id")
+		if got == "" || len(got) > 128 || (len(sent) <= 128 && got != sent) {
+			t.Fatalf("sent %d bytes, answer id %q", len(sent), got)
+		}
+		found := false
+		for _, r := range asList(a.ok("GET", "/v1/audit?limit=50", service.RoleReviewer, nil)["records"]) {
+			if r.(map[string]any)["request_id"] == got {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("no audit record names request id %q", got)
+		}
+	}
+}
+
+// lockedBuffer is a log destination tests can read while the server writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestFailedAuthenticationLeavesATrace: refused calls are counted by reason,
+// and a known key whose role is too small is logged by name.
+func TestFailedAuthenticationLeavesATrace(t *testing.T) {
+	logs := &lockedBuffer{}
+	a := startServer(t, server.Config{Log: slog.New(slog.NewTextHandler(logs, nil))})
+	for i := 0; i < 3; i++ {
+		if code, _, _ := a.Call("GET", "/v1/audit", "Bearer not-a-key", nil); code != 401 {
+			t.Fatalf("unknown key: %d", code)
+		}
+	}
+	if code, _ := a.do("GET", "/v1/audit", service.RoleChecker, nil); code != 403 {
+		t.Fatalf("checker reading audit: %d", code)
+	}
+	_, _, metrics := a.Call("GET", "/metrics", "", nil)
+	for _, want := range []string{`mandate_auth_failures_total{reason="unauthenticated"} 3`, `mandate_auth_failures_total{reason="forbidden"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, "call refused") || !strings.Contains(l, "key=test-checker") || !strings.Contains(l, "ListAudit") {
+		t.Errorf("no log line names the checker key refused on ListAudit:\n%s", l)
 	}
 }

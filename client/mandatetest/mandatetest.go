@@ -49,7 +49,7 @@ func Start(dir string, cfg server.Config) (*Mandate, error) {
 	b.WriteString("keys:\n")
 	for _, r := range service.Roles {
 		sum := sha256.Sum256([]byte(Keys[r]))
-		fmt.Fprintf(&b, "  - {name: test-%s, role: %s, sha256: %s}\n", r, r, hex.EncodeToString(sum[:]))
+		fmt.Fprintf(&b, "  - {name: test-%s, role: %s, sha256: %s, counts_for_bounds: true}\n", r, r, hex.EncodeToString(sum[:]))
 	}
 	cfg.KeysFile = filepath.Join(dir, "keys.yaml")
 	if err := os.WriteFile(cfg.KeysFile, b.Bytes(), 0o600); err != nil {

@@ -150,16 +150,30 @@ definition doc {
 }
 
 // TestStartupMistakesAreOneLine: a mistake in serve's flags or files ends
-// the process at once with a non-zero status and one line saying what to fix.
+// the process at once with exit status 2 and one line naming the flag, or the
+// file and the field, to fix.
 func TestStartupMistakesAreOneLine(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	bin, _ := buildBinary(t)
-	badKeys := filepath.Join(t.TempDir(), "keys.yaml")
-	if err := os.WriteFile(badKeys, []byte("keys:\n  - {name: a, role: checker, sha256: 00}\n  - name: [\n"), 0o600); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	keysFile := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
+	hash := strings.Repeat("ab", 32)
+	badKeys := keysFile("broken.yaml", "keys:\n  - {name: a, role: checker, sha256: 00}\n  - name: [\n")
+	unknownField := keysFile("unknown.yaml", "keys:\n  - {name: a, role: checker, sha256: "+hash+", colour: red}\n")
+	noKeys := keysFile("empty.yaml", "keys: []\n")
+	emptyFile := keysFile("nothing.yaml", "")
+	badRole := keysFile("role.yaml", "keys:\n  - {name: a, role: root, sha256: "+hash+"}\n")
+	badHash := keysFile("hash.yaml", "keys:\n  - {name: a, role: checker, sha256: xyz}\n")
+	badSPIFFE := keysFile("spiffe.yaml", "keys:\n  - {name: a, role: checker, spiffe_id: \"https://acme/x\"}\n")
+	bothIDs := keysFile("both.yaml", "keys:\n  - {name: a, role: checker, sha256: "+hash+", dns_name: a.acme.internal}\n")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -168,8 +182,22 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 		{[]string{"--datastore-engine", "postgres"}, "--datastore-uri"},
 		{[]string{"--datastore-engine", "oracle"}, "--datastore-engine"},
 		{[]string{"--bound-denial-window", "48h"}, "--bound-denial-window"},
-		{[]string{"--keys-file", filepath.Join(t.TempDir(), "missing.yaml")}, "keys file"},
-		{[]string{"--keys-file", badKeys}, "keys file"},
+		{[]string{"--keys-file", filepath.Join(t.TempDir(), "missing.yaml")}, "--keys-file"},
+		{[]string{"--keys-file", badKeys}, "broken.yaml"},
+		{[]string{"--keys-file", unknownField}, "colour"},
+		{[]string{"--keys-file", noKeys}, "empty.yaml: keys"},
+		{[]string{"--keys-file", emptyFile}, "nothing.yaml"},
+		{[]string{"--keys-file", badRole}, "keys[0] (a): role"},
+		{[]string{"--keys-file", badHash}, "keys[0] (a): sha256"},
+		{[]string{"--keys-file", badSPIFFE}, "keys[0] (a): spiffe_id"},
+		{[]string{"--keys-file", bothIDs}, "keys[0] (a)"},
+		{[]string{"--tls-cert", "cert.pem"}, "--tls-key"},
+		{[]string{"--client-ca", "ca.pem"}, "--client-ca"},
+		{[]string{"--tls-cert", filepath.Join(dir, "none.pem"), "--tls-key", filepath.Join(dir, "none-key.pem")}, "--tls-cert"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--max-body-bytes", "-1"}, "--max-body-bytes"},
+		{[]string{"--check-timeout", "soon"}, "--check-timeout"},
+		{[]string{"--audit-file", filepath.Join(dir, "no", "such", "dir", "audit.jsonl")}, "--audit-file"},
 		{[]string{"--grpc-addr", "nonsense"}, "--grpc-addr"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 	} {
@@ -178,8 +206,8 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 		cmd.Stderr = &stderr
 		err := cmd.Run()
 		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
-			t.Errorf("%v: exited with %v, want a non-zero status", tc.args, err)
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("%v: exited with %v (%s), want exit status 2", tc.args, err, stderr.String())
 			continue
 		}
 		// Development-mode keys and JSON logs may precede the error; the

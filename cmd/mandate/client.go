@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"github.com/authzed/grpcutil"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -21,11 +24,22 @@ import (
 type clientFlags struct {
 	addr string
 	key  string
+	// tlsCA, tlsCert and tlsKey dial with TLS, and with a client certificate.
+	tlsCA, tlsCert, tlsKey string
 }
 
 func (c *clientFlags) register(cmd *cobra.Command) {
+	c.registerAddrKey(cmd)
+	cmd.Flags().StringVar(&c.tlsCA, "tls-ca", "", "dial with TLS, trusting these CAs (PEM) for mandate's certificate")
+	cmd.Flags().StringVar(&c.tlsCert, "tls-cert", "", "client certificate (PEM, e.g. an X.509-SVID) for mutual TLS; needs --tls-ca and --tls-key")
+	cmd.Flags().StringVar(&c.tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
+}
+
+// registerAddrKey registers --addr and --key alone, for commands (the MCP
+// gateway) that set up TLS their own way.
+func (c *clientFlags) registerAddrKey(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.addr, "addr", "127.0.0.1:50051", "mandate gRPC address")
-	cmd.Flags().StringVar(&c.key, "key", "", "API key (or MANDATE_KEY)")
+	cmd.Flags().StringVar(&c.key, "key", "", "API key (or MANDATE_KEY); with --tls-cert, the certificate can stand in for it")
 }
 
 func (c *clientFlags) dial() (*grpc.ClientConn, error) {
@@ -33,10 +47,40 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 	if key == "" {
 		key = os.Getenv("MANDATE_KEY")
 	}
-	if key == "" {
-		return nil, fmt.Errorf("--key or MANDATE_KEY is required")
+	if c.tlsCA == "" {
+		if c.tlsCert != "" || c.tlsKey != "" {
+			return nil, fmt.Errorf("--tls-cert and --tls-key need --tls-ca")
+		}
+		if key == "" {
+			return nil, fmt.Errorf("--key or MANDATE_KEY is required")
+		}
+		return grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(key))
 	}
-	return grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(key))
+	pem, err := os.ReadFile(c.tlsCA)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	cfg := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+	if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", c.tlsCA)
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	if c.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	} else if key == "" {
+		return nil, fmt.Errorf("--key, MANDATE_KEY or --tls-cert is required")
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	if key != "" {
+		opts = append(opts, grpcutil.WithBearerToken(key))
+	}
+	return grpc.NewClient(c.addr, opts...)
 }
 
 func printJSON(cmd *cobra.Command, m proto.Message) error {

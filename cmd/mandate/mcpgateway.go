@@ -78,7 +78,7 @@ func mcpGatewayCmd() *cobra.Command {
 			return gw.Run(cmd.Context())
 		},
 	}
-	f.register(cmd)
+	f.registerAddrKey(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&f.config, "config", "mcp-gateway.yaml", "YAML file of upstreams and rules")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8787", "address to serve MCP (Streamable HTTP at /mcp) on")

@@ -21,7 +21,7 @@ func serveCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level: %w", err)
+				return &server.ConfigError{Err: fmt.Errorf("--log-level: %w", err)}
 			}
 			cfg.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 			cfg.DevKeysOut = os.Stderr
@@ -47,6 +47,9 @@ func serveCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "REST listen address (default 127.0.0.1:8080)")
+	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "serve both ports over TLS with this certificate chain (PEM); reloaded when the file changes")
+	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "the private key of --tls-cert (PEM); reloaded when the file changes")
+	f.StringVar(&cfg.TLS.ClientCAFile, "client-ca", "", "CAs (PEM, e.g. the SPIFFE trust bundle) that client certificates must chain to; a caller with a verified certificate and no key is authenticated by the keys file's spiffe_id and dns_name entries")
 	f.StringVar(&cfg.KeysFile, "keys-file", "", "YAML file of accepted keys (name, role, sha256); without it, development keys are generated and printed once")
 	f.StringVar(&cfg.Embedded.Engine, "datastore-engine", "", "embedded SpiceDB datastore: memory, postgres or cockroachdb (default memory)")
 	f.StringVar(&cfg.Embedded.URI, "datastore-uri", "", "datastore connection string for postgres or cockroachdb")
@@ -71,6 +74,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Audit.Mode, "audit-mode", "", "batched, strict (a check waits until its record is durable) or off (default batched)")
 	f.StringVar(&cfg.Audit.DSN, "audit-dsn", "", "Postgres or CockroachDB for the audit trail (default: the postgres/cockroachdb datastore; otherwise in memory)")
 	f.StringVar(&cfg.Audit.SpoolPath, "audit-spool", "", "file where audit records wait while the audit database is unreachable (default: in the temp directory)")
+	f.Int64Var(&cfg.Audit.MemoryBytes, "audit-memory-bytes", 0, "most bytes kept by the in-memory audit store, oldest records forgotten first (default 128 MiB)")
 	f.IntVar(&cfg.Audit.MemoryRecords, "audit-memory-records", 0, "records kept by the in-memory audit store (default 100000)")
 	f.StringVar(&cfg.Audit.File, "audit-file", "", "also append every audit record as JSON lines to this file (\"-\" for stdout)")
 	f.StringVar(&cfg.Audit.OCSF, "audit-ocsf", "", "also append every audit record as an OCSF API Activity (6003) event to this file (\"-\" for stdout)")
@@ -79,6 +83,7 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Bounds.Defaults.DenialWindow, "bound-denial-window", 0, "window of --bound-max-denials (default 5m)")
 	f.IntVar(&cfg.Bounds.Defaults.ResourcesPerHour, "bound-resources-per-hour", 0, "default behavioural bound: most distinct resources per agent in any sliding hour (0: unbounded)")
 	f.StringVar(&cfg.Bounds.DSN, "bounds-dsn", "", "Postgres or CockroachDB that keeps bound counts, shared by replicas (default: the postgres/cockroachdb datastore; otherwise in memory; \"memory\" forces in-process)")
+	f.StringVar(&cfg.Bounds.AlertSpool, "alert-spool", "", "file where alerts wait for delivery, so they survive a restart (default: in the temp directory); use a persistent path in production")
 	f.StringVar(&cfg.Bounds.WebhookSecret, "alert-webhook-secret", "", "signs each alert with HMAC-SHA256 in X-Mandate-Signature (or MANDATE_ALERT_WEBHOOK_SECRET)")
 	f.StringVar(&cfg.Bounds.Webhook, "alert-webhook", "", "URL that receives a JSON alert, with retries, whenever an agent is suspended for crossing a bound")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 0, "largest REST request body (default 1 MiB)")

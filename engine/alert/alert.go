@@ -9,9 +9,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -62,11 +65,18 @@ type Alerter struct {
 	// Delivered counts deliveries by result: delivered, retried, dropped.
 	// nil counts nothing.
 	Delivered *prometheus.CounterVec
+	// SpoolPath, when set, keeps every alert that is neither delivered nor
+	// given up in this file, so alerts waiting at a shutdown or a crash are
+	// delivered after the restart. Empty keeps them in memory only.
+	SpoolPath string
 
-	once  sync.Once
-	queue chan Event
-	wg    sync.WaitGroup
-	stop  chan struct{}
+	once     sync.Once
+	queue    chan Event
+	wg       sync.WaitGroup
+	stop     chan struct{}
+	spoolMu  sync.Mutex
+	pending  []Event // guarded by spoolMu; what the spool file holds, oldest first
+	restored []Event // read from the spool at start; delivered before new alerts
 }
 
 const alertQueue = 1024
@@ -90,9 +100,95 @@ func (a *Alerter) start() {
 		}
 		a.queue = make(chan Event, alertQueue)
 		a.stop = make(chan struct{})
+		a.restored = a.loadSpool()
 		a.wg.Add(1)
 		go a.run()
 	})
+}
+
+// Start starts delivering, beginning with the alerts a previous run left in
+// the spool. Send and Close start it too.
+func (a *Alerter) Start() { a.start() }
+
+// loadSpool reads the alerts a previous run left waiting.
+func (a *Alerter) loadSpool() []Event {
+	if a.SpoolPath == "" || a.URL == "" {
+		return nil
+	}
+	b, err := os.ReadFile(a.SpoolPath)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			a.Log.Error("reading the alert spool; its alerts are only in the audit trail", "path", a.SpoolPath, "error", err)
+		}
+		return nil
+	}
+	var evs []Event
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var ev Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			// A line cut short by a crash mid-write; the rest are whole.
+			a.Log.Warn("skipping an unreadable line in the alert spool", "path", a.SpoolPath, "error", err)
+			continue
+		}
+		evs = append(evs, ev)
+	}
+	a.spoolMu.Lock()
+	a.pending = append([]Event(nil), evs...)
+	a.spoolMu.Unlock()
+	if len(evs) > 0 {
+		a.Log.Warn("delivering alerts left waiting by the previous run", "count", len(evs))
+	}
+	return evs
+}
+
+// spool adds ev to the spool file, or removes the alert done names from it,
+// rewriting the file whole (it holds only what is waiting: a few alerts).
+func (a *Alerter) spool(add *Event, done string) {
+	if a.SpoolPath == "" {
+		return
+	}
+	a.spoolMu.Lock()
+	defer a.spoolMu.Unlock()
+	if add != nil {
+		a.pending = append(a.pending, *add)
+	}
+	if done != "" {
+		a.pending = slices.DeleteFunc(a.pending, func(e Event) bool { return e.ID == done })
+	}
+	var buf bytes.Buffer
+	for _, ev := range a.pending {
+		line, _ := json.Marshal(ev)
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	if err := writeFileSync(a.SpoolPath, buf.Bytes()); err != nil {
+		a.Log.Error("writing the alert spool; waiting alerts may not survive a restart", "path", a.SpoolPath, "error", err)
+	}
+}
+
+// writeFileSync replaces path with b, durably: a crash leaves the old file
+// or the new one, never half of one.
+func writeFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // Send logs ev and queues it for the webhook. It never blocks the caller.
@@ -104,6 +200,7 @@ func (a *Alerter) Send(ev Event) {
 	if a.URL == "" {
 		return
 	}
+	a.spool(&ev, "")
 	select {
 	case a.queue <- ev:
 	default:
@@ -114,6 +211,14 @@ func (a *Alerter) Send(ev Event) {
 
 func (a *Alerter) run() {
 	defer a.wg.Done()
+	for _, ev := range a.restored {
+		select {
+		case <-a.stop:
+			return // still in the spool for the next run
+		default:
+			a.deliver(ev)
+		}
+	}
 	for {
 		select {
 		case ev := <-a.queue:
@@ -144,6 +249,7 @@ func (a *Alerter) deliver(ev Event) {
 		if err == nil {
 			a.Log.Info("alert delivered", "alert_id", ev.ID, "attempt", attempt)
 			a.count("delivered")
+			a.spool(nil, ev.ID)
 			return
 		}
 		a.Log.Warn("alert delivery failed", "alert_id", ev.ID, "attempt", attempt, "of", a.Attempts, "error", err)
@@ -154,9 +260,15 @@ func (a *Alerter) deliver(ev Event) {
 		select {
 		case <-time.After(wait):
 		case <-a.stop:
-			// Shutting down: one last try without waiting, then give up.
+			// Shutting down: one last try without waiting; if it fails
+			// too, a spooled alert waits for the next run.
 			if err = a.post(body, ev.ID); err == nil {
 				a.count("delivered")
+				a.spool(nil, ev.ID)
+				return
+			}
+			if a.SpoolPath != "" {
+				a.Log.Warn("alert not delivered before shutdown; it stays in the spool for the next run", "alert_id", ev.ID)
 				return
 			}
 			attempt = a.Attempts
@@ -165,6 +277,7 @@ func (a *Alerter) deliver(ev Event) {
 	}
 	a.Log.Error("alert was not delivered; it is in the log and the audit trail", "alert_id", ev.ID, "error", err)
 	a.count("dropped")
+	a.spool(nil, ev.ID)
 }
 
 func (a *Alerter) count(result string) {

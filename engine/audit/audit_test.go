@@ -96,7 +96,7 @@ func listAll(t *testing.T, s audit.Store, f audit.Filter, pageSize int) []string
 }
 
 func stores(t *testing.T) map[string]audit.Store {
-	out := map[string]audit.Store{"memory": audit.NewMemoryStore(1000)}
+	out := map[string]audit.Store{"memory": audit.NewMemoryStore(1000, 0)}
 	if dsn := os.Getenv("MANDATE_TEST_POSTGRES_DSN"); dsn != "" {
 		uri, drop, err := embedded.CreateDatabase(context.Background(), dsn, "mandate_audit")
 		if err != nil {
@@ -157,7 +157,7 @@ func TestStoresQueryAndPaginate(t *testing.T) {
 }
 
 func TestMemoryStoreIsBounded(t *testing.T) {
-	s := audit.NewMemoryStore(10)
+	s := audit.NewMemoryStore(10, 0)
 	rs := scene()
 	if err := s.Write(context.Background(), rs); err != nil {
 		t.Fatal(err)
@@ -168,6 +168,26 @@ func TestMemoryStoreIsBounded(t *testing.T) {
 	got := listAll(t, s, audit.Filter{}, 100)
 	if got[0] != "chg_001" || len(got) != 10 {
 		t.Fatalf("kept %v, want the 10 newest", got)
+	}
+}
+
+// TestMemoryStoreIsBoundedByBytes: long reasons cannot grow the store past
+// its byte budget, however few records that leaves; the newest stay.
+func TestMemoryStoreIsBoundedByBytes(t *testing.T) {
+	const budget = 1 << 20
+	s := audit.NewMemoryStore(100000, budget)
+	long := strings.Repeat("r", 4096)
+	for i := 0; i < 1000; i++ {
+		r := audit.Record{ID: fmt.Sprintf("dec_%04d", i), Time: t0.Add(time.Duration(i) * time.Millisecond), Kind: "check", Reason: long, CorrelationID: long[:256]}
+		if err := s.Write(context.Background(), []audit.Record{r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.Len(); n*(4096+256) > budget || n < 100 {
+		t.Fatalf("kept %d records of over 4 KiB each, want as many as fit in %d bytes", n, budget)
+	}
+	if got, err := s.Query(context.Background(), audit.Filter{PageSize: 1}); err != nil || len(got) != 1 || got[0].ID != "dec_0999" {
+		t.Fatalf("newest kept: %v %v, want dec_0999", got, err)
 	}
 }
 
@@ -395,4 +415,22 @@ func TestLineSinksAndOCSF(t *testing.T) {
 	if change["activity_id"] != 4.0 || change["status_id"] != 1.0 || change["api"].(map[string]any)["operation"] != "agent.revoke" {
 		t.Fatalf("OCSF change event: %v", change)
 	}
+}
+
+// FuzzParseTime: an audit filter's since/until is a time at or before now,
+// or an error; it never panics.
+func FuzzParseTime(f *testing.F) {
+	for _, s := range []string{"", "30d", "12h", "90m", "2026-01-02T03:04:05Z", "-5m", "36501d", "1e9h", "9223372036854775807ns"} {
+		f.Add(s)
+	}
+	now := t0
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := audit.ParseTime(s, now)
+		if err != nil || s == "" {
+			return
+		}
+		if _, rfc := time.Parse(time.RFC3339Nano, s); rfc != nil && got.After(now) {
+			t.Fatalf("ParseTime(%q) = %v, after now %v", s, got, now)
+		}
+	})
 }

@@ -96,7 +96,7 @@ func startSession(t *testing.T) (*session, string, string, func()) {
 	for _, r := range service.Roles {
 		keys[r] = "ocsf-session-" + string(r)
 		sum := sha256.Sum256([]byte(keys[r]))
-		fmt.Fprintf(&kf, "  - {name: test-%s, role: %s, sha256: %s}\n", r, r, hex.EncodeToString(sum[:]))
+		fmt.Fprintf(&kf, "  - {name: test-%s, role: %s, sha256: %s, counts_for_bounds: true}\n", r, r, hex.EncodeToString(sum[:]))
 	}
 	keysFile := filepath.Join(dir, "keys.yaml")
 	if err := os.WriteFile(keysFile, []byte(kf.String()), 0o600); err != nil {

@@ -65,6 +65,28 @@ func (l Limits) Or(d Limits) Limits {
 	return l
 }
 
+// Within clamps l to outer, bound by bound, as a sub-agent's lifetime is
+// clamped to its parent's: a bound outer sets is never loosened, neither by
+// a higher limit nor by leaving it unbounded, nor by a shorter denial
+// window for the same number of denials.
+func (l Limits) Within(outer Limits) Limits {
+	tighter := func(own, out int) int {
+		if out > 0 && (own == 0 || own > out) {
+			return out
+		}
+		return own
+	}
+	l.ChecksPerMinute = tighter(l.ChecksPerMinute, outer.ChecksPerMinute)
+	l.ResourcesPerHour = tighter(l.ResourcesPerHour, outer.ResourcesPerHour)
+	if outer.MaxDenials > 0 {
+		l.MaxDenials = tighter(l.MaxDenials, outer.MaxDenials)
+		if l.Window() < outer.Window() {
+			l.DenialWindow = outer.Window()
+		}
+	}
+	return l
+}
+
 // Window is the denial window, defaulted.
 func (l Limits) Window() time.Duration {
 	if l.DenialWindow == 0 {

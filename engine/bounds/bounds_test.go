@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,6 +228,56 @@ func TestLimits(t *testing.T) {
 	} {
 		if f, err := c.l.Validate("bounds."); err == nil || f != c.field {
 			t.Errorf("%+v: field %q err %v, want %s", c.l, f, err, c.field)
+		}
+	}
+}
+
+func TestWithin(t *testing.T) {
+	parent := bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute}
+	for _, c := range []struct {
+		name      string
+		own, want bounds.Limits
+	}{
+		{"unset takes the outer bound", bounds.Limits{}, bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute}},
+		{"higher is clamped", bounds.Limits{ChecksPerMinute: 100, MaxDenials: 50}, bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute}},
+		{"lower stays", bounds.Limits{ChecksPerMinute: 5, MaxDenials: 1, DenialWindow: time.Hour}, bounds.Limits{ChecksPerMinute: 5, MaxDenials: 1, DenialWindow: time.Hour}},
+		{"shorter window is widened", bounds.Limits{MaxDenials: 3, DenialWindow: time.Minute}, bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute}},
+		{"a bound the parent lacks is kept", bounds.Limits{ResourcesPerHour: 7}, bounds.Limits{ChecksPerMinute: 10, MaxDenials: 3, DenialWindow: 10 * time.Minute, ResourcesPerHour: 7}},
+	} {
+		if got := c.own.Within(parent); got != c.want {
+			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestPostgresWindowEdges: on Postgres a window of W seconds is the current
+// second and the W−1 before it, exactly. Events in second S count until the
+// clock reaches second S+W and not a moment longer: 1 ms either side of
+// that edge decides.
+func TestPostgresWindowEdges(t *testing.T) {
+	s, err := bounds.OpenPostgres(context.Background(), freshDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l := bounds.Limits{ChecksPerMinute: 2}
+	at := func(agent string, d time.Duration) []bounds.Crossing {
+		return record(t, s, l, bounds.Event{Agent: agent, Resource: "repo:a", At: t0.Add(d)})
+	}
+	for _, c := range []struct {
+		name  string
+		third time.Duration // when the third check comes; the first two are in second 0
+		cross bool
+	}{
+		{"last millisecond of the window", 59*time.Second + 999*time.Millisecond, true},
+		{"first millisecond after it", 60 * time.Second, false},
+	} {
+		agent := strings.ReplaceAll(c.name, " ", "-")
+		at(agent, 0)
+		at(agent, 999*time.Millisecond)
+		got := at(agent, c.third)
+		if (len(got) > 0) != c.cross {
+			t.Errorf("%s (%v): crossed %v, want %v", c.name, c.third, got, c.cross)
 		}
 	}
 }

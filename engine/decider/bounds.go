@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +46,10 @@ type BoundsConfig struct {
 	Log *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// RetryBackoff is the first delay before retrying a failed automatic
+	// suspension or its audit record; it doubles up to a minute, and the
+	// retries never give up. Default 200ms.
+	RetryBackoff time.Duration
 }
 
 // Validate reports whether the config is usable.
@@ -85,6 +90,11 @@ func NewBoundsMetrics(reg prometheus.Registerer) *BoundsMetrics {
 type Bounds struct {
 	next engine.Decider
 	cfg  BoundsConfig
+	// stop ends the retries of failed suspensions and audit records at
+	// Close; retrying is the set of them still running.
+	stop     context.Context
+	cancel   context.CancelFunc
+	retrying sync.WaitGroup
 }
 
 // NewBounds wraps next.
@@ -101,7 +111,41 @@ func NewBounds(next engine.Decider, cfg BoundsConfig) (*Bounds, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Bounds{next: next, cfg: cfg}, nil
+	if cfg.RetryBackoff == 0 {
+		cfg.RetryBackoff = 200 * time.Millisecond
+	}
+	stop, cancel := context.WithCancel(context.Background())
+	return &Bounds{next: next, cfg: cfg, stop: stop, cancel: cancel}, nil
+}
+
+// Close stops retrying failed suspensions and audit records and waits for
+// the retries to return. (Until the process ends, a crossed bound keeps
+// denying the agent's checks whether or not the suspension landed: its
+// counts stay over the bound.)
+func (b *Bounds) Close() {
+	b.cancel()
+	b.retrying.Wait()
+}
+
+// retry calls f until it succeeds or Close, with exponential backoff from
+// RetryBackoff up to a minute; it reports whether f succeeded.
+func (b *Bounds) retry(what, agent string, f func() error) bool {
+	delay := b.cfg.RetryBackoff
+	for attempt := 2; ; attempt++ {
+		select {
+		case <-b.stop.Done():
+			b.cfg.Log.Error(what+" abandoned at shutdown", "agent", agent)
+			return false
+		case <-time.After(delay):
+		}
+		err := f()
+		if err == nil {
+			b.cfg.Log.Warn(what+" succeeded on retry", "agent", agent, "attempt", attempt)
+			return true
+		}
+		b.cfg.Log.Error(what+" failed; retrying", "agent", agent, "attempt", attempt, "error", err)
+		delay = min(2*delay, time.Minute)
+	}
 }
 
 // Reset starts an agent's counts afresh, as a resume does: otherwise its next
@@ -115,10 +159,12 @@ func (b *Bounds) Reset(ctx context.Context, agent string) error {
 	return nil
 }
 
-// Decide asks the next decider, then counts the check.
+// Decide asks the next decider, then counts the check when it comes from a
+// caller trusted for bounds (Query.CountsForBounds); anyone else's checks
+// could otherwise push an agent into suspension.
 func (b *Bounds) Decide(ctx context.Context, q engine.Query) (engine.Decision, error) {
 	d, err := b.next.Decide(ctx, q)
-	if err != nil || q.Subject.Type != schema.TypeAgent || !d.Reason.CountsForBounds() {
+	if err != nil || !q.CountsForBounds || q.Subject.Type != schema.TypeAgent || !d.Reason.CountsForBounds() {
 		return d, err
 	}
 	ctx, span := tracing.Start(ctx, tracing.SpanBounds)
@@ -179,26 +225,67 @@ func (b *Bounds) autoSuspend(ctx context.Context, q engine.Query, d engine.Decis
 		DecisionID: q.DecisionID, Permission: q.Permission, Resource: q.Resource.String(),
 		Suspended: []string{agentRef},
 	}
-	if _, _, err := b.cfg.Agents.SuspendAgent(ctx, q.Subject.ID); err != nil {
+	suspend := func() error {
+		_, _, err := b.cfg.Agents.SuspendAgent(ctx, q.Subject.ID)
+		return err
+	}
+	if err := suspend(); err != nil {
 		ev.SuspendError = err.Error()
-		b.cfg.Log.Error("automatic suspension failed", "agent", agentRef, "error", err)
+		b.cfg.Log.Error("automatic suspension failed; retrying until it succeeds", "agent", agentRef, "error", err)
 	} else if below, err := b.cfg.Agents.Descendants(ctx, q.Subject.ID); err == nil {
 		ev.Suspended = append(ev.Suspended, engine.RefStrings(below)...)
 	}
-	if b.cfg.Audit != nil {
-		details := map[string]any{
-			"principal": ev.Principal, "task": ev.Task, "bound": x.Bound, "limit": x.Limit, "observed": x.Observed,
-			"window": ev.Window, "decision_ids": []any{q.DecisionID}, "permission": q.Permission, "resource": ev.Resource,
-			"suspended": toAny(ev.Suspended), "alert_id": ev.ID,
-		}
-		if ev.SuspendError != "" {
-			details["suspend_error"] = ev.SuspendError
-		}
-		r := audit.NewChange(q.RequestID, q.Caller, "agent.auto_suspend", agentRef, details)
-		r.TraceID = tracing.TraceID(ctx)
-		if err := b.cfg.Audit.Record(ctx, r, true); err != nil {
-			b.cfg.Log.Error("the automatic suspension's audit record failed", "agent", agentRef, "error", err)
-		}
-	}
+	b.record(ctx, q, x, ev, nil)
 	b.cfg.Alerter.Send(ev)
+	if ev.SuspendError == "" {
+		return
+	}
+	// The suspension failed (SpiceDB unreachable, say). Until it lands the
+	// agent's checks are still denied, since its counts stay over the bound,
+	// but only the suspension stops its sub-agents and survives the window
+	// sliding past: retry it, and record when it lands.
+	b.retrying.Add(1)
+	go func() {
+		defer b.retrying.Done()
+		attempts := 1
+		if !b.retry("automatic suspension", agentRef, func() error { attempts++; return suspend() }) {
+			return
+		}
+		done := ev
+		done.SuspendError, done.Suspended = "", []string{agentRef}
+		if below, err := b.cfg.Agents.Descendants(ctx, q.Subject.ID); err == nil {
+			done.Suspended = append(done.Suspended, engine.RefStrings(below)...)
+		}
+		b.record(ctx, q, x, done, map[string]any{"attempts": attempts, "first_error": ev.SuspendError})
+	}()
+}
+
+// record writes an automatic suspension's audit record, retrying in the
+// background until the audit trail takes it.
+func (b *Bounds) record(ctx context.Context, q engine.Query, x bounds.Crossing, ev alert.Event, extra map[string]any) {
+	if b.cfg.Audit == nil {
+		return
+	}
+	details := map[string]any{
+		"principal": ev.Principal, "task": ev.Task, "bound": x.Bound, "limit": x.Limit, "observed": x.Observed,
+		"window": ev.Window, "decision_ids": []any{q.DecisionID}, "permission": q.Permission, "resource": ev.Resource,
+		"suspended": toAny(ev.Suspended), "alert_id": ev.ID,
+	}
+	if ev.SuspendError != "" {
+		details["suspend_error"] = ev.SuspendError
+	}
+	for k, v := range extra {
+		details[k] = v
+	}
+	r := audit.NewChange(q.RequestID, q.Caller, "agent.auto_suspend", ev.Agent, details)
+	r.TraceID = tracing.TraceID(ctx)
+	write := func() error { return b.cfg.Audit.Record(ctx, r, true) }
+	if err := write(); err != nil {
+		b.cfg.Log.Error("the automatic suspension's audit record failed; retrying until it succeeds", "agent", ev.Agent, "error", err)
+		b.retrying.Add(1)
+		go func() {
+			defer b.retrying.Done()
+			b.retry("the automatic suspension's audit record", ev.Agent, write)
+		}()
+	}
 }

@@ -3,6 +3,7 @@ package decider
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,12 +44,12 @@ func ref(t *testing.T, s string) engine.Ref {
 
 func query(t *testing.T, subject string) engine.Query {
 	return engine.Query{Subject: ref(t, subject), Permission: "read", Resource: ref(t, "repo:acme/api"),
-		DecisionID: audit.NewID("dec"), RequestID: "req_1", Caller: "ci", CorrelationID: "deploy-42", StatedReason: "pull"}
+		DecisionID: audit.NewID("dec"), RequestID: "req_1", Caller: "ci", CorrelationID: "deploy-42", StatedReason: "pull", CountsForBounds: true}
 }
 
 func recorder(t *testing.T, mode string) (*audit.Recorder, *audit.MemoryStore) {
 	t.Helper()
-	store := audit.NewMemoryStore(100)
+	store := audit.NewMemoryStore(100, 0)
 	rec, err := audit.NewRecorder(audit.Config{Store: store, Mode: mode})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +113,7 @@ func (brokenAudit) Write(context.Context, []audit.Record) error {
 
 func TestStrictAuditFailsTheCheck(t *testing.T) {
 	// A store that cannot write, and no spool: nothing can be made durable.
-	rec, err := audit.NewRecorder(audit.Config{Store: brokenAudit{audit.NewMemoryStore(10)}, Mode: audit.ModeStrict})
+	rec, err := audit.NewRecorder(audit.Config{Store: brokenAudit{audit.NewMemoryStore(10, 0)}, Mode: audit.ModeStrict})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,13 +148,17 @@ type agents struct {
 	limitsErr  error
 	suspends   atomic.Int32
 	suspendErr error
+	// failFirst fails that many suspensions with errSpiceDB, then succeeds.
+	failFirst int32
 }
 
 func (a *agents) AgentBounds(context.Context, string) (bounds.Limits, error) {
 	return a.limits, a.limitsErr
 }
 func (a *agents) SuspendAgent(context.Context, string) (*engine.Agent, string, error) {
-	a.suspends.Add(1)
+	if n := a.suspends.Add(1); n <= a.failFirst {
+		return nil, "", errSpiceDB
+	}
 	return &engine.Agent{}, "", a.suspendErr
 }
 func (a *agents) Descendants(context.Context, string) ([]engine.Ref, error) { return nil, nil }
@@ -282,5 +287,73 @@ func TestBoundsDenialsAndReset(t *testing.T) {
 	}
 	if d, _ := b.Decide(context.Background(), q); d.Reason != engine.ReasonNoGrant {
 		t.Fatalf("after a reset: %+v", d)
+	}
+}
+
+// flakyAudit fails its first fail writes, then stores.
+type flakyAudit struct {
+	*audit.MemoryStore
+	fail atomic.Int32
+}
+
+func (f *flakyAudit) Write(ctx context.Context, rs []audit.Record) error {
+	if f.fail.Add(-1) >= 0 {
+		return errors.New("the audit database is briefly gone")
+	}
+	return f.MemoryStore.Write(ctx, rs)
+}
+
+// TestFailedSuspensionIsRetried: a suspension that fails (SpiceDB down) is
+// retried until it lands, and then recorded; the audit record of the
+// crossing, refused by the audit store at first, is retried until stored.
+func TestFailedSuspensionIsRetried(t *testing.T) {
+	ag := &agents{limits: bounds.Limits{ChecksPerMinute: 1}, failFirst: 3}
+	mem := audit.NewMemoryStore(100, 0)
+	store := &flakyAudit{MemoryStore: mem}
+	store.fail.Store(2)
+	rec, err := audit.NewRecorder(audit.Config{Store: store, Mode: audit.ModeStrict})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { rec.Run(context.Background()); close(done) }()
+	t.Cleanup(func() { rec.Close(); <-done })
+	b, err := NewBounds(answer{d: allow}, BoundsConfig{Agents: ag, Store: bounds.NewMemoryStore(), Audit: rec, Alerter: &alert.Alerter{}, RetryBackoff: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i := 0; i < 2; i++ {
+		if _, err := b.Decide(context.Background(), query(t, "agent:agt_1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var first, landed *audit.Record
+		rs, _ := mem.Query(context.Background(), audit.Filter{PageSize: 100})
+		for i := range rs {
+			if rs[i].Action != "agent.auto_suspend" {
+				continue
+			}
+			if rs[i].Details["suspend_error"] != nil {
+				first = &rs[i]
+			} else {
+				landed = &rs[i]
+			}
+		}
+		if first != nil && landed != nil {
+			if n := ag.suspends.Load(); n != 4 {
+				t.Fatalf("%d suspension attempts, want 4 (3 failures, then success)", n)
+			}
+			if fmt.Sprint(landed.Details["attempts"]) != "4" {
+				t.Fatalf("the landed suspension's record says %v attempts, want 4", landed.Details["attempts"])
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s: failed-attempt record %v, landed record %v, %d attempts", first, landed, ag.suspends.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -229,3 +229,18 @@ func CreateDatabase(ctx context.Context, dsn, prefix string) (string, func(), er
 	u.Path = "/" + name
 	return u.String(), drop, nil
 }
+
+// CommitTimestamps reads Postgres's track_commit_timestamp setting at uri:
+// SpiceDB's Watch API on Postgres needs it "on".
+func CommitTimestamps(ctx context.Context, uri string) (string, error) {
+	conn, err := pgx.Connect(ctx, uri)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.Background())
+	var setting string
+	if err := conn.QueryRow(ctx, "SHOW track_commit_timestamp").Scan(&setting); err != nil {
+		return "", err
+	}
+	return setting, nil
+}

@@ -72,7 +72,7 @@ func TestTraceOfAnUncachedCheck(t *testing.T) {
 	for _, r := range service.Roles {
 		keys[r] = "trace-test-" + string(r)
 		sum := sha256.Sum256([]byte(keys[r]))
-		fmt.Fprintf(&kf, "  - {name: test-%s, role: %s, sha256: %s}\n", r, r, hex.EncodeToString(sum[:]))
+		fmt.Fprintf(&kf, "  - {name: test-%s, role: %s, sha256: %s, counts_for_bounds: true}\n", r, r, hex.EncodeToString(sum[:]))
 	}
 	if err := os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte(kf.String()), 0o600); err != nil {
 		t.Fatal(err)

@@ -176,3 +176,24 @@ func TestAgentSubject(t *testing.T) {
 		t.Errorf("searches after the principal lost access: %s %s %s", s, r, ac)
 	}
 }
+
+// TestStrictJSON: AuthZEN bodies are parsed as strictly as the native API's:
+// a key twice in one object and invalid UTF-8 are 400s naming where.
+func TestStrictJSON(t *testing.T) {
+	p := certificationPDP(t)
+	key := testenv.Keys[service.RoleChecker]
+	for _, c := range []struct {
+		name, body, want string
+	}{
+		{"duplicate top-level key", `{"subject":{"type":"user","id":"alice"},"action":{"name":"can_read"},"resource":{"type":"record","id":"101"},"subject":{"type":"user","id":"bob"}}`, "subject"},
+		{"duplicate nested key", `{"subject":{"type":"user","id":"alice","id":"bob"},"action":{"name":"can_read"},"resource":{"type":"record","id":"101"}}`, "subject.id"},
+		{"duplicate in a batch item", `{"subject":{"type":"user","id":"alice"},"evaluations":[{"action":{"name":"can_read","name":"x"}}]}`, "evaluations[0].action.name"},
+		{"invalid UTF-8", "{\"subject\":{\"type\":\"user\",\"id\":\"al\xffice\"},\"action\":{\"name\":\"can_read\"},\"resource\":{\"type\":\"record\",\"id\":\"101\"}}", "UTF-8"},
+		{"too deep", strings.Repeat("[", 100) + strings.Repeat("]", 100), "nests"},
+	} {
+		code, raw, _ := p.callH("POST", authzen.PathEvaluation, key, "application/json", []byte(c.body), nil)
+		if code != 400 || !strings.Contains(string(raw), c.want) {
+			t.Errorf("%s: got %d %s, want 400 naming %s", c.name, code, raw, c.want)
+		}
+	}
+}

@@ -51,6 +51,9 @@ func readBody(r *http.Request) (object, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, bad("body", "is empty; send a JSON object")
 	}
+	if err := strictJSON(raw); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	var o object
 	if err := dec.Decode(&o); err != nil {

@@ -23,10 +23,16 @@ func New() string {
 	return "req_" + hex.EncodeToString(b)
 }
 
-// Accept returns the caller's id when it is usable, else a new one.
+// Accept returns the caller's id when it is usable (1 to maxLen printable
+// ASCII characters), else a new one.
 func Accept(callers string) string {
 	if callers == "" || len(callers) > maxLen {
 		return New()
+	}
+	for i := 0; i < len(callers); i++ {
+		if callers[i] < 0x21 || callers[i] > 0x7e {
+			return New()
+		}
 	}
 	return callers
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -36,15 +37,24 @@ var Keys = map[service.Role]string{
 	service.RoleAdmin:    "test-admin-key",
 }
 
-// KeysFile writes a keys file accepting Keys and returns its path.
+// UntrustedCheckerKey is a checker key not marked counts_for_bounds: its
+// checks never count against an agent's bounds. The Keys checker and admin
+// keys are marked.
+const UntrustedCheckerKey = "test-untrusted-checker-key"
+
+// KeysFile writes a keys file accepting Keys and UntrustedCheckerKey and
+// returns its path.
 func KeysFile(t testing.TB) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("keys:\n")
 	for _, r := range service.Roles {
 		sum := sha256.Sum256([]byte(Keys[r]))
-		fmt.Fprintf(&b, "  - {name: test-%s, role: %s, sha256: %s}\n", r, r, hex.EncodeToString(sum[:]))
+		trusted := r == service.RoleChecker || r == service.RoleAdmin
+		fmt.Fprintf(&b, "  - {name: test-%s, role: %s, sha256: %s, counts_for_bounds: %t}\n", r, r, hex.EncodeToString(sum[:]), trusted)
 	}
+	sum := sha256.Sum256([]byte(UntrustedCheckerKey))
+	fmt.Fprintf(&b, "  - {name: test-untrusted-checker, role: checker, sha256: %s}\n", hex.EncodeToString(sum[:]))
 	p := filepath.Join(t.TempDir(), "keys.yaml")
 	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
@@ -91,6 +101,12 @@ func Start(t testing.TB, cfg server.Config) *Server {
 	var once sync.Once
 	s := &Server{T: t, Srv: srv, Base: "http://" + srv.HTTPAddr(), stop: func() { once.Do(func() { cancel(); <-done }) }}
 	t.Cleanup(s.stop)
+	if cfg.TLS.Enabled() {
+		// Readiness only: the tests themselves verify the server's certificate.
+		s.Base = "https://" + srv.HTTPAddr()
+		waitHealthyWith(t, s.Base, &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}})
+		return s
+	}
 	WaitHealthy(t, s.Base)
 	return s
 }
@@ -102,9 +118,14 @@ func (s *Server) Stop() { s.stop() }
 // minute, far beyond any healthy start, so a slow machine does not fail it.
 func WaitHealthy(t testing.TB, base string) {
 	t.Helper()
+	waitHealthyWith(t, base, http.DefaultClient)
+}
+
+func waitHealthyWith(t testing.TB, base string, client *http.Client) {
+	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/healthz")
+		resp, err := client.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -1,0 +1,64 @@
+package alert
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestSpooledAlertsSurviveARestart: an alert the webhook has not taken by
+// shutdown is delivered by the next run from the spool, and the spool is
+// empty once it is.
+func TestSpooledAlertsSurviveARestart(t *testing.T) {
+	spool := filepath.Join(t.TempDir(), "alerts.spool")
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer down.Close()
+	first := &Alerter{URL: down.URL, SpoolPath: spool, Attempts: 100, Backoff: time.Hour, Log: quiet}
+	ev := Event{Type: "mandate.agent.auto_suspended", ID: "chg_1", Agent: "agent:agt_1", Bound: "checks_per_minute", Suspended: []string{"agent:agt_1"}}
+	first.Send(ev)
+	time.Sleep(50 * time.Millisecond) // the first attempt fails; the next is an hour away
+	first.Close()
+
+	var mu sync.Mutex
+	var got []Event
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e Event
+		_ = json.NewDecoder(r.Body).Decode(&e)
+		mu.Lock()
+		got = append(got, e)
+		mu.Unlock()
+	}))
+	defer up.Close()
+	second := &Alerter{URL: up.URL, SpoolPath: spool, Log: quiet}
+	second.Start()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the spooled alert was never delivered after the restart")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second.Close()
+	if got[0].ID != ev.ID || got[0].Agent != ev.Agent {
+		t.Fatalf("delivered %+v, want %+v", got[0], ev)
+	}
+	if b, err := os.ReadFile(spool); err != nil || len(b) != 0 {
+		t.Fatalf("spool after delivery: %q %v, want empty", b, err)
+	}
+}
