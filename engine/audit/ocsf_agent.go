@@ -7,9 +7,9 @@ import "strings"
 // OCSF 1.8.0 has no object for an AI agent nor for delegation, so:
 //   - the human principal is actor.user, a person (type_id 1, User);
 //   - the acting agent instance is actor.session: uid is the agent, issuer
-//     is mandate; credential_uid becomes the agent token's jti once agents
-//     hold tokens, and expiration_time the agent's expiry once the decision
-//     carries it;
+//     is mandate, credential_uid the jti of the agent token the check was
+//     made with (checks by subject_token); expiration_time would be the
+//     agent's expiry, which the record does not carry yet;
 //   - the task is a resources[] entry with role Related, whose
 //     resource_relationship is the delegation chain as a directed graph: one
 //     node per agent and the human, one "acts_for" edge per link.
@@ -32,6 +32,9 @@ func ocsfActingAgent(r *Record) (user, session map[string]any) {
 	}
 	if strings.HasPrefix(r.Subject, "agent:") {
 		session = map[string]any{"uid": r.Subject, "issuer": "mandate"}
+		if jti, ok := r.Details["jti"].(string); ok {
+			setString(session, "credential_uid", jti)
+		}
 	}
 	return user, session
 }

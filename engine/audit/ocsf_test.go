@@ -44,8 +44,9 @@ func TestOCSFMapping(t *testing.T) {
 			Subject: "agent:agt_2", Chain: []string{"agent:agt_2", "agent:agt_1", "user:alice"}, Principal: "user:alice", Task: "task:tsk_1",
 			Permission: "read", Resource: "repo:acme/api", Grants: []string{"grt_a", "grt_b"}, Reason: "pull the code",
 			CorrelationID: "deploy-42", RequestID: "req_1", Caller: "ci-runner", SourceAddr: "10.1.2.3:5555", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
-			Details: map[string]any{"context": map[string]any{"source_ip": "192.0.2.7"}},
+			Details: map[string]any{"context": map[string]any{"source_ip": "192.0.2.7"}, "jti": "tok_1"},
 		}, map[string]any{
+			"actor.session.credential_uid": "tok_1",
 			"metadata.version": audit.OCSFVersion, "activity_id": 2, "type_uid": 600302, "status_id": 1, "status_code": "ALLOWED", "status_detail": nil,
 			"action_id": 1, "disposition_id": 1, "is_alert": false,
 			"actor.user.uid": "user:alice", "actor.user.type_id": 1, "actor.session.uid": "agent:agt_2", "actor.app_name": "ci-runner", "actor.app_uid": "key:ci-runner",
