@@ -47,7 +47,7 @@ func TestOCSFMapping(t *testing.T) {
 			Details: map[string]any{"context": map[string]any{"source_ip": "192.0.2.7"}, "jti": "tok_1"},
 		}, map[string]any{
 			"actor.session.credential_uid": "tok_1",
-			"metadata.version": audit.OCSFVersion, "activity_id": 2, "type_uid": 600302, "status_id": 1, "status_code": "ALLOWED", "status_detail": nil,
+			"metadata.version":             audit.OCSFVersion, "activity_id": 2, "type_uid": 600302, "status_id": 1, "status_code": "ALLOWED", "status_detail": nil,
 			"action_id": 1, "disposition_id": 1, "is_alert": false,
 			"actor.user.uid": "user:alice", "actor.user.type_id": 1, "actor.session.uid": "agent:agt_2", "actor.app_name": "ci-runner", "actor.app_uid": "key:ci-runner",
 			"actor.invoked_by": nil,
