@@ -130,13 +130,20 @@ func TestClientFailsClosed(t *testing.T) {
 	}
 
 	// Back within one call's deadline: the retries reach it.
-	go func() { time.Sleep(40 * time.Millisecond); _ = px.Up() }()
-	c2, err := client.New(client.Config{Addr: px.Addr, Key: mandatetest.Keys[service.RoleChecker], Plaintext: true, Timeout: 3 * time.Second, Attempts: 10, Backoff: 30 * time.Millisecond})
+	up := make(chan error, 1)
+	go func() { time.Sleep(40 * time.Millisecond); up <- px.Up() }()
+	// gRPC's own reconnect backoff (1 s and growing) must not outlast the
+	// deadline on a busy machine: reconnect as quickly as the first client.
+	c2, err := client.New(client.Config{Addr: px.Addr, Key: mandatetest.Keys[service.RoleChecker], Plaintext: true, Timeout: 3 * time.Second, Attempts: 10, Backoff: 30 * time.Millisecond,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1, MaxDelay: 10 * time.Millisecond}, MinConnectTimeout: 100 * time.Millisecond})}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c2.Close()
 	if _, err := c2.Check(context.Background(), req); err != nil {
-		t.Fatalf("after the outage: %v", err)
+		t.Fatalf("after the outage: %v (proxy back up: %v)", err, <-up)
+	}
+	if err := <-up; err != nil {
+		t.Fatalf("bringing the proxy back: %v", err)
 	}
 }
