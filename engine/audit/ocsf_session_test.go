@@ -4,25 +4,22 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/mandate-dev/mandate/engine/bounds"
+	"github.com/mandate-dev/mandate/internal/testenv"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
@@ -89,59 +86,13 @@ func (s *session) id(out map[string]any, obj string) string {
 // flushes every record).
 func startSession(t *testing.T) (*session, string, string, func()) {
 	t.Helper()
-	dir := t.TempDir()
-	keys := map[service.Role]string{}
-	var kf strings.Builder
-	kf.WriteString("keys:\n")
-	for _, r := range service.Roles {
-		keys[r] = "ocsf-session-" + string(r)
-		sum := sha256.Sum256([]byte(keys[r]))
-		fmt.Fprintf(&kf, "  - {name: test-%s, role: %s, sha256: %s, counts_for_bounds: true}\n", r, r, hex.EncodeToString(sum[:]))
-	}
-	keysFile := filepath.Join(dir, "keys.yaml")
-	if err := os.WriteFile(keysFile, []byte(kf.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ocsfPath := filepath.Join(dir, "ocsf.jsonl")
-	cfg := server.Config{
-		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", KeysFile: keysFile,
-		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	ocsfPath := filepath.Join(t.TempDir(), "ocsf.jsonl")
+	m := testenv.Start(t, server.Config{
 		Audit:  server.AuditConfig{OCSF: ocsfPath},
 		Bounds: server.BoundsConfig{Defaults: bounds.Limits{ChecksPerMinute: 1000}},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := cfg.Complete(ctx)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting mandate: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Run(ctx); close(done) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	s := &session{t: t, base: "http://" + srv.HTTPAddr(), keys: keys}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(s.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("mandate never became healthy")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return s, srv.GRPCAddr(), ocsfPath, stop
+	})
+	s := &session{t: t, base: m.Base, keys: testenv.Keys}
+	return s, m.Srv.GRPCAddr(), ocsfPath, m.Stop
 }
 
 // runSession makes every kind of record mandate writes.

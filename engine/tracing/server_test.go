@@ -2,13 +2,8 @@ package tracing_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +17,7 @@ import (
 
 	"github.com/mandate-dev/mandate/engine/bounds"
 	"github.com/mandate-dev/mandate/engine/tracing"
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
@@ -65,45 +61,13 @@ func TestTraceOfAnUncachedCheck(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	// As mandate builds it from OTEL_*, with the in-memory exporter instead of OTLP.
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracing.Redact(exp)))
-	dir := t.TempDir()
-	keys := map[service.Role]string{}
-	var kf strings.Builder
-	kf.WriteString("keys:\n")
-	for _, r := range service.Roles {
-		keys[r] = "trace-test-" + string(r)
-		sum := sha256.Sum256([]byte(keys[r]))
-		fmt.Fprintf(&kf, "  - {name: test-%s, role: %s, sha256: %s, counts_for_bounds: true}\n", r, r, hex.EncodeToString(sum[:]))
-	}
-	if err := os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte(kf.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ocsf := filepath.Join(dir, "ocsf.jsonl")
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.Config{
-		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", KeysFile: filepath.Join(dir, "keys.yaml"),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), TracerProvider: tp,
-		Audit:  server.AuditConfig{OCSF: ocsf},
-		Bounds: server.BoundsConfig{Defaults: bounds.Limits{ChecksPerMinute: 1000}},
-	}.Complete(ctx)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	c := &client{t: t, base: "http://" + srv.HTTPAddr(), keys: keys}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(c.base + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("never healthy")
-		}
-	}
+	ocsf := filepath.Join(t.TempDir(), "ocsf.jsonl")
+	m := testenv.Start(t, server.Config{
+		TracerProvider: tp,
+		Audit:          server.AuditConfig{OCSF: ocsf},
+		Bounds:         server.BoundsConfig{Defaults: bounds.Limits{ChecksPerMinute: 1000}},
+	})
+	c := &client{t: t, base: m.Base, keys: testenv.Keys}
 
 	c.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
 		{"operation": "TOUCH", "relationship": "repo:acme/api#writer@user:alice"}}})
