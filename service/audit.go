@@ -24,7 +24,17 @@ func (h *Handlers) recordChange(ctx context.Context, action, target string, deta
 	if k, ok := CallerFrom(ctx); ok {
 		caller = k.Name
 	}
+	if why := statedReason(ctx); why != "" {
+		// The reason a person gave in the console for this change.
+		if details == nil {
+			details = map[string]any{}
+		}
+		if _, set := details["why"]; !set || details["why"] == "" {
+			details["why"] = why
+		}
+	}
 	r := audit.NewChange(requestID(ctx), caller, action, target, details)
+	r.Reason = statedReason(ctx)
 	r.SourceAddr, r.TraceID = callerAddr(ctx), tracing.TraceID(ctx)
 	if err := h.Audit.Record(ctx, r, true); err != nil {
 		return h.err(ctx, &engine.Error{Kind: engine.KindUnavailable,

@@ -13,6 +13,8 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/mandate-dev/mandate/engine"
 )
 
 // Role is what a key may do.
@@ -53,6 +55,9 @@ type Keys struct {
 	byIdentity map[string]Key
 	// failures, when set, counts and logs refused calls. Set before serving.
 	failures *AuthFailures
+	// persons reads the graph for persons' ownership rules; nil refuses
+	// every person. Set before serving (SetPersonEngine).
+	persons *engine.Engine
 }
 
 type keysFile struct {
@@ -226,6 +231,18 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 			return ctx, nil
 		}
 	}
+	if key, ok := inprocCaller(ctx); ok {
+		// A caller this process authenticated itself (the console): the
+		// same role table, and for a person the ownership rules, which
+		// UnaryInterceptor applies to the request.
+		if key.Role == RolePerson {
+			if _, ok := personMethods[method]; !ok {
+				return nil, forbidden("a signed-in person may not call %s", method)
+			}
+			return context.WithValue(ctx, keyCtx{}, key), nil
+		}
+		return k.allowRole(ctx, key, method)
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	var key Key
@@ -247,6 +264,11 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 			return nil, unauthenticated("unknown key")
 		}
 	}
+	return k.allowRole(ctx, key, method)
+}
+
+// allowRole admits key to method by the role table.
+func (k *Keys) allowRole(ctx context.Context, key Key, method string) (context.Context, error) {
 	roles, known := methodRoles[method]
 	if !known {
 		return nil, forbidden("method %s is not open to any role", method)
@@ -276,6 +298,14 @@ func (k *Keys) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnarySe
 	authed, err := k.authorizeObserved(ctx, info.FullMethod)
 	if err != nil {
 		return nil, toStatus(ctx, nil, err)
+	}
+	if key, _ := CallerFrom(authed); key.Role == RolePerson {
+		if err := k.authorizePerson(authed, key, info.FullMethod, req); err != nil {
+			if k.failures != nil {
+				k.failures.Total.WithLabelValues("forbidden").Inc()
+			}
+			return nil, toStatus(ctx, nil, err)
+		}
 	}
 	return handler(authed, req)
 }
