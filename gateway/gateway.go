@@ -55,6 +55,7 @@ type Services interface {
 	mandatev1.AuditServiceServer
 	mandatev1.ReviewServiceServer
 	mandatev1.SearchServiceServer
+	mandatev1.AccessRequestServiceServer
 }
 
 // Validate reports whether the config is usable.
@@ -95,6 +96,7 @@ func New(ctx context.Context, svc Services, cfg Config) (http.Handler, error) {
 		mandatev1.RegisterAuditServiceHandlerServer(ctx, mux, svc),
 		mandatev1.RegisterReviewServiceHandlerServer(ctx, mux, svc),
 		mandatev1.RegisterSearchServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterAccessRequestServiceHandlerServer(ctx, mux, svc),
 	} {
 		if err != nil {
 			return nil, fmt.Errorf("registering REST handlers: %w", err)

@@ -387,6 +387,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	mandatev1.RegisterAuditServiceServer(s.grpcServer, h)
 	mandatev1.RegisterReviewServiceServer(s.grpcServer, h)
 	mandatev1.RegisterSearchServiceServer(s.grpcServer, search)
+	mandatev1.RegisterAccessRequestServiceServer(s.grpcServer, &service.AccessHandlers{Handlers: h})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 

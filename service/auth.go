@@ -28,7 +28,11 @@ const (
 	RoleAdmin    Role = "admin"    // everything
 )
 
-// Roles lists every role.
+// RoleHuman is no key's role: it is the caller of a method that accepts a
+// human's own OIDC token in place of a key (see AcceptHumanTokens).
+const RoleHuman Role = "human"
+
+// Roles lists every role a key may have.
 var Roles = []Role{RoleChecker, RoleOperator, RoleReviewer, RoleAdmin}
 
 // Key is a caller's credential, stored as the SHA-256 of the key.
@@ -212,6 +216,15 @@ var methodRoles = map[string][]Role{
 	"/mandate.v1.SearchService/LookupSubjects":           {RoleReviewer, RoleAdmin},
 	"/mandate.v1.SearchService/LookupResources":          {RoleReviewer, RoleAdmin},
 	"/mandate.v1.SearchService/LookupActions":            {RoleReviewer, RoleAdmin},
+	// Access requests: an agent runtime (operator) files one; the human
+	// answers with their own OIDC token (RoleHuman), or an admin does. An
+	// operator answers only while no OIDC issuer is configured, which the
+	// handler enforces; the key that filed a request never answers it.
+	"/mandate.v1.AccessRequestService/CreateAccessRequest":  {RoleOperator, RoleAdmin},
+	"/mandate.v1.AccessRequestService/GetAccessRequest":     {RoleOperator, RoleReviewer, RoleAdmin, RoleHuman},
+	"/mandate.v1.AccessRequestService/ListAccessRequests":   {RoleOperator, RoleReviewer, RoleAdmin, RoleHuman},
+	"/mandate.v1.AccessRequestService/ApproveAccessRequest": {RoleOperator, RoleAdmin, RoleHuman},
+	"/mandate.v1.AccessRequestService/DeclineAccessRequest": {RoleOperator, RoleAdmin, RoleHuman},
 }
 
 // unauthenticatedPrefixes are methods anyone may call.
