@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mandate-dev/mandate/console"
 	"github.com/mandate-dev/mandate/credential"
 	"github.com/mandate-dev/mandate/engine/audit"
 	"github.com/mandate-dev/mandate/gateway/devidp"
@@ -156,3 +158,27 @@ func (s *Server) setupCredentials(keys *service.Keys, extra map[string]http.Hand
 }
 
 var _ oauth.Auditor = (*audit.Recorder)(nil)
+
+// setupConsole builds the web console at /ui/. People sign in with a key,
+// and, when an OIDC issuer is configured, through the first one (or the
+// development provider) as themselves.
+func (s *Server) setupConsole(ctx context.Context, svc console.Services, keys *service.Keys, humans *credential.Humans) (*console.Console, error) {
+	cfg := console.Config{Services: svc, Lookup: keys.Lookup, Log: s.log, Now: s.cfg.Engine.Now,
+		Secure: s.cfg.TLS.Enabled() || strings.HasPrefix(s.publicURL(), "https://")}
+	if humans != nil && len(humans.Issuers()) > 0 {
+		aud := s.cfg.Credentials.OIDCAudience
+		if aud == "" && s.cfg.Credentials.DevIdP {
+			aud = "mandate-dev"
+		}
+		cfg.OIDC = &console.OIDCConfig{Issuer: humans.Issuers()[0], ClientID: aud, RedirectURL: s.publicURL() + "/ui/callback",
+			HTTPClient: s.cfg.Credentials.HTTPClient,
+			UserID: func(ctx context.Context, raw string) (string, error) {
+				h, err := humans.Verify(ctx, raw)
+				if err != nil {
+					return "", err
+				}
+				return h.UserID, nil
+			}}
+	}
+	return console.New(ctx, cfg)
+}

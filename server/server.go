@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/mandate-dev/mandate/console"
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/alert"
 	"github.com/mandate-dev/mandate/engine/audit"
@@ -96,6 +97,8 @@ type Config struct {
 	Audit AuditConfig
 	// Bounds configures agents' behavioural bounds and the alert webhook.
 	Bounds BoundsConfig
+	// DisableUI turns the web console at /ui/ off (--ui=false).
+	DisableUI bool
 	// Log is the logger. Default slog.Default().
 	Log *slog.Logger
 	// TracerProvider, when set, traces with it; otherwise the OTEL_*
@@ -285,11 +288,12 @@ type Server struct {
 	httpServer *http.Server
 	httpLis    net.Listener
 	health     *health.Server
-	cache      *cache.Cache    // nil when disabled
-	watcher    *cache.Watcher  // nil when the cache is disabled
-	bus        *cache.Bus      // nil without a shared Postgres
-	recorder   *audit.Recorder // nil when audit is off
-	auditDone  chan struct{}   // closed when the recorder has flushed everything
+	cache      *cache.Cache     // nil when disabled
+	watcher    *cache.Watcher   // nil when the cache is disabled
+	bus        *cache.Bus       // nil without a shared Postgres
+	recorder   *audit.Recorder  // nil when audit is off
+	auditDone  chan struct{}    // closed when the recorder has flushed everything
+	console    *console.Console // nil with --ui=false
 }
 
 // Complete builds everything Run needs: SpiceDB, the engine, the decider
@@ -402,13 +406,21 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	for pattern, h := range az.Routes() {
 		extra[pattern] = h
 	}
-	oa, tokens, _, err := s.setupCredentials(keys, extra)
+	oa, tokens, humans, err := s.setupCredentials(keys, extra)
 	if err != nil {
 		return nil, err
 	}
 	h.Tokens = tokens
 	for pattern, h := range oa.Routes() {
 		extra[pattern] = h
+	}
+	keys.SetPersonEngine(s.engine)
+	if !c.DisableUI {
+		if s.console, err = s.setupConsole(ctx, inproc, keys, humans); err != nil {
+			return nil, err
+		}
+		extra[console.Prefix] = s.console
+		extra["GET /ui"] = http.RedirectHandler(console.Prefix, http.StatusMovedPermanently)
 	}
 	handler, err := gateway.New(ctx, inproc, gateway.Config{MaxBodyBytes: c.MaxBodyBytes, Health: s.healthz, Extra: extra})
 	if err != nil {
@@ -662,6 +674,9 @@ func (s *Server) healthz(ctx context.Context) (map[string]string, error) {
 	}
 	return out, s.engine.Ready(ctx)
 }
+
+// Console returns the web console, nil when --ui=false.
+func (s *Server) Console() *console.Console { return s.console }
 
 // Cache returns the decision cache, nil when disabled.
 func (s *Server) Cache() *cache.Cache { return s.cache }

@@ -9,15 +9,17 @@ import (
 	"github.com/mandate-dev/mandate/schema"
 )
 
-// RolePerson is a human signed in to the console through the OIDC issuer.
-// It is never a key: no keys file can name it (it is not in Roles), and only
-// code in this process can make a caller of it (AsCaller). A person acts on
+// A person is a human signed in to the console through the OIDC issuer: an
+// in-process caller of role RoleHuman named "user:<id>". It is never a key:
+// no keys file can name the role (it is not in Roles), and only code in this
+// process can make such a caller (AsCaller). Beside the methods the role
+// table opens to RoleHuman (access requests, whose handlers confine a human
+// to their own), a person calls the methods of personMethods. A person acts on
 // their own delegation only: they see their own tasks, agents, grants and
 // audit records, and they may take access away from their own agents
 // (suspend, revoke, complete a task, remove a grant, suspend all of their
 // agents) but never give it back or widen it: resuming is an operator's, and
 // new access comes only through an access request they approve.
-const RolePerson Role = "person"
 
 type inprocCallerCtx struct{}
 type statedReasonCtx struct{}
@@ -35,7 +37,7 @@ func AsCaller(ctx context.Context, key Key) context.Context {
 // Person is the in-process caller of a human signed in as user (a bare
 // user id, as in user:<id>).
 func Person(userID string) Key {
-	return Key{Name: "user:" + userID, Role: RolePerson}
+	return Key{Name: "user:" + userID, Role: RoleHuman}
 }
 
 // WithStatedReason returns ctx carrying the reason a person gave for a

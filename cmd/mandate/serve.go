@@ -14,6 +14,7 @@ import (
 func serveCmd() *cobra.Command {
 	var cfg server.Config
 	var logLevel string
+	var ui bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the mandate server with an embedded SpiceDB (memory by default) or a remote one",
@@ -25,6 +26,7 @@ func serveCmd() *cobra.Command {
 			}
 			cfg.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 			cfg.DevKeysOut = os.Stderr
+			cfg.DisableUI = !ui
 			if cfg.Embedded.APIKey == "" {
 				cfg.Embedded.APIKey = os.Getenv("MANDATE_SPICEDB_API_KEY")
 			}
@@ -96,6 +98,7 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Credentials.MaxTokenTTL, "max-token-ttl", 0, "longest agent token lifetime (default 1h)")
 	f.StringVar(&cfg.Credentials.RequireHumanToken, "require-human-token", "", "on or off: refuse POST /v1/tasks and POST /v1/grants to agents, so tasks come only from human tokens (default on with --oidc-issuer)")
 	f.BoolVar(&cfg.Credentials.DevIdP, "dev-idp", false, "also serve a DEVELOPMENT-ONLY OIDC provider at <public-url>/dev-idp and trust it (`mandate dev login USER`); anyone can sign in there as anyone")
+	f.BoolVar(&ui, "ui", true, "serve the web console at <public-url>/ui/ (--ui=false turns it off)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
