@@ -39,7 +39,12 @@ func field(m map[string]any, path ...string) any {
 	return v
 }
 
-func newScene(t *testing.T, cfg server.Config) *scene {
+// newScene builds the scene with markup in its names and description.
+func newScene(t *testing.T, cfg server.Config) *scene { return buildScene(t, cfg, true) }
+
+// buildScene builds the scene; hostileNames puts markup in its names, the
+// plain ones read well in the README's screenshots.
+func buildScene(t *testing.T, cfg server.Config, hostileNames bool) *scene {
 	t.Helper()
 	srv := testenv.Start(t, cfg)
 	srv.OK("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
@@ -49,6 +54,9 @@ func newScene(t *testing.T, cfg server.Config) *scene {
 		{"operation": "TOUCH", "relationship": "repo:acme/api#reader@user:bob"},
 	}})
 	s := &scene{srv: srv, taskDescription: "deploy " + hostile, topName: "deployer" + hostile, correlation: "corr-" + hostile}
+	if !hostileNames {
+		s.taskDescription, s.topName, s.correlation = "Deploy acme/api to staging", "deployer", "deploy-42"
+	}
 	s.task = field(srv.OK("POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:alice", "ttl": "2h", "description": s.taskDescription}), "task", "id").(string)
 	s.top = field(srv.OK("POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:" + s.task, "name": s.topName, "ttl": "1h"}), "agent", "id").(string)
 	s.sub = field(srv.OK("POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:" + s.task, "parent": "agent:" + s.top, "name": "tester", "ttl": "1h"}), "agent", "id").(string)
@@ -61,7 +69,7 @@ func newScene(t *testing.T, cfg server.Config) *scene {
 	// bob has a task too, so "alice's task" has to be found.
 	bt := field(srv.OK("POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:bob", "ttl": "1h", "description": "bob's chores"}), "task", "id").(string)
 	srv.OK("POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:" + bt, "name": "bob-agent", "ttl": "1h"})
-	if got := srv.OK("POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + s.top, "permission": "read", "resource": "repo:acme/api", "correlation_id": s.correlation, "reason": "reading " + hostile}); got["allowed"] != true {
+	if got := srv.OK("POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + s.top, "permission": "read", "resource": "repo:acme/api", "correlation_id": s.correlation, "reason": "reading the service's manifest"}); got["allowed"] != true {
 		t.Fatalf("the scene's first check: %v", got)
 	}
 	if got := srv.Check("agent:"+s.sub, "read", "repo:acme/web", nil); got["allowed"] != false {

@@ -17,5 +17,9 @@
       if (!isNaN(t)) el.textContent = fmt(t - now);
     });
   }
-  document.addEventListener("DOMContentLoaded", function () { tick(); setInterval(tick, 1000); });
+  document.addEventListener("DOMContentLoaded", function () {
+    document.documentElement.setAttribute("data-console-js", "on");
+    tick();
+    setInterval(tick, 1000);
+  });
 })();
