@@ -81,8 +81,13 @@ func (o *oidcClient) discover(ctx context.Context) (*oidc.Provider, error) {
 }
 
 func (o *oidcClient) oauth(p *oidc.Provider) *oauth2.Config {
+	ep := p.Endpoint()
+	if o.cfg.ClientSecret == "" {
+		// A public client (PKCE, no secret) names itself in the form.
+		ep.AuthStyle = oauth2.AuthStyleInParams
+	}
 	return &oauth2.Config{ClientID: o.cfg.ClientID, ClientSecret: o.cfg.ClientSecret, RedirectURL: o.cfg.RedirectURL,
-		Endpoint: p.Endpoint(), Scopes: []string{oidc.ScopeOpenID}}
+		Endpoint: ep, Scopes: []string{oidc.ScopeOpenID}}
 }
 
 // loginOIDC starts the authorization-code flow: a fresh state, nonce and

@@ -28,6 +28,7 @@ type scene struct {
 	task, top, sub           string
 	grantUsed, grantUnused   string
 	subGrant, correlation    string
+	bobAgent                 string
 	taskDescription, topName string
 }
 
@@ -68,7 +69,7 @@ func buildScene(t *testing.T, cfg server.Config, hostileNames bool) *scene {
 	s.subGrant = grant("agent:"+s.sub, "read", "repo:acme/api")
 	// bob has a task too, so "alice's task" has to be found.
 	bt := field(srv.OK("POST", "/v1/tasks", service.RoleOperator, map[string]string{"principal": "user:bob", "ttl": "1h", "description": "bob's chores"}), "task", "id").(string)
-	srv.OK("POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:" + bt, "name": "bob-agent", "ttl": "1h"})
+	s.bobAgent = field(srv.OK("POST", "/v1/agents", service.RoleOperator, map[string]string{"task": "task:" + bt, "name": "bob-agent", "ttl": "1h"}), "agent", "id").(string)
 	if got := srv.OK("POST", "/v1/check", service.RoleChecker, map[string]string{"subject": "agent:" + s.top, "permission": "read", "resource": "repo:acme/api", "correlation_id": s.correlation, "reason": "reading the service's manifest"}); got["allowed"] != true {
 		t.Fatalf("the scene's first check: %v", got)
 	}
