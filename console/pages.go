@@ -59,6 +59,26 @@ func (c *Console) auditWindow(ctx context.Context, f *mandatev1.ListAuditRequest
 	}
 }
 
+// tasksOf reads the tasks of agents, oldest first.
+func (c *Console) tasksOf(ctx context.Context, agents []*mandatev1.Agent) ([]*mandatev1.Task, error) {
+	seen := map[string]bool{}
+	var out []*mandatev1.Task
+	for _, a := range agents {
+		id := strings.TrimPrefix(a.GetTask(), "task:")
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		t, err := c.cfg.Services.GetTask(ctx, &mandatev1.GetTaskRequest{Id: id})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, t.GetTask())
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].GetCreatedAt().AsTime().Before(out[j].GetCreatedAt().AsTime()) })
+	return out, nil
+}
+
 // ---- 1. overview ----
 
 type overviewData struct {
@@ -77,23 +97,18 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 	if agents, err := c.allAgents(ctx, d.Scope, ""); err != nil {
 		problem("agents", err)
 	} else {
-		principals := map[string]bool{}
 		for _, a := range agents {
 			if a.GetStatus() == "active" {
 				d.ActiveAgents++
 			}
-			principals[a.GetPrincipal()] = true
 		}
-		for p := range principals {
-			pa, err := c.cfg.Services.ListPrincipalAgents(ctx, &mandatev1.ListPrincipalAgentsRequest{Id: strings.TrimPrefix(p, "user:")})
-			if err != nil {
-				problem("tasks of "+p, err)
-				break
-			}
-			for _, t := range pa.GetTasks() {
-				if t.GetStatus() == "active" {
-					d.Tasks++
-				}
+		tasks, err := c.tasksOf(ctx, agents)
+		if err != nil {
+			problem("tasks", err)
+		}
+		for _, t := range tasks {
+			if t.GetStatus() == "active" {
+				d.Tasks++
 			}
 		}
 	}
@@ -190,39 +205,56 @@ func (c *Console) people(w http.ResponseWriter, r *http.Request, s *session) {
 			}
 		}
 	}
+	tasks, err := c.tasksOf(ctx, agents)
+	if err != nil {
+		d.Problems = append(d.Problems, "tasks: "+errText(err))
+	}
+	// Each human's trees, from the same agent records ListPrincipalAgents
+	// reads: sub-agents under their parent, top agents under their task.
+	children := map[string][]*mandatev1.Agent{}
+	tops := map[string][]*mandatev1.Agent{} // by task
+	taskOwner := map[string][]string{}      // principal → task ids, in creation order
+	for _, a := range agents {
+		if a.GetParent() != "" {
+			children[a.GetParent()] = append(children[a.GetParent()], a)
+		} else {
+			tops[a.GetTask()] = append(tops[a.GetTask()], a)
+		}
+	}
+	for _, t := range tasks {
+		taskOwner[t.GetPrincipal()] = append(taskOwner[t.GetPrincipal()], t.GetId())
+	}
+	byID := map[string]*mandatev1.Task{}
+	for _, t := range tasks {
+		byID[t.GetId()] = t
+	}
+	var build func(a *mandatev1.Agent) *nodeView
+	build = func(a *mandatev1.Agent) *nodeView {
+		v := &nodeView{Agent: a, LastDeny: lastDeny["agent:"+a.GetId()]}
+		for _, ch := range children["agent:"+a.GetId()] {
+			if cv := build(ch); cv != nil {
+				v.Children = append(v.Children, cv)
+			}
+		}
+		if d.Status != "" && a.GetStatus() != d.Status && len(v.Children) == 0 {
+			return nil
+		}
+		d.Agents++
+		return v
+	}
 	for _, p := range names {
-		id := strings.TrimPrefix(p, "user:")
-		pa, err := c.cfg.Services.ListPrincipalAgents(ctx, &mandatev1.ListPrincipalAgentsRequest{Id: id})
-		if err != nil {
-			d.Problems = append(d.Problems, p+": "+errText(err))
-			continue
-		}
-		byTask := map[string][]*nodeView{}
-		var build func(n *mandatev1.AgentNode) *nodeView
-		build = func(n *mandatev1.AgentNode) *nodeView {
-			v := &nodeView{Agent: n.GetAgent(), LastDeny: lastDeny["agent:"+n.GetAgent().GetId()]}
-			for _, ch := range n.GetChildren() {
-				if cv := build(ch); cv != nil {
-					v.Children = append(v.Children, cv)
-				}
-			}
-			if d.Status != "" && v.Agent.GetStatus() != d.Status && len(v.Children) == 0 {
-				return nil
-			}
-			d.Agents++
-			return v
-		}
-		for _, n := range pa.GetAgents() {
-			if v := build(n); v != nil {
-				byTask[n.GetAgent().GetTask()] = append(byTask[n.GetAgent().GetTask()], v)
-			}
-		}
-		pv := person{Principal: p, ID: id}
-		for _, t := range pa.GetTasks() {
+		pv := person{Principal: p, ID: strings.TrimPrefix(p, "user:")}
+		for _, tid := range taskOwner[p] {
+			t := byID[tid]
 			if d.Tasks == "open" && t.GetStatus() != "active" {
 				continue
 			}
-			nodes := byTask["task:"+t.GetId()]
+			var nodes []*nodeView
+			for _, a := range tops["task:"+tid] {
+				if v := build(a); v != nil {
+					nodes = append(nodes, v)
+				}
+			}
 			if d.Status != "" && len(nodes) == 0 {
 				continue
 			}

@@ -172,7 +172,13 @@ func (e *Engine) getAgent(ctx context.Context, id string) (*Agent, string, error
 	if err != nil {
 		return nil, "", err
 	}
-	c, err := e.chainOf(ctx, id)
+	return e.agentOf(rec)
+}
+
+// agentOf is the agent a record describes.
+func (e *Engine) agentOf(rec *agentRecord) (*Agent, string, error) {
+	id := rec.ID
+	c, err := e.chainFromRecord(rec)
 	if err != nil {
 		return nil, "", err
 	}

@@ -89,6 +89,44 @@ func (e *Engine) AgentIDs(ctx context.Context, f AgentFilter) ([]string, error) 
 	return ids, nil
 }
 
+// bulkAgentReads is the listing length above which ListAgents reads every
+// agent record in one read instead of one read per agent.
+const bulkAgentReads = 32
+
+// AgentsByID reads the given agents, in one read of every agent record when
+// there are many. An id that names no agent is an error, as in GetAgent.
+func (e *Engine) AgentsByID(ctx context.Context, ids []string) ([]*Agent, error) {
+	out := make([]*Agent, 0, len(ids))
+	if len(ids) <= bulkAgentReads {
+		for _, id := range ids {
+			a, _, err := e.GetAgent(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, a)
+		}
+		return out, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, 4*e.cfg.CallTimeout)
+	defer cancel()
+	bulk, err := e.readAgents(rctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		rec, ok := bulk[id]
+		if !ok {
+			return nil, notFound("id", "agent %s does not exist", id)
+		}
+		a, _, err := e.agentOf(rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
 // ListAgents returns up to pageSize agents after the id `after` that match f.
 func (e *Engine) ListAgents(ctx context.Context, f AgentFilter, after string, pageSize int) ([]*Agent, string, error) {
 	ids, err := e.AgentIDs(ctx, f)
@@ -100,8 +138,27 @@ func (e *Engine) ListAgents(ctx context.Context, f AgentFilter, after string, pa
 		start++
 	}
 	var out []*Agent
+	// A long listing reads every agent record at once: one scan, one revision.
+	var bulk map[string]*agentRecord
+	if len(ids)-start > bulkAgentReads {
+		rctx, cancel := context.WithTimeout(ctx, 4*e.cfg.CallTimeout)
+		bulk, err = e.readAgents(rctx)
+		cancel()
+		if err != nil {
+			return nil, "", err
+		}
+	}
 	for _, id := range ids[start:] {
-		a, _, err := e.GetAgent(ctx, id)
+		var a *Agent
+		if bulk != nil {
+			rec, ok := bulk[id]
+			if !ok {
+				continue // removed since its id was listed
+			}
+			a, _, err = e.agentOf(rec)
+		} else {
+			a, _, err = e.GetAgent(ctx, id)
+		}
 		if err != nil {
 			return nil, "", err
 		}

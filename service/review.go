@@ -260,11 +260,12 @@ func (h *Handlers) unused(ctx context.Context, agents []string, since time.Time)
 	info := map[string]*engine.Agent{}
 	var holders []engine.Ref
 	tasks := map[string]bool{}
-	for _, id := range agents {
-		a, _, err := h.Engine.GetAgent(ctx, id)
-		if err != nil {
-			return nil, nil, err
-		}
+	all, err := h.Engine.AgentsByID(ctx, agents)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, id := range agents {
+		a := all[i]
 		info[id] = a
 		holders = append(holders, engine.Ref{Type: schema.TypeAgent, ID: id})
 		if !tasks[a.Task.ID] {

@@ -54,7 +54,7 @@ func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
 		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,bounds,tracing,tokens,f,g,mcp,middleware", "scenarios to run")
+		scenarios  = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,console,bounds,tracing,tokens,f,g,mcp,middleware", "scenarios to run")
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
@@ -234,6 +234,11 @@ func main() {
 			must(embedded.Migrate(ctx, "postgres", uri))
 			add("listing the access of an agent that reaches 10k resources, Postgres", accessListing(ctx, keys, "postgres", uri, 10_000))
 			drop()
+		}
+	}
+	if want["console"] {
+		for _, r := range consolePages(ctx, keys, 1000) {
+			add(r.Description, r)
 		}
 	}
 	if want["mcp"] {
