@@ -404,15 +404,14 @@ func (e *Engine) DeclineAccessRequest(ctx context.Context, id string, a Answer) 
 // MaxAccessRequestWait bounds a long poll.
 const MaxAccessRequestWait = 60 * time.Second
 
-// accessPoll is how often a long poll reads again when no notice came: the
-// fallback when the watch is down or the change was made where no notice
-// reaches (a replica without the watch).
-const accessPoll = time.Second
+// DefaultAccessRequestPoll is how often a long poll reads again when no
+// notice came: the fallback when the watch is down, or off with the cache.
+const DefaultAccessRequestPoll = time.Second
 
 // WaitAccessRequest reads a request and, while it is pending, waits up to
 // wait for it to change: it reads again on every notice about it (this
 // replica's writes, and the SpiceDB watch for other replicas' writes, see
-// NotifyRelationships), at its expiry, and every second regardless.
+// NotifyRelationships), at its expiry, and every AccessRequestPoll regardless.
 func (e *Engine) WaitAccessRequest(ctx context.Context, id string, wait time.Duration) (*AccessRequest, string, bool, error) {
 	if wait < 0 || wait > MaxAccessRequestWait {
 		return nil, "", false, invalid("wait", "must be between 0s and %s", MaxAccessRequestWait)
@@ -434,7 +433,7 @@ func (e *Engine) WaitAccessRequest(ctx context.Context, id string, wait time.Dur
 			stop()
 			return r, tok, false, nil
 		}
-		sleep := min(left, accessPoll)
+		sleep := min(left, e.cfg.AccessRequestPoll)
 		if untilExpiry := r.ExpiresAt.Sub(e.now()); untilExpiry > 0 && untilExpiry < sleep {
 			sleep = untilExpiry
 		}

@@ -38,6 +38,9 @@ type Config struct {
 	// AccessRequestTTL is how long an access request waits for its answer
 	// before it expires (--access-request-ttl). Default 15m.
 	AccessRequestTTL time.Duration
+	// AccessRequestPoll is how often a long poll on an access request reads
+	// again without a notice from a write or the watch. Default 1s.
+	AccessRequestPoll time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -60,6 +63,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AccessRequestTTL == 0 {
 		c.AccessRequestTTL = DefaultAccessRequestTTL
+	}
+	if c.AccessRequestPoll <= 0 {
+		c.AccessRequestPoll = DefaultAccessRequestPoll
 	}
 	if c.Now == nil {
 		c.Now = time.Now
