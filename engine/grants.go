@@ -60,10 +60,11 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 
 // grantPlan is a grant that passed every check and is ready to be written.
 type grantPlan struct {
-	grant      *Grant
-	principal  Ref
-	stored     []*v1.Relationship
-	condParams map[string]any
+	grant       *Grant
+	holderField string // names the holder in errors
+	principal   Ref
+	stored      []*v1.Relationship
+	condParams  map[string]any
 	// slot selects the grant relationships of the same holder, permission and resource.
 	slot *v1.RelationshipFilter
 	// pre are the holder's preconditions: still able to hold grants.
@@ -187,7 +188,7 @@ func (e *Engine) planGrant(ctx context.Context, in CreateGrantInput, holderField
 
 	g := &Grant{ID: newID(PrefixGrant), Holder: holder, Permission: in.Permission, Resource: resource, CreatedAt: now, ExpiresAt: expires, Status: StatusActive, Condition: in.Condition}
 	return &grantPlan{
-		grant: g, principal: principal, stored: grantRelationships(*g, condParams), condParams: condParams, pre: pre,
+		grant: g, holderField: holderField, principal: principal, stored: grantRelationships(*g, condParams), condParams: condParams, pre: pre,
 		slot: &v1.RelationshipFilter{
 			ResourceType: resource.Type, OptionalResourceId: resource.ID, OptionalRelation: in.Permission + schema.GrantSuffix,
 			OptionalSubjectFilter: subjectFilter(grantSubject, grantSubjectRel),
@@ -201,7 +202,7 @@ func (e *Engine) planGrant(ctx context.Context, in CreateGrantInput, holderField
 // preconditions still hold; its error ends the attempt.
 func (e *Engine) writeGrant(ctx context.Context, p *grantPlan, extra []*v1.RelationshipUpdate, extraPre []*v1.Precondition, stillValid func(context.Context) error) (string, error) {
 	g, holder := p.grant, p.grant.Holder
-	holderGone := precondition("holder", "%s was revoked, suspended or completed while the grant was being created", holder)
+	holderGone := precondition(p.holderField, "%s was revoked, suspended or completed while the grant was being created", holder)
 	// The grant relationship replaces an earlier one of the same holder, and
 	// the replaced grant loses its record in the same write. The write holds
 	// only if the slot is still as read: empty, or holding the grants whose
