@@ -222,6 +222,9 @@ func (c *Config) Validate() error {
 	if err := c.TLS.Validate(); err != nil {
 		return err
 	}
+	if t := c.Engine.AccessRequestTTL; t < 0 || t > 0 && t < time.Second {
+		return errors.New("--access-request-ttl must be at least 1s")
+	}
 	if c.Conn.ReadTimeout < 0 || c.Conn.WriteTimeout < 0 || c.Conn.IdleTimeout < 0 {
 		return errors.New("connection timeouts must not be negative")
 	}
@@ -411,6 +414,17 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		return nil, err
 	}
 	h.Tokens = tokens
+	if humans != nil && len(humans.Issuers()) > 0 {
+		// Humans answer their agents' access requests with their own token.
+		h.OIDCConfigured = true
+		keys.AcceptHumanTokens(func(ctx context.Context, raw string) (string, error) {
+			hu, err := humans.Verify(ctx, raw)
+			if err != nil {
+				return "", err
+			}
+			return "user:" + hu.UserID, nil
+		})
+	}
 	for pattern, h := range oa.Routes() {
 		extra[pattern] = h
 	}
@@ -536,7 +550,8 @@ func (s *Server) decisionCache(sdb *engine.Client, metrics *cache.Metrics) (engi
 		s.bus = cache.NewBus(c.BusDSN, s.cache, c.Log)
 		s.cache.SetPublisher(s.bus.Publish)
 	}
-	s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema}
+	s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema,
+		OnRelationships: s.engine.NotifyRelationships}
 	return s.cache, nil
 }
 
@@ -631,6 +646,7 @@ func (s *Server) setupBounds(ctx context.Context, h *service.Handlers, reg prome
 	alerter := &alert.Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: s.log, Delivered: delivered, SpoolPath: spool}
 	// Alerts a previous run left waiting go out now.
 	alerter.Start()
+	h.Alerter = alerter
 	// Closers run in order: the alerter drains before the stores close.
 	s.closers = append([]func() error{func() error { alerter.Close(); return nil }}, s.closers...)
 	var err error

@@ -6,14 +6,17 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/mandate-dev/mandate/credential"
 	"github.com/mandate-dev/mandate/engine"
 )
 
@@ -62,7 +65,20 @@ type Keys struct {
 	// persons reads the graph for persons' ownership rules; nil refuses
 	// every person. Set before serving (SetPersonEngine).
 	persons *engine.Engine
+	// humans, when set, verifies a human's own OIDC token presented in place
+	// of a key, for the methods RoleHuman may call. Set before serving.
+	humans HumanVerifier
 }
+
+// HumanVerifier verifies a human's OIDC ID token or JWT access token and
+// returns the user it names ("user:<id>").
+type HumanVerifier func(ctx context.Context, raw string) (string, error)
+
+// AcceptHumanTokens lets a human call the methods open to RoleHuman with
+// their own OIDC token in place of a key (Authorization: Bearer <token>).
+// The call then runs as a key named after the user ("user:<id>") with
+// RoleHuman. Call it before serving.
+func (k *Keys) AcceptHumanTokens(v HumanVerifier) { k.humans = v }
 
 type keysFile struct {
 	Keys []Key `yaml:"keys"`
@@ -273,7 +289,11 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 			return nil, unauthenticated("malformed authorization: send `authorization: Bearer <key>`")
 		}
 		if key, ok = k.Lookup(strings.TrimSpace(secret)); !ok {
-			return nil, unauthenticated("unknown key")
+			human, err := k.human(ctx, method, strings.TrimSpace(secret))
+			if err != nil {
+				return nil, err
+			}
+			key = human
 		}
 	}
 	return k.allowRole(ctx, key, method)
@@ -291,6 +311,22 @@ func (k *Keys) allowRole(ctx context.Context, key Key, method string) (context.C
 		}
 	}
 	return nil, forbidden("key %q has role %s; %s needs one of %v", key.Name, key.Role, method, roles)
+}
+
+// human authenticates a human's own OIDC token for a method open to
+// RoleHuman; anything else that is not a known key is an unknown key.
+func (k *Keys) human(ctx context.Context, method, secret string) (Key, error) {
+	if k.humans == nil || !slices.Contains(methodRoles[method], RoleHuman) || strings.Count(secret, ".") != 2 {
+		return Key{}, unauthenticated("unknown key")
+	}
+	user, err := k.humans(ctx, secret)
+	if errors.Is(err, credential.ErrIssuerUnavailable) {
+		return Key{}, &engine.Error{Kind: engine.KindUnavailable, Msg: "the OIDC issuer of the token could not be reached", Err: errors.Join(engine.ErrUnavailable, err)}
+	}
+	if err != nil {
+		return Key{}, unauthenticated("unknown key, and not a valid OIDC token of a human: " + err.Error())
+	}
+	return Key{Name: user, Role: RoleHuman}, nil
 }
 
 // AuthorizeHeader checks an Authorization header value against method's

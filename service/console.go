@@ -79,7 +79,7 @@ var personMethods = map[string]personOwns{
 	"/mandate.v1.GrantService/DeleteGrant":            grantOwned,
 }
 
-func notYours(what string) error {
+func notThePersons(what string) error {
 	return forbidden("%s does not act for the signed-in person", what)
 }
 
@@ -96,7 +96,7 @@ func ownsAgent(ctx context.Context, e *engine.Engine, user engine.Ref, id string
 		return err
 	}
 	if a.Principal != user {
-		return notYours("agent:" + id)
+		return notThePersons("agent:" + id)
 	}
 	return nil
 }
@@ -114,7 +114,7 @@ func ownsTask(ctx context.Context, e *engine.Engine, user engine.Ref, id string)
 		return err
 	}
 	if t.Principal != user {
-		return notYours("task:" + id)
+		return notThePersons("task:" + id)
 	}
 	return nil
 }
@@ -123,7 +123,7 @@ func ownsTask(ctx context.Context, e *engine.Engine, user engine.Ref, id string)
 func selfID(id func(any) string) personOwns {
 	return func(_ context.Context, _ *engine.Engine, user engine.Ref, req any) error {
 		if id(req) != user.ID {
-			return notYours("user:" + id(req))
+			return notThePersons("user:" + id(req))
 		}
 		return nil
 	}
@@ -153,7 +153,7 @@ func listAgentsOwned(ctx context.Context, e *engine.Engine, user engine.Ref, req
 	}
 	id, ok := strings.CutPrefix(r.GetTask(), schema.TypeTask+":")
 	if !ok {
-		return notYours(r.GetTask())
+		return notThePersons(r.GetTask())
 	}
 	return ownsTask(ctx, e, user, id)
 }
@@ -170,7 +170,7 @@ func unusedGrantsOwned(ctx context.Context, e *engine.Engine, user engine.Ref, r
 	}
 	id, ok := strings.CutPrefix(r.GetAgent(), schema.TypeAgent+":")
 	if !ok {
-		return notYours(r.GetAgent())
+		return notThePersons(r.GetAgent())
 	}
 	return ownsAgent(ctx, e, user, id)
 }
@@ -182,7 +182,7 @@ func explainOwned(ctx context.Context, e *engine.Engine, user engine.Ref, req an
 	}
 	id, ok := strings.CutPrefix(sub, schema.TypeAgent+":")
 	if !ok {
-		return notYours(sub)
+		return notThePersons(sub)
 	}
 	return ownsAgent(ctx, e, user, id)
 }
@@ -198,7 +198,7 @@ func grantOwned(ctx context.Context, e *engine.Engine, user engine.Ref, req any)
 	case schema.TypeTask:
 		return ownsTask(ctx, e, user, g.Holder.ID)
 	}
-	return notYours("grant:" + g.ID)
+	return notThePersons("grant:" + g.ID)
 }
 
 // SetPersonEngine lets persons call: their ownership rules read the graph
