@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
@@ -122,5 +123,54 @@ func TestConsoleOIDCCallbackRefusesForeignState(t *testing.T) {
 	}
 	if resp, _ := victim.get("/ui/"); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("the victim was signed in as the attacker")
+	}
+}
+
+// fileRequest files an access request with the operator key and returns its id.
+func (s *scene) fileRequest(t *testing.T, agent, perm, res string) string {
+	t.Helper()
+	got := s.srv.OK("POST", "/v1/access-requests", service.RoleOperator, map[string]string{"agent": "agent:" + agent, "permission": perm, "resource": res, "ttl": "10m", "reason": "needed for the deploy"})
+	return field(got, "access_request", "id").(string)
+}
+
+func TestConsolePersonAnswersTheirOwnRequests(t *testing.T) {
+	s := newScene(t, server.Config{Credentials: server.CredentialsConfig{DevIdP: true, RequireHumanToken: "off"}})
+	id := s.fileRequest(t, s.top, "read", "repo:acme/web")
+
+	// With an issuer configured, an operator neither sees the buttons nor may answer.
+	op := newBrowser(t, s.srv.Base)
+	opToken := op.signIn(testenv.Keys[service.RoleOperator])
+	if _, page := op.get("/ui/requests"); !strings.Contains(page, id) || strings.Contains(page, `data-action="request.approve"`) {
+		t.Errorf("the operator's requests page: listed %v, approve offered %v", strings.Contains(page, id), strings.Contains(page, `data-action="request.approve"`))
+	}
+	if resp, _ := op.do("POST", "/ui/act", url.Values{"csrf": {opToken}, "action": {"request.approve"}, "target": {id}, "reason": {"sure"}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("an operator's approval with an issuer configured: %d, want 403", resp.StatusCode)
+	}
+	// bob sees nothing of alice's request and cannot answer it.
+	bob := newBrowser(t, s.srv.Base)
+	bobToken := bob.signInOIDC("bob")
+	if _, page := bob.get("/ui/requests"); strings.Contains(page, id) {
+		t.Errorf("bob sees alice's request")
+	}
+	if resp, _ := bob.do("POST", "/ui/act", url.Values{"csrf": {bobToken}, "action": {"request.approve"}, "target": {id}, "reason": {"why not"}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("bob approving alice's request: %d, want 403", resp.StatusCode)
+	}
+	if ok, _ := s.allowed(t, s.top, "read", "repo:acme/web"); ok {
+		t.Fatal("allowed before alice answered")
+	}
+	alice := newBrowser(t, s.srv.Base)
+	token := alice.signInOIDC("alice")
+	if _, page := alice.get("/ui/requests"); !strings.Contains(page, `data-action="request.approve"`) {
+		t.Fatalf("alice is not offered to approve her agent's request")
+	}
+	if resp, body := alice.do("POST", "/ui/act", url.Values{"csrf": {token}, "action": {"request.approve"}, "target": {id}, "reason": {"yes, for the deploy"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("alice's approval: %d %s", resp.StatusCode, body)
+	}
+	if ok, code := s.allowed(t, s.top, "read", "repo:acme/web"); !ok {
+		t.Fatalf("the agent's next check after alice's approval: %s", code)
+	}
+	got := s.srv.OK("GET", "/v1/access-requests/"+id, service.RoleReviewer, nil)
+	if field(got, "access_request", "decided_by") != "user:alice" || field(got, "access_request", "decided_as") != "human" {
+		t.Errorf("the answered request: %v", got)
 	}
 }
