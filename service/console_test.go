@@ -68,4 +68,3 @@ func TestPersonCallsAreConfinedToTheirOwnDelegation(t *testing.T) {
 		}
 	}
 }
-
