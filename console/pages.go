@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -59,21 +60,32 @@ func (c *Console) auditWindow(ctx context.Context, f *mandatev1.ListAuditRequest
 	}
 }
 
-// tasksOf reads the tasks of agents, oldest first.
+// tasksOf reads the tasks of agents, oldest first, a few at a time.
 func (c *Console) tasksOf(ctx context.Context, agents []*mandatev1.Agent) ([]*mandatev1.Task, error) {
 	seen := map[string]bool{}
-	var out []*mandatev1.Task
+	var ids []string
 	for _, a := range agents {
 		id := strings.TrimPrefix(a.GetTask(), "task:")
-		if seen[id] {
-			continue
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
 		}
-		seen[id] = true
-		t, err := c.cfg.Services.GetTask(ctx, &mandatev1.GetTaskRequest{Id: id})
-		if err != nil {
-			return out, err
-		}
-		out = append(out, t.GetTask())
+	}
+	out := make([]*mandatev1.Task, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, id := range ids {
+		g.Go(func() error {
+			t, err := c.cfg.Services.GetTask(gctx, &mandatev1.GetTaskRequest{Id: id})
+			if err != nil {
+				return err
+			}
+			out[i] = t.GetTask()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].GetCreatedAt().AsTime().Before(out[j].GetCreatedAt().AsTime()) })
 	return out, nil

@@ -65,6 +65,35 @@ func consolePages(ctx context.Context, keys string, n int) []bench.Result {
 	must(err)
 	resp.Body.Close()
 	var out []bench.Result
+	// The baseline, in the same run: the one REST call that lists the same
+	// 1,000 agents (what the People page starts from), as JSON.
+	api := func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/agents?page_size=1000", nil)
+		req.Header.Set("Authorization", "Bearer "+adminKey)
+		resp, err := http.DefaultClient.Do(req)
+		must(err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			must(fmt.Errorf("GET /v1/agents: %d", resp.StatusCode))
+		}
+	}
+	api()
+	var apiSamples, pageSamples []time.Duration
+	for round := 0; round < 20; round++ {
+		t0 := time.Now()
+		api()
+		apiSamples = append(apiSamples, time.Since(t0))
+		t0 = time.Now()
+		get("/ui/people?tasks=all")
+		pageSamples = append(pageSamples, time.Since(t0))
+	}
+	r := bench.Distribution("console-baseline-api", "", apiSamples)
+	r.Description = fmt.Sprintf("baseline: GET /v1/agents?page_size=1000 (the %d agents as JSON), interleaved with the next", n)
+	out = append(out, r)
+	r = bench.Distribution("console-people-pair", "", pageSamples)
+	r.Description = "console People page, interleaved with the baseline"
+	out = append(out, r)
 	for _, p := range []struct{ name, path, desc string }{
 		{"console-people", "/ui/people?tasks=all", fmt.Sprintf("console People page, %d agents in 100 trees, memory datastore (target <= 300 ms)", n)},
 		{"console-overview", "/ui/", fmt.Sprintf("console Overview, %d agents, memory datastore", n)},
