@@ -3,7 +3,6 @@ package console
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"strings"
 	"unicode/utf8"
 
@@ -147,9 +146,6 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	c.cfg.Log.Info("console: action", "caller", s.caller.Name, "role", s.caller.Role, "action", a.Name, "target", target)
-	u, _ := url.Parse(back)
-	q := u.Query()
-	q.Set("done", msg)
-	u.RawQuery = q.Encode()
-	http.Redirect(w, r, u.String(), http.StatusSeeOther)
+	c.sessions.setFlash(s, msg)
+	http.Redirect(w, r, back, http.StatusSeeOther)
 }

@@ -226,19 +226,18 @@ type can struct {
 	Resume  bool // operator, admin
 	Freeze  bool // admin
 	Person  bool // a signed-in human: their own records only
-	Approve bool // may answer access requests (the API decides each)
 }
 
 func capabilities(k service.Key) can {
 	switch k.Role {
 	case service.RoleAdmin:
-		return can{ReadAll: true, Act: true, Resume: true, Freeze: true, Approve: true}
+		return can{ReadAll: true, Act: true, Resume: true, Freeze: true}
 	case service.RoleReviewer:
 		return can{ReadAll: true}
 	case service.RoleOperator:
-		return can{Act: true, Resume: true, Approve: true}
+		return can{Act: true, Resume: true}
 	case service.RoleHuman:
-		return can{Act: true, Person: true, Approve: true}
+		return can{Act: true, Person: true}
 	}
 	return can{}
 }
@@ -256,8 +255,9 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, cod
 	p := page{Title: title, Nav: nav, S: s, Now: c.cfg.Now(), Data: data}
 	if s != nil {
 		p.Role, p.Name, p.CSRF, p.Can = string(s.caller.Role), s.caller.Name, s.csrf, capabilities(s.caller)
+		// From the session, not the URL: a link cannot put words in the page.
+		p.Notice = c.sessions.takeFlash(s)
 	}
-	p.Notice = r.URL.Query().Get("done")
 	var b bytes.Buffer
 	if err := c.pages[name].ExecuteTemplate(&b, "layout", p); err != nil {
 		c.cfg.Log.Error("console: rendering", "page", name, "error", err)

@@ -20,6 +20,7 @@ type session struct {
 	csrf    string
 	created time.Time
 	expires time.Time
+	flash   string // what the last action did, shown once; guarded by sessions.mu
 }
 
 // sessions is the server-side session store. Sessions expire; a signed-out
@@ -77,6 +78,22 @@ func (s *sessions) delete(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.m, id)
+}
+
+// setFlash keeps msg for the next page s renders.
+func (s *sessions) setFlash(ss *session, msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss.flash = msg
+}
+
+// takeFlash returns and forgets what the last action did.
+func (s *sessions) takeFlash(ss *session) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	msg := ss.flash
+	ss.flash = ""
+	return msg
 }
 
 // expire ends every session now (tests: an expired session is refused).
