@@ -179,6 +179,10 @@ func TestConsoleEscapesEveryValue(t *testing.T) {
 			sawEscaped[p] = true
 		}
 	}
+	// A link cannot put a notice in the page.
+	if _, body := rev.get("/ui/people?done=" + url.QueryEscape("your key leaked: sign in at evil.example")); strings.Contains(body, "evil.example") {
+		t.Errorf("the page shows a notice taken from the URL")
+	}
 	for _, p := range []string{"/ui/people", "/ui/agents/" + s.top, "/ui/audit?correlation_id=" + url.QueryEscape(s.correlation)} {
 		if !sawEscaped[p] {
 			t.Errorf("%s does not show the hostile value as text", p)
