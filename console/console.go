@@ -14,13 +14,16 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/mandate-dev/mandate/internal/requestid"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 	"github.com/mandate-dev/mandate/service"
 )
@@ -198,9 +201,17 @@ func (c *Console) signedIn(next handler) http.HandlerFunc {
 	}
 }
 
-// as is the context of a call made for s: the services see its caller.
+// as is the context of a call made for s: the services see its caller, and
+// the audit trail the browser's address and the request id, as for REST.
 func as(r *http.Request, s *session) context.Context {
-	return service.AsCaller(r.Context(), s.caller)
+	md := metadata.MD{}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		md.Set("x-forwarded-for", host)
+	}
+	if id := requestid.FromContext(r.Context()); id != "" {
+		md.Set("x-request-id", id)
+	}
+	return service.AsCaller(metadata.NewIncomingContext(r.Context(), md), s.caller)
 }
 
 // page is what every template gets.

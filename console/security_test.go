@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -152,7 +153,7 @@ func TestConsoleRefusesActionsWithoutCSRFWrongRoleOrExpiredSession(t *testing.T)
 		m := r.(map[string]any)
 		if m["action"] == "agent.suspend" {
 			found = true
-			if m["caller"] != "test-operator" || m["reason"] != "incident 7" || field(m, "details", "why") != "incident 7" {
+			if m["caller"] != "test-operator" || m["reason"] != "incident 7" || field(m, "details", "why") != "incident 7" || fmt.Sprint(m["request_id"]) == "" || m["request_id"] == nil {
 				t.Errorf("the suspend's audit record: %v", m)
 			}
 		}
