@@ -141,7 +141,9 @@ func accessRequestsCmd() *cobra.Command {
 				defer conn.Close()
 				client := mandatev1.NewAccessRequestServiceClient(conn)
 				var r *mandatev1.AccessRequest
-				var resp interface{ GetAccessRequest() *mandatev1.AccessRequest }
+				var resp interface {
+					GetAccessRequest() *mandatev1.AccessRequest
+				}
 				if approve {
 					x, err := client.ApproveAccessRequest(cmd.Context(), &mandatev1.ApproveAccessRequestRequest{Id: bareID(args[0]), Reason: reason})
 					if err != nil {
