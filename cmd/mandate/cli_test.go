@@ -207,6 +207,7 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 		{[]string{"--datastore-engine", "postgres"}, "--datastore-uri"},
 		{[]string{"--datastore-engine", "oracle"}, "--datastore-engine"},
 		{[]string{"--bound-denial-window", "48h"}, "--bound-denial-window"},
+		{[]string{"--access-request-ttl", "-5m"}, "--access-request-ttl"},
 		{[]string{"--keys-file", filepath.Join(t.TempDir(), "missing.yaml")}, "--keys-file"},
 		{[]string{"--keys-file", badKeys}, "broken.yaml"},
 		{[]string{"--keys-file", unknownField}, "colour"},
