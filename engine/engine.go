@@ -35,6 +35,11 @@ type Config struct {
 	// of a chain (agent, parents, task, principal, lifetimes) never changes once
 	// written, so entries never go stale. Default 100000.
 	ChainCacheSize int
+	// BindAgentsToWorkload accepts a delegation from an agent that records
+	// a workload identity (a SPIFFE ID) only from a caller connected as
+	// that same workload (--bind-agents-to-workload). Renewals are refused
+	// the same way by the token endpoint, through CheckWorkload.
+	BindAgentsToWorkload bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }

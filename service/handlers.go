@@ -94,7 +94,7 @@ func agentPB(a *engine.Agent) *mandatev1.Agent {
 	return &mandatev1.Agent{
 		Id: a.ID, Name: a.Name, Task: a.Task.String(), Parent: a.Parent.OrEmpty(), Principal: a.Principal.String(),
 		Chain: engine.RefStrings(a.Chain), CreatedAt: tsp(a.CreatedAt), ExpiresAt: tsp(a.ExpiresAt), Status: a.Status,
-		Bounds: boundsPB(a.Bounds),
+		Bounds: boundsPB(a.Bounds), WorkloadId: a.Workload,
 	}
 }
 
@@ -156,7 +156,8 @@ func (h *Handlers) CreateAgent(ctx context.Context, r *mandatev1.CreateAgentRequ
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	a, tok, err := h.Engine.CreateAgent(ctx, engine.CreateAgentInput{Task: r.GetTask(), Parent: r.GetParent(), Name: r.GetName(), TTL: r.GetTtl(), Bounds: b})
+	a, tok, err := h.Engine.CreateAgent(ctx, engine.CreateAgentInput{Task: r.GetTask(), Parent: r.GetParent(), Name: r.GetName(), TTL: r.GetTtl(), Bounds: b,
+		Workload: CallerWorkload(ctx)})
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
