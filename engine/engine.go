@@ -85,6 +85,8 @@ type Engine struct {
 	chains *lru.Cache[string, *chain]
 	// invalidator, when set, is told about every committed write. Set before serving.
 	invalidator Invalidator
+	// slots serializes this engine's writes to one grant slot (grants.go).
+	slots slotLocks
 }
 
 // New connects the engine to SpiceDB. When SpiceDB has no schema yet, it
@@ -102,6 +104,7 @@ func New(ctx context.Context, cfg Config, sdb *Client, log *slog.Logger) (*Engin
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, sdb: sdb, log: log, chains: chains}
+	e.slots.init()
 	if err := e.loadSchema(ctx); err != nil {
 		return nil, err
 	}
