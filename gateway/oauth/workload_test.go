@@ -1,7 +1,9 @@
 package oauth_test
 
 import (
+	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -14,8 +16,14 @@ import (
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jwt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/mandate-dev/mandate/internal/testenv"
+	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
 	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
@@ -293,6 +301,27 @@ func TestBindAgentsToWorkload(t *testing.T) {
 	created := w.viaA.OK("POST", "/v1/agents", "", map[string]any{"task": task, "parent": agentA, "name": "sub2", "ttl": "30m"})
 	if got := created["agent"].(map[string]any)["workload_id"]; got != runnerA {
 		t.Fatalf("POST /v1/agents sub-agent workload %v", got)
+	}
+
+	// The same over gRPC, where the SVID comes from gRPC's own TLS peer.
+	grpcAgent := func(leaf *testenv.Leaf, key string) (*mandatev1.CreateAgentResponse, error) {
+		conn, err := grpc.NewClient(w.s.Srv.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(
+			&tls.Config{RootCAs: w.ca.Pool(), Certificates: []tls.Certificate{leaf.TLS}})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx := context.Background()
+		if key != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", key)
+		}
+		return mandatev1.NewAgentServiceClient(conn).CreateAgent(ctx, &mandatev1.CreateAgentRequest{Task: task, Parent: agentA, Name: "grpc", Ttl: "30m"})
+	}
+	if _, err := grpcAgent(&w.b, w.operator); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "parent") {
+		t.Errorf("gRPC CreateAgent under a bound parent from another workload: %v, want PermissionDenied naming parent", err)
+	}
+	if resp, err := grpcAgent(&w.a, ""); err != nil || resp.GetAgent().GetWorkloadId() != runnerA {
+		t.Errorf("gRPC CreateAgent from the parent's workload: %v %v", resp, err)
 	}
 
 	// An agent created without an SVID is bound to nothing.
