@@ -352,7 +352,7 @@ func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckR
 	q.TokenChain, q.TokenTask, q.TokenID = tokenChain, tokenTask, jti
 	q.DecisionID = audit.NewID("dec")
 	q.StatedReason, q.CorrelationID = r.GetReason(), r.GetCorrelationId()
-	q.RequestID, q.SourceAddr = requestID(ctx), callerAddr(ctx)
+	q.RequestID, q.SourceAddr, q.CallerWorkload = requestID(ctx), callerAddr(ctx), CallerWorkload(ctx)
 	if k, ok := CallerFrom(ctx); ok {
 		q.Caller, q.CountsForBounds = k.Name, k.CountsForBounds
 	}
@@ -398,7 +398,8 @@ func (h *Handlers) invalidTokenItem(ctx context.Context, r *mandatev1.CheckReque
 	}
 	rec := audit.Record{ID: resp.DecisionId, Time: audit.Now(), Kind: audit.KindCheck, Decision: audit.DecisionDeny,
 		ReasonCode: resp.ReasonCode, FailedLeg: engine.ReasonInvalidToken.Leg(), Permission: r.GetPermission(), Resource: r.GetResource(),
-		Reason: r.GetReason(), CorrelationID: r.GetCorrelationId(), RequestID: requestID(ctx), SourceAddr: callerAddr(ctx)}
+		Reason: r.GetReason(), CorrelationID: r.GetCorrelationId(), RequestID: requestID(ctx), SourceAddr: callerAddr(ctx),
+		Workload: CallerWorkload(ctx)}
 	if len(rec.Reason) > maxReason || len(rec.CorrelationID) > maxCorrelationID {
 		rec.Reason, rec.CorrelationID = "", ""
 	}

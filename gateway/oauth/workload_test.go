@@ -192,20 +192,31 @@ func TestAgentWorkloadIdentity(t *testing.T) {
 		t.Fatalf("renewed token bound to %v, want the rotated certificate", got)
 	}
 
-	// The audit trail: token.issue and agent.create carry the workload, natively and in OCSF.
+	// A resource service presenting its own SVID checks the agent's token.
+	if code, _, body := w.viaB.Call("POST", "/v1/check", w.checker,
+		map[string]any{"subject_token": tokA, "permission": "write", "resource": "repo:acme/api"}); code != http.StatusOK {
+		t.Fatalf("check by token: %d %s", code, body)
+	}
+
+	// The audit trail: the token's issue carries the workload that asked for
+	// it, and the check the resource service's.
 	recs := w.viaNoCert.OK("GET", "/v1/audit?agent="+url.QueryEscape(agentA), service.RoleReviewer, nil)["records"].([]any)
-	found := false
+	want := map[string]string{"token.issue": runnerA, "check": runnerB}
 	for _, r := range recs {
 		r := r.(map[string]any)
-		if r["action"] == "token.issue" {
-			found = true
-			if r["workload_id"] != runnerA {
-				t.Errorf("token.issue record workload_id %v, want %s", r["workload_id"], runnerA)
+		kind, _ := r["action"].(string)
+		if kind == "" {
+			kind, _ = r["kind"].(string)
+		}
+		if id, ok := want[kind]; ok {
+			delete(want, kind)
+			if r["workload_id"] != id {
+				t.Errorf("%s record workload_id %v, want %s", kind, r["workload_id"], id)
 			}
 		}
 	}
-	if !found {
-		t.Fatalf("no token.issue record for %s in %v", agentA, recs)
+	if len(want) > 0 {
+		t.Fatalf("no %v records for %s in %v", want, agentA, recs)
 	}
 
 	// The access review names each agent's workload, in JSON and CSV.
