@@ -415,3 +415,12 @@ func TestLongPollOutlivesTheWriteTimeout(t *testing.T) {
 		t.Fatalf("the long poll answered after %s, before its wait", waited)
 	}
 }
+
+// TestNoKeyIsHuman: RoleHuman is what a verified OIDC token gets, never a
+// key: a keys file that gives a key that role is refused.
+func TestNoKeyIsHuman(t *testing.T) {
+	_, err := service.ParseKeys([]byte("keys:\n  - {name: fake-alice, role: human, sha256: " + strings.Repeat("ab", 32) + "}\n"))
+	if err == nil || !strings.Contains(err.Error(), "role") {
+		t.Fatalf("a key with role human: %v, want refused", err)
+	}
+}
