@@ -41,6 +41,11 @@ type Config struct {
 	// AccessRequestPoll is how often a long poll on an access request reads
 	// again without a notice from a write or the watch. Default 1s.
 	AccessRequestPoll time.Duration
+	// BindAgentsToWorkload accepts a delegation from an agent that records
+	// a workload identity (a SPIFFE ID) only from a caller connected as
+	// that same workload (--bind-agents-to-workload). Renewals are refused
+	// the same way by the token endpoint, through CheckWorkload.
+	BindAgentsToWorkload bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -94,6 +99,8 @@ type Engine struct {
 	invalidator Invalidator
 	// requests wakes the long polls on access requests.
 	requests requestNotifier
+	// slots serializes this engine's writes to one grant slot (grants.go).
+	slots slotLocks
 }
 
 // New connects the engine to SpiceDB. When SpiceDB has no schema yet, it
@@ -111,6 +118,7 @@ func New(ctx context.Context, cfg Config, sdb *Client, log *slog.Logger) (*Engin
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, sdb: sdb, log: log, chains: chains}
+	e.slots.init()
 	if err := e.loadSchema(ctx); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/fnv"
 	"slices"
 	"time"
 
@@ -209,7 +211,16 @@ func (e *Engine) writeGrant(ctx context.Context, p *grantPlan, extra []*v1.Relat
 	// records it deletes. A concurrent replacement makes it fail, and it is
 	// tried again against the new occupant, so racing creations leave one
 	// grant and no orphan record.
-	unexplained := 0 // refusals after which the slot read the same
+	//
+	// Creations of one slot on this engine take turns: racing on Postgres,
+	// they would otherwise refuse each other through serialization failures
+	// and SpiceDB's retries until their deadline passed. Other replicas'
+	// creations still race, and the preconditions settle them.
+	unlock, err := e.slots.lock(ctx, slotKey(p.slot))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	for attempt := 0; ; attempt++ {
 		existing, err := e.sdb.readRels(ctx, p.slot)
 		if err != nil {
@@ -231,29 +242,85 @@ func (e *Engine) writeGrant(ctx context.Context, p *grantPlan, extra []*v1.Relat
 		if err == nil {
 			return token, nil
 		}
-		if !errors.Is(err, errSlotChanged) {
+		if !errors.Is(err, errSlotChanged) && !writeConflict(err) {
 			return "", err
 		}
+		// The answer's own preconditions (an access request still pending)
+		// are asked first: when they no longer hold, no retry can land.
 		if stillValid != nil {
 			if err := stillValid(ctx); err != nil {
 				return "", err
 			}
 		}
-		// Either the slot changed under us or the holder stopped being able
-		// to hold grants; only a changed slot is worth another try.
-		again, rerr := e.sdb.readRels(ctx, p.slot)
-		if rerr != nil {
-			return "", rerr
-		}
-		if sameGrantIDs(existing, again) {
-			// On Postgres a racing write can refuse ours and still be
-			// settling when we read again; a few of these are a race, a
-			// steady run of them is the holder's precondition.
-			unexplained++
-		}
-		if unexplained >= 3 || attempt >= maxGrantAttempts {
+		// Either the slot changed under us (or a racing write collided with
+		// ours) or the holder stopped being able to hold grants. Which one
+		// is read, not guessed from whether the slot looks changed: a
+		// refusal does not say which precondition failed, and a slot that
+		// reads the same proves nothing about the holder (the write it lost
+		// to may itself have been replaced in between, or have lost).
+		if ok, err := e.canHold(ctx, holder); err != nil || !ok {
+			if err != nil {
+				return "", err
+			}
 			return "", holderGone
 		}
+		if attempt >= maxGrantAttempts {
+			return "", &Error{Kind: KindUnavailable, Msg: "too many concurrent replacements of this grant; try again",
+				Err: fmt.Errorf("%w: grant slot %s contended %d times", ErrUnavailable, slotKey(p.slot), attempt+1)}
+		}
+	}
+}
+
+// canHold reads whether holder can still hold grants: an agent enabled and
+// not suspended, or an open task; the preconditions a grant's write is
+// guarded by.
+func (e *Engine) canHold(ctx context.Context, holder Ref) (bool, error) {
+	if holder.Type == schema.TypeTask {
+		t, err := e.readTask(ctx, holder.ID)
+		if err != nil {
+			if AsError(err).Kind == KindNotFound {
+				return false, nil
+			}
+			return false, err
+		}
+		return t.Status == StatusActive, nil
+	}
+	rec, err := e.readAgent(ctx, holder.ID)
+	if err != nil {
+		if AsError(err).Kind == KindNotFound {
+			return false, nil
+		}
+		return false, err
+	}
+	return !rec.revoked && rec.enabled && !rec.suspended, nil
+}
+
+// slotKey names a grant slot: resource, relation and holder.
+func slotKey(f *v1.RelationshipFilter) string {
+	s := f.GetOptionalSubjectFilter()
+	return f.GetResourceType() + ":" + f.GetOptionalResourceId() + "#" + f.GetOptionalRelation() + "@" +
+		s.GetSubjectType() + ":" + s.GetOptionalSubjectId() + "#" + s.GetOptionalRelation().GetRelation()
+}
+
+// slotLocks are striped locks, one turn at a time per stripe, that wait no
+// longer than the caller's context.
+type slotLocks [64]chan struct{}
+
+func (l *slotLocks) init() {
+	for i := range l {
+		l[i] = make(chan struct{}, 1)
+	}
+}
+
+func (l *slotLocks) lock(ctx context.Context, key string) (func(), error) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	c := l[h.Sum32()%uint32(len(l))]
+	select {
+	case c <- struct{}{}:
+		return func() { <-c }, nil
+	case <-ctx.Done():
+		return nil, &Error{Kind: KindUnavailable, Msg: "authorization backend did not answer in time", Err: fmt.Errorf("%w: waiting for a grant slot: %w", ErrUnavailable, ctx.Err())}
 	}
 }
 
@@ -263,19 +330,6 @@ const maxGrantAttempts = 64
 
 // errSlotChanged is a grant write refused by its preconditions.
 var errSlotChanged = errors.New("grant slot changed")
-
-// sameGrantIDs reports whether a and b hold the same grants.
-func sameGrantIDs(a, b []*v1.Relationship) bool {
-	ids := func(rs []*v1.Relationship) []string {
-		out := make([]string, 0, len(rs))
-		for _, r := range rs {
-			out = append(out, caveatString(r, "grant_id"))
-		}
-		slices.Sort(out)
-		return out
-	}
-	return slices.Equal(ids(a), ids(b))
-}
 
 // GetGrant reads a grant, and the revision it was read at.
 func (e *Engine) GetGrant(ctx context.Context, id string) (*Grant, string, error) {

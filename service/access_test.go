@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -359,4 +360,67 @@ func TestAccessRequestLongPollAcrossReplicas(t *testing.T) {
 	}
 	wg.Wait()
 	one.expectReason(one.check("agent:"+agent, "write", "repo:acme/api", nil), "ALLOWED")
+}
+
+// offsetClock is the real clock plus an offset the test moves forward.
+type offsetClock struct{ off atomic.Int64 }
+
+func (c *offsetClock) now() time.Time { return time.Now().Add(time.Duration(c.off.Load())) }
+
+// TestAccessRequestExpiresOverREST: a request unanswered past
+// --access-request-ttl reads as expired, is audited as expired once (by
+// mandate, naming the key whose read found it), and cannot be approved.
+func TestAccessRequestExpiresOverREST(t *testing.T) {
+	clk := &offsetClock{}
+	a := startServer(t, server.Config{Engine: engine.Config{Now: clk.now, AccessRequestTTL: 10 * time.Minute}})
+	_, agent, _ := a.scene()
+	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#writer@user:alice"},
+	}})
+	id := a.fileRequest(agent, "write", "repo:acme/api", "5m")["id"].(string)
+	clk.off.Store(int64(11 * time.Minute))
+	for i := 0; i < 2; i++ {
+		r := a.ok("GET", "/v1/access-requests/"+id, service.RoleReviewer, nil)["access_request"].(map[string]any)
+		if r["state"] != "expired" || r["grant"] != "" {
+			t.Fatalf("read %d after the ttl: %v", i, r)
+		}
+	}
+	if code, out := a.do("POST", "/v1/access-requests/"+id+":approve", service.RoleAdmin, map[string]string{}); code != http.StatusConflict ||
+		!strings.Contains(fmt.Sprint(out["message"]), "expired") {
+		t.Fatalf("approving an expired request: %d %v, want 409", code, out)
+	}
+	recs := a.records("access_request.expire")
+	if len(recs) != 1 || recs[0]["caller"] != "test-reviewer" || recs[0]["principal"] != "user:alice" {
+		t.Fatalf("expiry records: %v, want one, found by the reviewer's read", recs)
+	}
+	a.expectReason(a.check("agent:"+agent, "write", "repo:acme/api", nil), "NO_GRANT")
+}
+
+// TestLongPollOutlivesTheWriteTimeout: a long poll longer than the
+// server's write timeout still answers, because the handler sets its own
+// deadline; without that the connection would be cut.
+func TestLongPollOutlivesTheWriteTimeout(t *testing.T) {
+	a := startServer(t, server.Config{Conn: server.ConnLimits{WriteTimeout: 500 * time.Millisecond}})
+	_, agent, _ := a.scene()
+	a.ok("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#writer@user:alice"},
+	}})
+	id := a.fileRequest(agent, "write", "repo:acme/api", "5m")["id"].(string)
+	start := time.Now()
+	code, out := a.call("GET", "/v1/access-requests/"+id+"?wait=2s", "Bearer "+testenv.Keys[service.RoleOperator], nil)
+	if code != 200 || out["access_request"].(map[string]any)["state"] != "pending" {
+		t.Fatalf("a 2s long poll under a 500ms write timeout: %d %v", code, out)
+	}
+	if waited := time.Since(start); waited < 2*time.Second {
+		t.Fatalf("the long poll answered after %s, before its wait", waited)
+	}
+}
+
+// TestNoKeyIsHuman: RoleHuman is what a verified OIDC token gets, never a
+// key: a keys file that gives a key that role is refused.
+func TestNoKeyIsHuman(t *testing.T) {
+	_, err := service.ParseKeys([]byte("keys:\n  - {name: fake-alice, role: human, sha256: " + strings.Repeat("ab", 32) + "}\n"))
+	if err == nil || !strings.Contains(err.Error(), "role") {
+		t.Fatalf("a key with role human: %v, want refused", err)
+	}
 }
