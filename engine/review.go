@@ -717,26 +717,56 @@ func walkTrace(t *v1.CheckDebugTrace, path *[]string) {
 func (e *Engine) GrantsHeldBy(ctx context.Context, holders []Ref) ([]*Grant, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*e.cfg.CallTimeout)
 	defer cancel()
+	records, err := e.grantRecordsOf(ctx, holders)
+	if err != nil {
+		return nil, err
+	}
 	var out []*Grant
-	for _, h := range holders {
-		rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeGrant, OptionalRelation: "record",
-			OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: h.Type, OptionalSubjectId: h.ID}})
+	for _, r := range records {
+		g, _, err := e.readGrant(ctx, r.GetResource().GetObjectId())
 		if err != nil {
+			var ee *Error
+			if errors.As(err, &ee) && ee.Kind == KindNotFound {
+				continue // removed meanwhile
+			}
 			return nil, err
 		}
-		for _, r := range rels {
-			g, _, err := e.readGrant(ctx, r.GetResource().GetObjectId())
-			if err != nil {
-				var ee *Error
-				if errors.As(err, &ee) && ee.Kind == KindNotFound {
-					continue // removed meanwhile
-				}
-				return nil, err
-			}
-			out = append(out, g)
-		}
+		out = append(out, g)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// grantRecordsOf reads the grant records of the holders: one read per
+// holder, or, for many holders, one read of every grant record, kept for
+// the holders asked about.
+func (e *Engine) grantRecordsOf(ctx context.Context, holders []Ref) ([]*v1.Relationship, error) {
+	if len(holders) <= bulkAgentReads {
+		var out []*v1.Relationship
+		for _, h := range holders {
+			rels, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeGrant, OptionalRelation: "record",
+				OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: h.Type, OptionalSubjectId: h.ID}})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rels...)
+		}
+		return out, nil
+	}
+	all, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeGrant, OptionalRelation: "record"})
+	if err != nil {
+		return nil, err
+	}
+	want := make(map[Ref]bool, len(holders))
+	for _, h := range holders {
+		want[h] = true
+	}
+	var out []*v1.Relationship
+	for _, r := range all {
+		if want[Ref{Type: r.GetSubject().GetObject().GetObjectType(), ID: r.GetSubject().GetObject().GetObjectId()}] {
+			out = append(out, r)
+		}
+	}
 	return out, nil
 }
 
