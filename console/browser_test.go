@@ -238,6 +238,9 @@ func TestConsoleInChromium(t *testing.T) {
 	op := newTab(t, browser, s.srv.Base, "operator")
 	op.signIn(testenv.Keys[service.RoleOperator])
 	op.open("/ui/agents/" + s.sub)
+	if !strings.Contains(op.text("main"), "your role (operator) may not read this agent's") {
+		t.Errorf("the operator's agent page does not say what the role cannot read")
+	}
 	op.click(`#agent-actions a[data-action="agent.suspend"]`)
 	op.fill("#reason", "the tests misbehave")
 	op.shot(shots, "actions")

@@ -320,7 +320,14 @@ func (c *Console) agent(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	d.Agent = ga.GetAgent()
-	problem := func(what string, err error) { d.Problems = append(d.Problems, what+": "+errText(err)) }
+	var refused []string
+	problem := func(what string, err error) {
+		if code, _ := httpStatus(err); code == http.StatusForbidden {
+			refused = append(refused, what)
+			return
+		}
+		d.Problems = append(d.Problems, what+": "+errText(err))
+	}
 	if t, err := c.cfg.Services.GetTask(ctx, &mandatev1.GetTaskRequest{Id: strings.TrimPrefix(d.Agent.GetTask(), "task:")}); err != nil {
 		problem("task", err)
 	} else {
@@ -373,6 +380,9 @@ func (c *Console) agent(w http.ResponseWriter, r *http.Request, s *session) {
 		} else {
 			d.Explain = x
 		}
+	}
+	if len(refused) > 0 {
+		d.Problems = append(d.Problems, "your role ("+string(s.caller.Role)+") may not read this agent's "+strings.Join(refused, ", ")+": a reviewer or an admin can")
 	}
 	c.render(w, r, s, http.StatusOK, "agent", "people", "Agent "+d.Agent.GetName(), d)
 }
