@@ -316,7 +316,8 @@ const DefaultAccessRequestPoll = time.Second
 // WaitAccessRequest reads a request and, while it is pending, waits up to
 // wait for it to change: it reads again on every notice about it (this
 // replica's writes, and the SpiceDB watch for other replicas' writes, see
-// NotifyRelationships), at its expiry, and every AccessRequestPoll regardless.
+// NotifyRelationships), at its expiry, and every AccessRequestPoll
+// regardless (ten times as long while the watch is healthy).
 func (e *Engine) WaitAccessRequest(ctx context.Context, id string, wait time.Duration) (*AccessRequest, string, bool, error) {
 	if wait < 0 || wait > MaxAccessRequestWait {
 		return nil, "", false, invalid("wait", "must be between 0s and %s", MaxAccessRequestWait)
@@ -338,7 +339,13 @@ func (e *Engine) WaitAccessRequest(ctx context.Context, id string, wait time.Dur
 			stop()
 			return r, tok, false, nil
 		}
-		sleep := min(left, e.cfg.AccessRequestPoll)
+		poll := e.cfg.AccessRequestPoll
+		if e.watching != nil && e.watching() {
+			// The watch is following SpiceDB: every change wakes the poll,
+			// and reading again is only a safety net.
+			poll *= watchedPollFactor
+		}
+		sleep := min(left, poll)
 		if untilExpiry := r.ExpiresAt.Sub(e.now()); untilExpiry > 0 && untilExpiry < sleep {
 			sleep = untilExpiry
 		}
@@ -355,6 +362,15 @@ func (e *Engine) WaitAccessRequest(ctx context.Context, id string, wait time.Dur
 		stop()
 	}
 }
+
+// watchedPollFactor stretches a long poll's fallback reads while the watch
+// follows SpiceDB, so waiting requests cost SpiceDB little.
+const watchedPollFactor = 10
+
+// SetWatching tells the long polls how to know that the SpiceDB watch is
+// following every change (NotifyRelationships will wake them); while it
+// is not, they read again every AccessRequestPoll. Set before serving.
+func (e *Engine) SetWatching(f func() bool) { e.watching = f }
 
 // requestNotifier wakes the long polls waiting on a request.
 type requestNotifier struct {
