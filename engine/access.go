@@ -132,17 +132,8 @@ func (e *Engine) FileAccessRequest(ctx context.Context, in FileAccessRequestInpu
 		Permission: in.Permission, Resource: p.grant.Resource, TTL: in.TTL, Reason: in.Reason, State: RequestPending,
 		FiledBy: in.FiledBy, FiledAt: now, ExpiresAt: now.Add(e.cfg.AccessRequestTTL), pending: true,
 	}
-	ref := Ref{Type: schema.TypeAccessRequest, ID: r.ID}
-	rels := []*v1.Relationship{
-		rel(ref, "filed", agent, "", schema.CaveatRequest, map[string]any{
-			"filed_at": ts(r.FiledAt), "expires_at": ts(r.ExpiresAt), "target": r.Resource.String() + "#" + r.Permission,
-			"ttl": r.TTL, "filed_by": r.FiledBy, "reason": r.Reason,
-		}),
-		rel(ref, "human", r.Human, "", "", nil),
-		rel(ref, "pending", wildcardAgent, "", "", nil),
-	}
 	// The agent must still be able to hold the grant when the request lands.
-	tok, err := e.write(ctx, creates(rels), p.pre, precondition("agent", "agent %s was revoked or suspended while the request was being filed", agent.ID))
+	tok, err := e.write(ctx, creates(accessRequestRelationships(r)), p.pre, precondition("agent", "agent %s was revoked or suspended while the request was being filed", agent.ID))
 	if err != nil {
 		return nil, "", err
 	}
@@ -168,83 +159,6 @@ func validRequestReason(field, s string, required bool) error {
 		return invalid(field, "must be valid UTF-8 of at most %d bytes", maxRequestReason)
 	}
 	return nil
-}
-
-// readAccessRequest reads one request, at one revision, and derives its
-// state from the engine's clock.
-func (e *Engine) readAccessRequest(ctx context.Context, id string) (*AccessRequest, string, error) {
-	rels, token, err := e.sdb.readRelsAt(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeAccessRequest, OptionalResourceId: id})
-	if err != nil {
-		return nil, "", err
-	}
-	byRel := map[string]*v1.Relationship{}
-	for _, r := range rels {
-		byRel[r.GetRelation()] = r
-	}
-	r, err := e.decodeAccessRequest(ctx, id, byRel["filed"], byRel["human"], byRel["pending"] != nil, byRel["answered"])
-	if err != nil {
-		return nil, "", err
-	}
-	return r, token, nil
-}
-
-// decodeAccessRequest builds a request from its relationships.
-func (e *Engine) decodeAccessRequest(ctx context.Context, id string, filed, human *v1.Relationship, pending bool, answered *v1.Relationship) (*AccessRequest, error) {
-	if filed == nil {
-		return nil, notFound("id", "access request %s does not exist", id)
-	}
-	bad := func(why string) error {
-		return &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("access request %s: %s", id, why)}
-	}
-	r := &AccessRequest{ID: id, Agent: Ref{Type: schema.TypeAgent, ID: filed.GetSubject().GetObject().GetObjectId()}, pending: pending}
-	var ok bool
-	if r.FiledAt, ok = caveatTime(filed, "filed_at"); !ok {
-		return nil, bad("no filed_at")
-	}
-	if r.ExpiresAt, ok = caveatTime(filed, "expires_at"); !ok {
-		return nil, bad("no expires_at")
-	}
-	resStr, perm, ok := cutLast(caveatString(filed, "target"), "#")
-	if !ok {
-		return nil, bad("malformed target")
-	}
-	res, err := ParseRef("target", resStr)
-	if err != nil {
-		return nil, bad("malformed target resource")
-	}
-	r.Resource, r.Permission = res, perm
-	r.TTL, r.FiledBy, r.Reason = caveatString(filed, "ttl"), caveatString(filed, "filed_by"), caveatString(filed, "reason")
-	if human != nil {
-		r.Human = Ref{Type: human.GetSubject().GetObject().GetObjectType(), ID: human.GetSubject().GetObject().GetObjectId()}
-	}
-	// The chain never changes once written; its cache makes this cheap.
-	if c, err := e.chainOf(ctx, r.Agent.ID); err == nil {
-		r.Chain, r.Task = c.refs(), Ref{Type: schema.TypeTask, ID: c.task}
-		if r.Human.IsZero() {
-			r.Human = c.principal
-		}
-	} else if AsError(err).Kind != KindNotFound {
-		return nil, err
-	}
-	switch {
-	case answered != nil:
-		r.State = caveatString(answered, "state")
-		if !requestStates[r.State] || r.State == RequestPending {
-			return nil, bad("malformed answer")
-		}
-		r.DecidedAt, _ = caveatTime(answered, "decided_at")
-		r.DecidedBy, r.DecidedAs = caveatString(answered, "decided_by"), caveatString(answered, "decided_as")
-		r.DecisionReason, r.Grant = caveatString(answered, "reason"), caveatString(answered, "grant_id")
-	case pending && !e.now().Before(r.ExpiresAt):
-		r.State = RequestExpired
-	case pending:
-		r.State = RequestPending
-	default:
-		// Neither pending nor answered: the answer is written in the same
-		// write that removes pending, so this is a read across revisions.
-		return nil, bad("neither pending nor answered")
-	}
-	return r, nil
 }
 
 // GetAccessRequest reads a request. A pending request whose time is up
@@ -288,15 +202,6 @@ func (e *Engine) markExpired(ctx context.Context, r *AccessRequest) (string, boo
 }
 
 var errAnswered = errors.New("access request already answered")
-
-func answerUpdates(ref Ref, state string, at time.Time, a Answer, grantID string) []*v1.RelationshipUpdate {
-	return []*v1.RelationshipUpdate{
-		del(rel(ref, "pending", wildcardAgent, "", "", nil)),
-		create(rel(ref, "answered", wildcardAgent, "", schema.CaveatAnswer, map[string]any{
-			"decided_at": ts(at), "state": state, "decided_by": a.By, "decided_as": a.As, "reason": a.Reason, "grant_id": grantID,
-		})),
-	}
-}
 
 // alreadyAnswered is the refusal of an answer to a request that is no longer pending.
 func alreadyAnswered(r *AccessRequest) error {
@@ -411,7 +316,8 @@ const DefaultAccessRequestPoll = time.Second
 // WaitAccessRequest reads a request and, while it is pending, waits up to
 // wait for it to change: it reads again on every notice about it (this
 // replica's writes, and the SpiceDB watch for other replicas' writes, see
-// NotifyRelationships), at its expiry, and every AccessRequestPoll regardless.
+// NotifyRelationships), at its expiry, and every AccessRequestPoll
+// regardless (ten times as long while the watch is healthy).
 func (e *Engine) WaitAccessRequest(ctx context.Context, id string, wait time.Duration) (*AccessRequest, string, bool, error) {
 	if wait < 0 || wait > MaxAccessRequestWait {
 		return nil, "", false, invalid("wait", "must be between 0s and %s", MaxAccessRequestWait)
@@ -433,7 +339,13 @@ func (e *Engine) WaitAccessRequest(ctx context.Context, id string, wait time.Dur
 			stop()
 			return r, tok, false, nil
 		}
-		sleep := min(left, e.cfg.AccessRequestPoll)
+		poll := e.cfg.AccessRequestPoll
+		if e.watching != nil && e.watching() {
+			// The watch is following SpiceDB: every change wakes the poll,
+			// and reading again is only a safety net.
+			poll *= watchedPollFactor
+		}
+		sleep := min(left, poll)
 		if untilExpiry := r.ExpiresAt.Sub(e.now()); untilExpiry > 0 && untilExpiry < sleep {
 			sleep = untilExpiry
 		}
@@ -450,6 +362,15 @@ func (e *Engine) WaitAccessRequest(ctx context.Context, id string, wait time.Dur
 		stop()
 	}
 }
+
+// watchedPollFactor stretches a long poll's fallback reads while the watch
+// follows SpiceDB, so waiting requests cost SpiceDB little.
+const watchedPollFactor = 10
+
+// SetWatching tells the long polls how to know that the SpiceDB watch is
+// following every change (NotifyRelationships will wake them); while it
+// is not, they read again every AccessRequestPoll. Set before serving.
+func (e *Engine) SetWatching(f func() bool) { e.watching = f }
 
 // requestNotifier wakes the long polls waiting on a request.
 type requestNotifier struct {

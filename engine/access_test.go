@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/embedded"
 )
 
 func (w *world) file(agent, perm, res, ttl string) (*engine.AccessRequest, error) {
@@ -399,4 +402,41 @@ func TestListAccessRequests(t *testing.T) {
 		_, _, _, err := e.ListAccessRequests(context.Background(), bad.f, bad.after, 10)
 		wantErr(t, "listing with a bad "+bad.field, err, engine.KindInvalidArgument, bad.field, "")
 	}
+}
+
+// TestAccessRequestsFailClosed: while SpiceDB cannot be read or written, no
+// request is filed, no answer lands and no grant appears; the request is
+// still pending afterwards and can be approved once SpiceDB is back.
+func TestAccessRequestsFailClosed(t *testing.T) {
+	f := &faults{}
+	f.set("", "")
+	faulty := []grpc.DialOption{grpc.WithChainUnaryInterceptor(f.unary), grpc.WithChainStreamInterceptor(f.stream)}
+	e, _ := startEngine(t, embedded.Config{Engine: "memory"}, engine.Config{}, faulty...)
+	w := &world{t: t, e: e}
+	w.admin("repo:acme/api#writer@user:alice")
+	a := w.agent(w.task("user:alice", "2h"), nil, "1h")
+	r := w.mustFile(ag(a), "write", "repo:acme/api", "10m")
+	for _, method := range []string{"/WriteRelationships", "/ReadRelationships", "/CheckPermission"} {
+		f.set(method, "error")
+		if _, err := w.file(ag(a), "write", "repo:acme/api", "10m"); kindOf(err) != engine.KindUnavailable {
+			t.Errorf("filing while %s fails: %v, want unavailable", method, err)
+		}
+		if _, _, _, err := e.ApproveAccessRequest(context.Background(), r.ID, byAdmin); kindOf(err) != engine.KindUnavailable {
+			t.Errorf("approving while %s fails: %v, want unavailable", method, err)
+		}
+		if method != "/CheckPermission" { // a decline checks no permission
+			if _, _, err := e.DeclineAccessRequest(context.Background(), r.ID, byAdmin); kindOf(err) != engine.KindUnavailable {
+				t.Errorf("declining while %s fails: %v, want unavailable", method, err)
+			}
+		}
+		f.set("", "")
+		if got := w.request(r.ID); got.State != engine.RequestPending {
+			t.Fatalf("after answers failed on %s: %s, want pending", method, got.State)
+		}
+		w.expect(ag(a), "write", "repo:acme/api", engine.ReasonNoGrant)
+	}
+	if _, _, _, err := e.ApproveAccessRequest(context.Background(), r.ID, byAdmin); err != nil {
+		t.Fatalf("approving once SpiceDB is back: %v", err)
+	}
+	w.expect(ag(a), "write", "repo:acme/api", engine.ReasonAllowed)
 }

@@ -99,6 +99,8 @@ type Engine struct {
 	invalidator Invalidator
 	// requests wakes the long polls on access requests.
 	requests requestNotifier
+	// watching reports whether the SpiceDB watch is following (SetWatching); nil when none runs.
+	watching func() bool
 	// slots serializes this engine's writes to one grant slot (grants.go).
 	slots slotLocks
 }
