@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -253,5 +254,29 @@ func TestConsoleOff(t *testing.T) {
 	b := newBrowser(t, s.Base)
 	if resp, _ := b.get("/ui/login"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("--ui=false: /ui/login answers %d", resp.StatusCode)
+	}
+}
+
+func TestConsoleCookiesAreSecureOverTLS(t *testing.T) {
+	ca := testenv.NewCA(t, "console")
+	leaf := ca.Issue(t, "server", true, nil)
+	srv := testenv.Start(t, server.Config{TLS: server.TLSConfig{CertFile: leaf.CertFile, KeyFile: leaf.KeyFile}})
+	b := newBrowser(t, srv.Base)
+	b.c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}
+	resp, page := b.get("/ui/login")
+	if resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Errorf("no HSTS over TLS")
+	}
+	resp, _ = b.do("POST", "/ui/login", url.Values{"csrf": {csrf(t, page)}, "key": {testenv.Keys[service.RoleReviewer]}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in over TLS: %d", resp.StatusCode)
+	}
+	for _, c := range resp.Cookies() {
+		if c.Value != "" && (!c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode) {
+			t.Errorf("cookie %s over TLS: %+v", c.Name, c)
+		}
+	}
+	if resp, _ := b.get("/ui/people"); resp.StatusCode != http.StatusOK {
+		t.Errorf("the People page over TLS: %d", resp.StatusCode)
 	}
 }
