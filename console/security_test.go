@@ -3,8 +3,10 @@ package console_test
 import (
 	"crypto/tls"
 	"fmt"
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -278,5 +280,56 @@ func TestConsoleCookiesAreSecureOverTLS(t *testing.T) {
 	}
 	if resp, _ := b.get("/ui/people"); resp.StatusCode != http.StatusOK {
 		t.Errorf("the People page over TLS: %d", resp.StatusCode)
+	}
+}
+
+func TestConsoleAuditPaginatesAndSignOutEndsTheSession(t *testing.T) {
+	s := newScene(t, server.Config{})
+	rev := newBrowser(t, s.srv.Base)
+	token := rev.signIn(testenv.Keys[service.RoleReviewer])
+	nextRE := regexp.MustCompile(`href="([^"]+)" id="next-page"`)
+	recRE := regexp.MustCompile(`data-record="([^"]+)"`)
+	seen := map[string]bool{}
+	path := "/ui/audit?principal=user:alice&page_size=2"
+	for pages := 0; path != ""; pages++ {
+		if pages > 20 {
+			t.Fatal("the audit pages never end")
+		}
+		resp, body := rev.get(path)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+		recs := recRE.FindAllStringSubmatch(body, -1)
+		if len(recs) > 2 {
+			t.Fatalf("%s shows %d records, page size 2", path, len(recs))
+		}
+		for _, m := range recs {
+			if seen[m[1]] {
+				t.Fatalf("record %s shown on two pages", m[1])
+			}
+			seen[m[1]] = true
+		}
+		path = ""
+		if m := nextRE.FindStringSubmatch(body); m != nil {
+			path = html.UnescapeString(m[1])
+		}
+	}
+	all := s.srv.OK("GET", "/v1/audit?principal=user:alice&page_size=1000", service.RoleReviewer, nil)["records"].([]any)
+	if len(seen) != len(all) {
+		t.Errorf("the pages showed %d records, the API has %d", len(seen), len(all))
+	}
+	// Sign-out ends the session on the server: the old cookie is worthless.
+	u, _ := url.Parse(s.srv.Base + "/ui/")
+	old := rev.c.Jar.Cookies(u)
+	if len(old) == 0 {
+		t.Fatal("no session cookie to replay")
+	}
+	if resp, _ := rev.do("POST", "/ui/logout", url.Values{"csrf": {token}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d", resp.StatusCode)
+	}
+	replay := newBrowser(t, s.srv.Base)
+	replay.c.Jar.SetCookies(u, old)
+	if resp, _ := replay.get("/ui/people"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("a signed-out session's cookie still opens pages: %d", resp.StatusCode)
 	}
 }
