@@ -237,6 +237,9 @@ func TestConsoleInChromium(t *testing.T) {
 	// 2. An operator suspends the sub-agent, confirming with a reason.
 	op := newTab(t, browser, s.srv.Base, "operator")
 	op.signIn(testenv.Keys[service.RoleOperator])
+	if !strings.Contains(op.text("main"), "your role (operator) may not read the agents") {
+		t.Errorf("the operator's overview does not say what the role cannot read: %q", op.text("main"))
+	}
 	op.open("/ui/agents/" + s.sub)
 	if !strings.Contains(op.text("main"), "your role (operator) may not read this agent's") {
 		t.Errorf("the operator's agent page does not say what the role cannot read")

@@ -105,7 +105,14 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx := as(r, s)
 	now := c.cfg.Now()
 	d := overviewData{Scope: principalScope(s, "")}
-	problem := func(what string, err error) { d.Problems = append(d.Problems, what+": "+errText(err)) }
+	var refused []string
+	problem := func(what string, err error) {
+		if code, _ := httpStatus(err); code == http.StatusForbidden {
+			refused = append(refused, what)
+			return
+		}
+		d.Problems = append(d.Problems, what+": "+errText(err))
+	}
 	if agents, err := c.allAgents(ctx, d.Scope, ""); err != nil {
 		problem("agents", err)
 	} else {
@@ -150,6 +157,9 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 			}
 		}
 		d.Chart = perMinute(recs, now)
+	}
+	if len(refused) > 0 {
+		d.Problems = append(d.Problems, "your role ("+string(s.caller.Role)+") may not read the "+strings.Join(refused, ", ")+": a reviewer or an admin can; open an agent by its id from Actions")
 	}
 	c.render(w, r, s, http.StatusOK, "overview", "overview", "Overview", d)
 }
