@@ -190,7 +190,8 @@ func (e *Engine) GetAccessRequest(ctx context.Context, id string) (r *AccessRequ
 func (e *Engine) markExpired(ctx context.Context, r *AccessRequest) (string, bool, error) {
 	ref := Ref{Type: schema.TypeAccessRequest, ID: r.ID}
 	tok, err := e.write(ctx, answerUpdates(ref, RequestExpired, r.ExpiresAt, Answer{}, ""), []*v1.Precondition{mustMatch(ref, "pending")}, errAnswered)
-	if errors.Is(err, errAnswered) {
+	if errors.Is(err, errAnswered) || writeConflict(err) {
+		// Answered, or marked by another reader, first.
 		return "", false, nil
 	}
 	if err != nil {
@@ -289,15 +290,23 @@ func (e *Engine) DeclineAccessRequest(ctx context.Context, id string, a Answer) 
 	}
 	ref := Ref{Type: schema.TypeAccessRequest, ID: id}
 	now := e.now()
-	tok, err := e.write(ctx, answerUpdates(ref, RequestDeclined, now, a, ""), []*v1.Precondition{mustMatch(ref, "pending")}, errAnswered)
-	if errors.Is(err, errAnswered) {
-		err = e.stillPending(id)(ctx)
+	var tok string
+	for attempt := 0; ; attempt++ {
+		tok, err = e.write(ctx, answerUpdates(ref, RequestDeclined, now, a, ""), []*v1.Precondition{mustMatch(ref, "pending")}, errAnswered)
 		if err == nil {
-			err = &Error{Kind: KindUnavailable, Msg: "the answer could not be written; try again", Err: ErrUnavailable}
+			break
 		}
-	}
-	if err != nil {
-		return nil, "", err
+		// Refused by the precondition, or colliding on Postgres with a
+		// racing answer from another replica: read which.
+		if !errors.Is(err, errAnswered) && !writeConflict(err) {
+			return nil, "", err
+		}
+		if err := e.stillPending(id)(ctx); err != nil {
+			return nil, "", err
+		}
+		if attempt >= maxGrantAttempts {
+			return nil, "", &Error{Kind: KindUnavailable, Msg: "the answer could not be written; try again", Err: ErrUnavailable}
+		}
 	}
 	e.requests.notify(id)
 	r.State, r.pending, r.DecidedAt, r.DecidedBy, r.DecidedAs, r.DecisionReason = RequestDeclined, false, now, a.By, a.As, a.Reason
