@@ -69,6 +69,9 @@ type AccessRequest struct {
 	DecidedAt      time.Time
 	DecisionReason string
 	Grant          string
+	// Refiled is set when filing found this request already pending for
+	// the same agent, permission, resource and ttl, and returned it.
+	Refiled bool
 
 	pending bool // the pending relationship is present
 }
@@ -102,6 +105,7 @@ const maxRequestReason = 1024
 // would pass now: the agent is active, the ttl is within the grant maximum,
 // the permission can be granted on the resource, and neither the human nor,
 // for a sub-agent, the parent would be escalated (ESCALATION otherwise).
+// The same request already pending is returned instead, marked Refiled.
 func (e *Engine) FileAccessRequest(ctx context.Context, in FileAccessRequestInput) (*AccessRequest, string, error) {
 	agent, err := ParseRef("agent", in.Agent)
 	if err != nil {
@@ -126,6 +130,12 @@ func (e *Engine) FileAccessRequest(ctx context.Context, in FileAccessRequestInpu
 	if err != nil {
 		return nil, "", err
 	}
+	// An agent runtime that asks again for what is already waiting (it
+	// retried, or was denied again) gets the pending request back: the
+	// human is asked once.
+	if same, tok, err := e.pendingTwin(ctx, agent, p.grant.Resource.String()+"#"+in.Permission, in.TTL); err != nil || same != nil {
+		return same, tok, err
+	}
 	now := e.now()
 	r := &AccessRequest{
 		ID: newID(PrefixAccessRequest), Agent: agent, Human: p.principal, Task: Ref{Type: schema.TypeTask, ID: c.task}, Chain: c.refs(),
@@ -139,6 +149,30 @@ func (e *Engine) FileAccessRequest(ctx context.Context, in FileAccessRequestInpu
 	}
 	e.requests.notify(r.ID)
 	return r, tok, nil
+}
+
+// pendingTwin finds a pending request of agent for the same target
+// ("<resource>#<permission>") and ttl, or nil.
+func (e *Engine) pendingTwin(ctx context.Context, agent Ref, target, ttl string) (*AccessRequest, string, error) {
+	filed, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeAccessRequest, OptionalRelation: "filed",
+		OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: schema.TypeAgent, OptionalSubjectId: agent.ID}})
+	if err != nil {
+		return nil, "", err
+	}
+	for _, f := range filed {
+		if caveatString(f, "target") != target || caveatString(f, "ttl") != ttl {
+			continue
+		}
+		r, tok, err := e.readAccessRequest(ctx, f.GetResource().GetObjectId())
+		if err != nil {
+			return nil, "", err
+		}
+		if r.State == RequestPending {
+			r.Refiled = true
+			return r, tok, nil
+		}
+	}
+	return nil, "", nil
 }
 
 // unknownAgentInvalid makes an unknown agent a bad request naming the field:

@@ -356,9 +356,9 @@ func TestListAccessRequests(t *testing.T) {
 	a := w.agent(w.task("user:alice", "2h"), nil, "1h")
 	b := w.agent(w.task("user:bob", "2h"), nil, "1h")
 	var ids []string
-	for _, x := range []struct{ agent, perm string }{{ag(a), "read"}, {ag(a), "write"}, {ag(b), "read"}, {ag(a), "read"}} {
+	for _, x := range []struct{ agent, perm, ttl string }{{ag(a), "read", "5m"}, {ag(a), "write", "5m"}, {ag(b), "read", "5m"}, {ag(a), "read", "6m"}} {
 		clk.t = clk.t.Add(time.Second)
-		ids = append(ids, w.mustFile(x.agent, x.perm, "repo:acme/api", "5m").ID)
+		ids = append(ids, w.mustFile(x.agent, x.perm, "repo:acme/api", x.ttl).ID)
 	}
 	if _, _, err := e.DeclineAccessRequest(context.Background(), ids[0], byAdmin); err != nil {
 		t.Fatal(err)
@@ -432,7 +432,7 @@ func TestAccessRequestsFailClosed(t *testing.T) {
 	r := w.mustFile(ag(a), "write", "repo:acme/api", "10m")
 	for _, method := range []string{"/WriteRelationships", "/ReadRelationships", "/CheckPermission"} {
 		f.set(method, "error")
-		if _, err := w.file(ag(a), "write", "repo:acme/api", "10m"); kindOf(err) != engine.KindUnavailable {
+		if _, err := w.file(ag(a), "write", "repo:acme/api", "11m"); kindOf(err) != engine.KindUnavailable {
 			t.Errorf("filing while %s fails: %v, want unavailable", method, err)
 		}
 		if _, _, _, err := e.ApproveAccessRequest(context.Background(), r.ID, byAdmin); kindOf(err) != engine.KindUnavailable {
@@ -453,4 +453,28 @@ func TestAccessRequestsFailClosed(t *testing.T) {
 		t.Fatalf("approving once SpiceDB is back: %v", err)
 	}
 	w.expect(ag(a), "write", "repo:acme/api", engine.ReasonAllowed)
+}
+
+// TestAccessRequestRefiled: asking again for what is already pending (same
+// agent, permission, resource and ttl) returns the pending request, so the
+// human is asked once; once it is answered, asking again files a new one.
+func TestAccessRequestRefiled(t *testing.T) {
+	e, _ := startEngine(t, backends()[0].start(t), engine.Config{})
+	w := &world{t: t, e: e}
+	w.admin("repo:acme/api#writer@user:alice")
+	a := w.agent(w.task("user:alice", "2h"), nil, "1h")
+	first := w.mustFile(ag(a), "write", "repo:acme/api", "10m")
+	again := w.mustFile(ag(a), "write", "repo:acme/api", "10m")
+	if first.Refiled || !again.Refiled || again.ID != first.ID || again.State != engine.RequestPending {
+		t.Fatalf("asking twice: %+v then %+v, want the first back", first, again)
+	}
+	if other := w.mustFile(ag(a), "write", "repo:acme/api", "20m"); other.Refiled || other.ID == first.ID {
+		t.Fatalf("another ttl is another request: %+v", other)
+	}
+	if _, _, err := e.DeclineAccessRequest(context.Background(), first.ID, byAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if next := w.mustFile(ag(a), "write", "repo:acme/api", "10m"); next.Refiled || next.ID == first.ID {
+		t.Fatalf("asking after a decline: %+v, want a new request", next)
+	}
 }
