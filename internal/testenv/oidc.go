@@ -279,3 +279,6 @@ func (s *Signer) Token(t testing.TB, issuer string, issuedAt time.Time, in crede
 	}
 	return raw
 }
+
+// JWKS is the Signer's public keys, as mandate publishes its own.
+func (s *Signer) JWKS() jose.JSONWebKeySet { return s.keys.JWKS() }
