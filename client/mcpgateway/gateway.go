@@ -357,7 +357,12 @@ func (u *upstream) session(ctx context.Context) (*mcp.ClientSession, error) {
 	var t mcp.Transport
 	if u.cfg.URL != "" {
 		if u.http == nil {
-			u.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+			// Every agent's calls share this upstream's connections: keep
+			// enough idle ones that concurrent calls do not dial afresh
+			// (net/http keeps 2 per host by default).
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.MaxIdleConnsPerHost = 64
+			u.http = &http.Client{Transport: tr}
 		}
 		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, DisableStandaloneSSE: true, HTTPClient: u.http}
 	} else {
