@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -201,58 +200,5 @@ func TestGatewayRoleIsExactlyWhatTheGatewayCalls(t *testing.T) {
 		"/mandate.v1.ReviewService/Explain", "/mandate.v1.ReviewService/ListAgentAccess"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("the gateway role may call %v, want exactly %v", got, want)
-	}
-}
-
-// TestOAuthEndpointsEnforceTheirRoles: the OAuth endpoints authenticate
-// with the same keys, outside the gRPC role table: token exchange for
-// operator and admin keys, introspection for checker and admin keys (every
-// other role gets unauthorized_client, no key or an unknown one 401), and
-// revocation for the key a token was issued to, or an admin: a checker,
-// reviewer or gateway key cannot end an agent by revoking its token.
-func TestOAuthEndpointsEnforceTheirRoles(t *testing.T) {
-	idp := testenv.StartIdP(t)
-	srv := testenv.Start(t, testenv.WithIdP(server.Config{}, idp))
-	srv.OK("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
-		{"operation": "TOUCH", "relationship": "repo:acme/api#reader@user:alice"}}})
-	token, _, _ := srv.AgentToken(idp, "alice", "read:repo:acme/api", nil)
-	for path, roles := range map[string][]service.Role{
-		"/oauth2/token":      {service.RoleOperator, service.RoleAdmin},
-		"/oauth2/introspect": {service.RoleChecker, service.RoleAdmin},
-	} {
-		for _, c := range callers() {
-			auth := ""
-			if c.key != "" {
-				auth = "Bearer " + c.key
-			}
-			code, out := srv.Form(path, auth, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "token": {"x"}})
-			switch {
-			case c.role == "":
-				if code != http.StatusUnauthorized {
-					t.Errorf("%s as %s: %d %v, want 401", path, c.name, code, out)
-				}
-			case slices.Contains(roles, c.role):
-				if code == http.StatusUnauthorized || code == http.StatusForbidden || out["error"] == "unauthorized_client" {
-					t.Errorf("%s as %s: %d %v, want past authorization", path, c.name, code, out)
-				}
-			default:
-				if out["error"] != "unauthorized_client" {
-					t.Errorf("%s as %s: %d %v, want unauthorized_client", path, c.name, code, out)
-				}
-			}
-		}
-	}
-	active := func() bool {
-		_, out := srv.Form("/oauth2/introspect", "Bearer "+testenv.Keys[service.RoleChecker], url.Values{"token": {token}})
-		return out["active"] == true
-	}
-	for _, r := range []service.Role{service.RoleChecker, service.RoleReviewer, service.RoleGateway} {
-		code, out := srv.Form("/oauth2/revoke", "Bearer "+testenv.Keys[r], url.Values{"token": {token}})
-		if code == http.StatusOK || !active() {
-			t.Fatalf("revoke as %s: %d %v, active %v", r, code, out, active())
-		}
-	}
-	if code, out := srv.Form("/oauth2/revoke", "Bearer "+testenv.Keys[service.RoleOperator], url.Values{"token": {token}}); code != http.StatusOK || active() {
-		t.Fatalf("revoke by the key it was issued to: %d %v", code, out)
 	}
 }
