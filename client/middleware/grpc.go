@@ -124,6 +124,9 @@ type decidedStream struct {
 func (s *decidedStream) Context() context.Context { return s.ctx }
 
 func (g *grpcGuard) authorize(ctx context.Context, method string, req any) (context.Context, error) {
+	if err := grpcBinding(ctx); err != nil { // RFC 8705: binding.go
+		return nil, status.Error(codes.Unauthenticated, "invalid_token: "+err.Error())
+	}
 	who, err := g.Identify(ctx)
 	if err == nil {
 		err = audienceOK(who.Token, g.Audience)

@@ -125,6 +125,10 @@ func HTTP(o HTTPOptions) (func(http.Handler) http.Handler, error) {
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := httpBinding(r); err != nil { // RFC 8705: binding.go
+				writeUnboundToken(w, o.Realm, err)
+				return
+			}
 			who, err := o.Identify(r)
 			if err == nil {
 				err = audienceOK(who.Token, o.Audience)
