@@ -9,6 +9,7 @@ package mcpgateway
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/mandate-dev/mandate/client"
+	"github.com/mandate-dev/mandate/credential"
 )
 
 // Config is everything a gateway needs. Zero values take the defaults noted.
@@ -255,6 +257,9 @@ func (g *Gateway) bearer(next http.Handler) http.Handler {
 			fail(http.StatusServiceUnavailable, "", "authorization is unavailable: mandate's signing keys cannot be fetched")
 			return
 		}
+		if err == nil {
+			err = boundOK(claims, r)
+		}
 		if err != nil {
 			g.cfg.Log.Info("mcp-gateway: token refused", "err", err)
 			fail(http.StatusUnauthorized, challenge+fmt.Sprintf(`, error="invalid_token", error_description=%q`, description(err)), err.Error())
@@ -262,6 +267,26 @@ func (g *Gateway) bearer(next http.Handler) http.Handler {
 		}
 		sdk.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), verifiedKey{}, agentToken{claims: claims, raw: token})))
 	})
+}
+
+// boundOK refuses a certificate-bound token (RFC 8705, cnf.x5t#S256) unless
+// the request's own TLS connection presents that certificate. mandate cannot
+// check this on a Check (only the gateway sees the agent's connection), and
+// the gateway serves plain HTTP, so a bound token is refused here unless the
+// gateway is served behind its own TLS listener (Handler): a stolen bound
+// token opens nothing.
+func boundOK(c *credential.Claims, r *http.Request) error {
+	bound := c.BoundTo()
+	if bound == "" {
+		return nil
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return invalid("bound to a client certificate (cnf.x5t#S256), and this connection presents none")
+	}
+	if subtle.ConstantTimeCompare([]byte(credential.CertThumbprint(r.TLS.PeerCertificates[0].Raw)), []byte(bound)) != 1 {
+		return invalid("bound to another client certificate than this connection presents")
+	}
+	return nil
 }
 
 // tokenExtra is where the verified token rides in TokenInfo.Extra.

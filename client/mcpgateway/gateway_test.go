@@ -314,6 +314,8 @@ func TestGatewayAuth(t *testing.T) {
 		Agents: []string{"agent:" + w.agents["ci"]}, Task: "task:" + w.tasks["ci"], Audience: w.gw.Resource()})
 	otherIssuer := w.signer.Token(t, "https://evil.example.test", time.Now(), credential.IssueInput{Subject: "user:alice",
 		Agents: []string{"agent:" + w.agents["ci"]}, Task: "task:" + w.tasks["ci"], Audience: w.gw.Resource()})
+	bound := w.signer.Token(t, w.m.Base, time.Now(), credential.IssueInput{Subject: "user:alice", Agents: []string{"agent:" + w.agents["ci"]},
+		Task: "task:" + w.tasks["ci"], Audience: w.gw.Resource(), CertThumbprint: credential.CertThumbprint([]byte("the agent's certificate"))})
 	other, _, _ := w.m.AgentToken(w.idp, "alice", "deploy:environment:staging", url.Values{"resource": {"https://ci.example.test/mcp"}})
 	noAud, _, _ := w.m.AgentToken(w.idp, "alice", "deploy:environment:staging", nil)
 	receipt := w.m.OK("POST", "/v1/check", service.RoleChecker, map[string]any{"subject_token": good, "permission": "deploy",
@@ -330,6 +332,7 @@ func TestGatewayAuth(t *testing.T) {
 		{"another resource", "Bearer " + other, `error="invalid_token"`},
 		{"mandate's own audience", "Bearer " + noAud, `error="invalid_token"`},
 		{"a decision receipt", "Bearer " + receipt, `error="invalid_token"`},
+		{"bound to a certificate not presented", "Bearer " + bound, `error="invalid_token"`},
 	} {
 		req, _ := http.NewRequest("POST", w.base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 		if tc.auth != "" {
