@@ -188,9 +188,9 @@ func TestFourIncidents(t *testing.T) {
 		expectAllowed(t, call(t, bot, "slack.read_channel", map[string]any{"channel_id": "general"}), "read_channel called channel_id=general")
 		w.m.OK("POST", "/v1/agents:freeze-all", service.RoleAdmin, map[string]any{})
 		expectDenied(t, call(t, bot, "slack.read_channel", map[string]any{"channel_id": "general"}), "AGENTS_FROZEN")
-		// The listing of templated tools comes from the access review, which
-		// does not read the freeze today; the calls themselves are denied.
-		if tools := toolNames(t, bot); tools["slack.post_message"] {
+		// The listing of templated tools comes from the access listing, which
+		// the same evaluator judges, freeze included: a frozen agent lists nothing.
+		if tools := toolNames(t, bot); len(tools) != 0 {
 			t.Fatalf("a frozen agent's tools: %v", tools)
 		}
 		w.m.OK("POST", "/v1/agents:unfreeze-all", service.RoleAdmin, map[string]any{})
