@@ -69,6 +69,9 @@ type AccessRequest struct {
 	DecidedAt      time.Time
 	DecisionReason string
 	Grant          string
+	// Refiled is set when filing found this request already pending for
+	// the same agent, permission, resource and ttl, and returned it.
+	Refiled bool
 
 	pending bool // the pending relationship is present
 }
@@ -102,6 +105,7 @@ const maxRequestReason = 1024
 // would pass now: the agent is active, the ttl is within the grant maximum,
 // the permission can be granted on the resource, and neither the human nor,
 // for a sub-agent, the parent would be escalated (ESCALATION otherwise).
+// The same request already pending is returned instead, marked Refiled.
 func (e *Engine) FileAccessRequest(ctx context.Context, in FileAccessRequestInput) (*AccessRequest, string, error) {
 	agent, err := ParseRef("agent", in.Agent)
 	if err != nil {
@@ -126,6 +130,12 @@ func (e *Engine) FileAccessRequest(ctx context.Context, in FileAccessRequestInpu
 	if err != nil {
 		return nil, "", err
 	}
+	// An agent runtime that asks again for what is already waiting (it
+	// retried, or was denied again) gets the pending request back: the
+	// human is asked once.
+	if same, tok, err := e.pendingTwin(ctx, agent, p.grant.Resource.String()+"#"+in.Permission, in.TTL); err != nil || same != nil {
+		return same, tok, err
+	}
 	now := e.now()
 	r := &AccessRequest{
 		ID: newID(PrefixAccessRequest), Agent: agent, Human: p.principal, Task: Ref{Type: schema.TypeTask, ID: c.task}, Chain: c.refs(),
@@ -139,6 +149,30 @@ func (e *Engine) FileAccessRequest(ctx context.Context, in FileAccessRequestInpu
 	}
 	e.requests.notify(r.ID)
 	return r, tok, nil
+}
+
+// pendingTwin finds a pending request of agent for the same target
+// ("<resource>#<permission>") and ttl, or nil.
+func (e *Engine) pendingTwin(ctx context.Context, agent Ref, target, ttl string) (*AccessRequest, string, error) {
+	filed, err := e.sdb.readRels(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeAccessRequest, OptionalRelation: "filed",
+		OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: schema.TypeAgent, OptionalSubjectId: agent.ID}})
+	if err != nil {
+		return nil, "", err
+	}
+	for _, f := range filed {
+		if caveatString(f, "target") != target || caveatString(f, "ttl") != ttl {
+			continue
+		}
+		r, tok, err := e.readAccessRequest(ctx, f.GetResource().GetObjectId())
+		if err != nil {
+			return nil, "", err
+		}
+		if r.State == RequestPending {
+			r.Refiled = true
+			return r, tok, nil
+		}
+	}
+	return nil, "", nil
 }
 
 // unknownAgentInvalid makes an unknown agent a bad request naming the field:
@@ -190,7 +224,8 @@ func (e *Engine) GetAccessRequest(ctx context.Context, id string) (r *AccessRequ
 func (e *Engine) markExpired(ctx context.Context, r *AccessRequest) (string, bool, error) {
 	ref := Ref{Type: schema.TypeAccessRequest, ID: r.ID}
 	tok, err := e.write(ctx, answerUpdates(ref, RequestExpired, r.ExpiresAt, Answer{}, ""), []*v1.Precondition{mustMatch(ref, "pending")}, errAnswered)
-	if errors.Is(err, errAnswered) {
+	if errors.Is(err, errAnswered) || writeConflict(err) {
+		// Answered, or marked by another reader, first.
 		return "", false, nil
 	}
 	if err != nil {
@@ -289,15 +324,23 @@ func (e *Engine) DeclineAccessRequest(ctx context.Context, id string, a Answer) 
 	}
 	ref := Ref{Type: schema.TypeAccessRequest, ID: id}
 	now := e.now()
-	tok, err := e.write(ctx, answerUpdates(ref, RequestDeclined, now, a, ""), []*v1.Precondition{mustMatch(ref, "pending")}, errAnswered)
-	if errors.Is(err, errAnswered) {
-		err = e.stillPending(id)(ctx)
+	var tok string
+	for attempt := 0; ; attempt++ {
+		tok, err = e.write(ctx, answerUpdates(ref, RequestDeclined, now, a, ""), []*v1.Precondition{mustMatch(ref, "pending")}, errAnswered)
 		if err == nil {
-			err = &Error{Kind: KindUnavailable, Msg: "the answer could not be written; try again", Err: ErrUnavailable}
+			break
 		}
-	}
-	if err != nil {
-		return nil, "", err
+		// Refused by the precondition, or colliding on Postgres with a
+		// racing answer from another replica: read which.
+		if !errors.Is(err, errAnswered) && !writeConflict(err) {
+			return nil, "", err
+		}
+		if err := e.stillPending(id)(ctx); err != nil {
+			return nil, "", err
+		}
+		if attempt >= maxGrantAttempts {
+			return nil, "", &Error{Kind: KindUnavailable, Msg: "the answer could not be written; try again", Err: ErrUnavailable}
+		}
 	}
 	e.requests.notify(id)
 	r.State, r.pending, r.DecidedAt, r.DecidedBy, r.DecidedAs, r.DecisionReason = RequestDeclined, false, now, a.By, a.As, a.Reason

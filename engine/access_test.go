@@ -221,12 +221,25 @@ func TestAccessRequestExpiry(t *testing.T) {
 }
 
 // TestAccessRequestRacingApprovals: 20 racing approvals (and declines) of
-// one request make exactly one answer and one grant; every other gets the
-// conflict. On memory and on Postgres.
+// one request, half through a second engine on the same SpiceDB (another
+// replica), make exactly one answer and at most one grant; every other
+// gets the conflict. On memory and on Postgres.
 func TestAccessRequestRacingApprovals(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
-			e, _ := startEngine(t, b.start(t), engine.Config{})
+			// Room for the last racer on a busy machine; latency is the bench's to measure.
+			cfg := engine.Config{CallTimeout: 15 * time.Second}
+			e, srv := startEngine(t, b.start(t), cfg)
+			conn, err := srv.Dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+			replica, err := engine.New(context.Background(), cfg, engine.NewClient(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			engines := []*engine.Engine{e, replica}
 			w := &world{t: t, e: e}
 			w.admin("repo:acme/api#writer@user:alice")
 			a := w.agent(w.task("user:alice", "2h"), nil, "1h")
@@ -243,11 +256,12 @@ func TestAccessRequestRacingApprovals(t *testing.T) {
 					defer wg.Done()
 					<-start
 					var err error
+					on := engines[i%2]
 					if i%5 == 4 {
-						_, _, err = e.DeclineAccessRequest(context.Background(), r.ID, byAdmin)
+						_, _, err = on.DeclineAccessRequest(context.Background(), r.ID, byAdmin)
 					} else {
 						var g *engine.Grant
-						_, g, _, err = e.ApproveAccessRequest(context.Background(), r.ID, byAdmin)
+						_, g, _, err = on.ApproveAccessRequest(context.Background(), r.ID, byAdmin)
 						if err == nil {
 							mu.Lock()
 							grants = append(grants, g.ID)
@@ -342,9 +356,9 @@ func TestListAccessRequests(t *testing.T) {
 	a := w.agent(w.task("user:alice", "2h"), nil, "1h")
 	b := w.agent(w.task("user:bob", "2h"), nil, "1h")
 	var ids []string
-	for _, x := range []struct{ agent, perm string }{{ag(a), "read"}, {ag(a), "write"}, {ag(b), "read"}, {ag(a), "read"}} {
+	for _, x := range []struct{ agent, perm, ttl string }{{ag(a), "read", "5m"}, {ag(a), "write", "5m"}, {ag(b), "read", "5m"}, {ag(a), "read", "6m"}} {
 		clk.t = clk.t.Add(time.Second)
-		ids = append(ids, w.mustFile(x.agent, x.perm, "repo:acme/api", "5m").ID)
+		ids = append(ids, w.mustFile(x.agent, x.perm, "repo:acme/api", x.ttl).ID)
 	}
 	if _, _, err := e.DeclineAccessRequest(context.Background(), ids[0], byAdmin); err != nil {
 		t.Fatal(err)
@@ -418,7 +432,7 @@ func TestAccessRequestsFailClosed(t *testing.T) {
 	r := w.mustFile(ag(a), "write", "repo:acme/api", "10m")
 	for _, method := range []string{"/WriteRelationships", "/ReadRelationships", "/CheckPermission"} {
 		f.set(method, "error")
-		if _, err := w.file(ag(a), "write", "repo:acme/api", "10m"); kindOf(err) != engine.KindUnavailable {
+		if _, err := w.file(ag(a), "write", "repo:acme/api", "11m"); kindOf(err) != engine.KindUnavailable {
 			t.Errorf("filing while %s fails: %v, want unavailable", method, err)
 		}
 		if _, _, _, err := e.ApproveAccessRequest(context.Background(), r.ID, byAdmin); kindOf(err) != engine.KindUnavailable {
@@ -439,4 +453,28 @@ func TestAccessRequestsFailClosed(t *testing.T) {
 		t.Fatalf("approving once SpiceDB is back: %v", err)
 	}
 	w.expect(ag(a), "write", "repo:acme/api", engine.ReasonAllowed)
+}
+
+// TestAccessRequestRefiled: asking again for what is already pending (same
+// agent, permission, resource and ttl) returns the pending request, so the
+// human is asked once; once it is answered, asking again files a new one.
+func TestAccessRequestRefiled(t *testing.T) {
+	e, _ := startEngine(t, backends()[0].start(t), engine.Config{})
+	w := &world{t: t, e: e}
+	w.admin("repo:acme/api#writer@user:alice")
+	a := w.agent(w.task("user:alice", "2h"), nil, "1h")
+	first := w.mustFile(ag(a), "write", "repo:acme/api", "10m")
+	again := w.mustFile(ag(a), "write", "repo:acme/api", "10m")
+	if first.Refiled || !again.Refiled || again.ID != first.ID || again.State != engine.RequestPending {
+		t.Fatalf("asking twice: %+v then %+v, want the first back", first, again)
+	}
+	if other := w.mustFile(ag(a), "write", "repo:acme/api", "20m"); other.Refiled || other.ID == first.ID {
+		t.Fatalf("another ttl is another request: %+v", other)
+	}
+	if _, _, err := e.DeclineAccessRequest(context.Background(), first.ID, byAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if next := w.mustFile(ag(a), "write", "repo:acme/api", "10m"); next.Refiled || next.ID == first.ID {
+		t.Fatalf("asking after a decline: %+v, want a new request", next)
+	}
 }

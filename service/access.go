@@ -63,6 +63,10 @@ func (h *AccessHandlers) CreateAccessRequest(ctx context.Context, r *mandatev1.C
 		}
 		return nil, h.err(ctx, err)
 	}
+	if req.Refiled {
+		// Already waiting for its human, who was told and is not told twice.
+		return &mandatev1.CreateAccessRequestResponse{AccessRequest: accessRequestPB(req), ConsistencyToken: tok}, nil
+	}
 	if err := h.recordRequest(ctx, "access_request.file", req, req.Reason, map[string]any{
 		"ttl": req.TTL, "filed_by": req.FiledBy, "expires_at": req.ExpiresAt.Format(time.RFC3339Nano),
 	}); err != nil {
