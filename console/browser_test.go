@@ -315,3 +315,47 @@ func TestConsoleInChromium(t *testing.T) {
 		}
 	})
 }
+
+// TestConsoleOIDCSignInInChromium: a person signs in through the issuer
+// (here the development provider) in a real browser, lands on their own
+// People page, and suspends their own sub-agent.
+func TestConsoleOIDCSignInInChromium(t *testing.T) {
+	browser := startChromium(t)
+	s := buildScene(t, server.Config{Credentials: server.CredentialsConfig{DevIdP: true, RequireHumanToken: "off"}}, false)
+	alice := newTab(t, browser, s.srv.Base, "alice")
+	alice.open("/ui/people")
+	if p := alice.path(); !strings.HasPrefix(p, "/ui/login") {
+		t.Fatalf("without a session the browser is at %s", p)
+	}
+	if _, err := chromedp.RunResponse(alice.ctx, chromedp.Click(chromedp.CSS("#signin-oidc"))); err != nil {
+		t.Fatalf("to the issuer: %v", err)
+	}
+	alice.do("the provider's page", chromedp.WaitVisible(chromedp.CSS(`input[name="other"]`)))
+	if p := alice.path(); !strings.HasPrefix(p, "/dev-idp/authorize") {
+		t.Fatalf("the sign-in went to %s", p)
+	}
+	alice.do("name the user", chromedp.SendKeys(chromedp.CSS(`input[name="other"]`), "alice"))
+	if _, err := chromedp.RunResponse(alice.ctx, chromedp.Click(chromedp.CSS(`button[value=""]`))); err != nil {
+		t.Fatalf("the provider's sign-in: %v", err)
+	}
+	alice.do("land on the console", chromedp.WaitVisible(chromedp.ID("who")))
+	if who, p := alice.text("#who"), alice.path(); who != "user:alice" || p != "/ui/people" {
+		t.Fatalf("after the issuer's sign-in: %q at %s", who, p)
+	}
+	if alice.count(`section.person`) != 1 || alice.count(fmt.Sprintf(`li[data-agent="%s"]`, s.bobAgent)) != 0 {
+		t.Errorf("alice's People page is not hers alone")
+	}
+	alice.open("/ui/agents/" + s.sub)
+	if alice.count(`a[data-action="agent.resume"]`) != 0 {
+		t.Errorf("a person is offered to resume")
+	}
+	alice.click(`#agent-actions a[data-action="agent.suspend"]`)
+	alice.fill("#reason", "my tests misbehave")
+	alice.click("#confirm")
+	if alice.text("#agent-status") != "suspended" {
+		t.Fatalf("after alice's suspend: %q", alice.text("#agent-status"))
+	}
+	if ok, code := s.allowed(t, s.sub, "read", "repo:acme/api"); ok || code != "AGENT_SUSPENDED" {
+		t.Errorf("Check after alice's suspend: %v %s", ok, code)
+	}
+}
