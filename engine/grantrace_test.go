@@ -18,7 +18,7 @@ import (
 func TestConcurrentGrantReplacement(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
-			e, _ := startEngine(t, b.start(t), engine.Config{})
+			e, _ := b.engine(t, engine.Config{})
 			w := &world{t: t, e: e}
 			w.admin("repo:acme/api#reader@user:alice")
 			a := w.agent(w.task("user:alice", "1h"), nil, "1h")
@@ -70,7 +70,7 @@ func TestDeleteGrantSparesItsReplacement(t *testing.T) {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	b := backends()[0]
-	setup, srv := startEngine(t, b.start(t), engine.Config{})
+	setup, srv := b.engine(t, engine.Config{})
 	w := &world{t: t, e: setup}
 	w.admin("repo:acme/api#reader@user:alice")
 	a := w.agent(w.task("user:alice", "1h"), nil, "1h")
