@@ -48,6 +48,9 @@ type soakPair struct {
 	expiresAt       time.Time
 	granted         atomic.Bool
 	expiresNanos    atomic.Int64
+	// unknown: a write failed, and may or may not have happened. The next
+	// successful grant (which replaces any) makes the pair known again.
+	unknown atomic.Bool
 }
 
 type soakSample struct {
@@ -166,11 +169,11 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 			sample = &soakSample{subject: req.Subject, resource: req.Resource, token: tok, before: time.Now()}
 		}
 		var s1 uint64
-		var expected, granted bool
+		var expected, granted, unknown bool
 		var expiresAt time.Time
 		if p != nil {
 			s1 = p.seq.Load()
-			granted, expiresAt = p.granted.Load(), time.Unix(0, p.expiresNanos.Load())
+			granted, expiresAt, unknown = p.granted.Load(), time.Unix(0, p.expiresNanos.Load()), p.unknown.Load()
 		}
 		before := time.Now()
 		resp, err := checks.Check(ctx, req)
@@ -182,8 +185,8 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		allowed := resp.GetAllowed()
 		// A write to the pair in flight, or an expiry within a second of
 		// the request: either answer is right, and neither is verified.
-		if p != nil && (s1%2 == 1 || p.seq.Load() != s1 ||
-			granted && before.After(expiresAt.Add(-time.Second)) && after.Before(expiresAt.Add(time.Second))) {
+		if p != nil && (s1%2 == 1 || p.seq.Load() != s1 || unknown ||
+			granted && before.Before(expiresAt.Add(time.Second)) && after.After(expiresAt.Add(-time.Second))) {
 			st.indeterminate.Add(1)
 			return
 		}
@@ -206,7 +209,8 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		switch {
 		case allowed && !expected:
 			st.wrongAllowsModel.Add(1)
-			fmt.Fprintf(os.Stderr, "soak: WRONG ALLOW (model) %s read %s, reason %s\n", p.agent, p.resource, resp.GetReasonCode())
+			fmt.Fprintf(os.Stderr, "soak: WRONG ALLOW (model) %s read %s, uncached %v, granted %v, expires %s, sent %s, answered %s, answer %v\n",
+				p.agent, p.resource, uncached, granted, expiresAt.Format(time.RFC3339Nano), before.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano), resp)
 		case !allowed && expected:
 			st.wrongDenies.Add(1)
 		}
@@ -221,8 +225,9 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		st.writes.Add(1)
 		p.seq.Add(1)
 		defer p.seq.Add(1)
-		if p.granted.Load() && time.Now().Before(p.expiresAt) {
+		if p.granted.Load() && !p.unknown.Load() && time.Now().Before(p.expiresAt) {
 			if _, err := grants.DeleteGrant(ctx, &mandatev1.DeleteGrantRequest{Id: p.grantID}); err != nil {
+				p.unknown.Store(true)
 				fail(fmt.Errorf("revoking: %w", err))
 				return
 			}
@@ -233,9 +238,11 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		ttl := []string{"5s", "20s", "1m", "10m"}[rnd.IntN(4)]
 		resp, err := grants.CreateGrant(ctx, &mandatev1.CreateGrantRequest{Holder: p.agent, Permission: "read", Resource: p.resource, Ttl: ttl})
 		if err != nil {
+			p.unknown.Store(true)
 			fail(fmt.Errorf("granting: %w", err))
 			return
 		}
+		p.unknown.Store(false)
 		p.grantID, p.expiresAt = resp.GetGrant().GetId(), resp.GetGrant().GetExpiresAt().AsTime()
 		p.expiresNanos.Store(p.expiresAt.UnixNano())
 		p.granted.Store(true)
