@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
@@ -265,7 +266,10 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 	startErrs := int64(0)
 	// closeMinute starts the next minute, and summarises the last one in
 	// the background so the sender is not held up.
+	minuteStart := time.Time{}
 	closeMinute := func(n int) {
+		secs := time.Since(minuteStart).Seconds()
+		minuteStart = time.Now()
 		mu.Lock()
 		m := cur
 		cur = &minute{lat: make([]time.Duration, 0, len(m.lat))}
@@ -277,7 +281,7 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 			defer summarising.Done()
 			r := bench.Distribution(fmt.Sprintf("soak-minute-%d", n), "", m.lat)
 			r.Errors, r.Mode, r.Rate = int(m.errs), "open", rate
-			r.Seconds, r.Throughput = 60, float64(r.Requests)/60
+			r.Seconds, r.Throughput = secs, float64(r.Requests)/secs
 			minutesMu.Lock()
 			minutes = append(minutes, r)
 			minutesMu.Unlock()
@@ -292,6 +296,8 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 	interval := time.Duration(float64(time.Second) / rate)
 	t0 := time.Now()
 	measureFrom := t0.Add(warmup)
+	minuteStart = measureFrom
+	cpu0 := processCPU()
 	nextMinute, minuteN := measureFrom.Add(time.Minute), 1
 	nextSample := t0
 	var dropped atomic.Int64
@@ -324,10 +330,11 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 			defer wg.Done()
 			defer outstanding.Add(-1)
 			rnd := rand.New(rand.NewPCG(uint64(i), 7))
+			// The requests outlive the sending loop's deadline.
 			if rnd.IntN(100) == 0 {
-				write(runCtx, rnd)
+				write(ctx, rnd)
 			} else {
-				check(runCtx, i, rnd)
+				check(ctx, i, rnd)
 			}
 			if due.After(measureFrom) {
 				el := time.Since(due)
@@ -348,6 +355,7 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 	close(samples)
 	<-verifyDone
 	elapsed := time.Since(measureFrom)
+	cpuShare := (processCPU() - cpu0).Seconds() / time.Since(t0).Seconds()
 
 	// Memory: the samples after warm-up (and one more minute for the
 	// audit store and the cache to fill to their bounds).
@@ -371,6 +379,7 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 	lines = append(lines,
 		fmt.Sprintf("soak: %.0f requests/s offered, %.0f/s answered over %v after %v warm-up (%d checks, %d writes in all)", rate, float64(total)/elapsed.Seconds(), elapsed.Round(time.Second), warmup, st.checks.Load(), st.writes.Load()),
 		fmt.Sprintf("soak: p99 per minute, ms: %v", p99s),
+		fmt.Sprintf("soak: the process (server and load generator) used %.2f of the machine's %d cores on average", cpuShare, runtime.NumCPU()),
 		fmt.Sprintf("soak: errors %d (target 0)%s", st.errors.Load(), map[bool]string{true: ", first: " + first, false: ""}[first != ""]),
 		fmt.Sprintf("soak: wrong allows against the model %d, wrong denies %d, indeterminate (write or expiry in flight) %d", st.wrongAllowsModel.Load(), st.wrongDenies.Load(), st.indeterminate.Load()),
 		fmt.Sprintf("soak: sampled %d, re-checked at their exact ZedToken and time %d, wrong allows %d (target 0), stricter answers %d, not re-checked %d",
@@ -454,4 +463,11 @@ type snapshotStream struct {
 func (s *snapshotStream) SendMsg(m any) error {
 	s.set(m)
 	return s.ClientStream.SendMsg(m)
+}
+
+// processCPU is the CPU time the process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
