@@ -63,6 +63,30 @@ type Claims struct {
 	ClientID string `json:"client_id"`
 	// HumanIssuer is the OIDC issuer that vouched for the human.
 	HumanIssuer string `json:"human_iss,omitempty"`
+	// Confirmation binds the token to the client certificate of the
+	// connection it was issued over (RFC 8705 §3.1); nil for an unbound token.
+	Confirmation *Confirmation `json:"cnf,omitempty"`
+}
+
+// Confirmation is RFC 7800's cnf claim, holding RFC 8705's certificate
+// thumbprint.
+type Confirmation struct {
+	// X5tS256 is the unpadded base64url SHA-256 of the certificate's DER.
+	X5tS256 string `json:"x5t#S256"`
+}
+
+// CertThumbprint is RFC 8705's x5t#S256 of a certificate's DER encoding.
+func CertThumbprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// BoundTo is the certificate thumbprint the token is bound to, or "".
+func (c *Claims) BoundTo() string {
+	if c.Confirmation == nil {
+		return ""
+	}
+	return c.Confirmation.X5tS256
 }
 
 // Agent is the acting agent ("agent:<id>").
@@ -169,6 +193,9 @@ type IssueInput struct {
 	TTL time.Duration
 	// NotAfter is the earliest expiry of the agents and the task.
 	NotAfter time.Time
+	// CertThumbprint, when set, binds the token to that client certificate
+	// (CertThumbprint of its DER): the token carries cnf.x5t#S256.
+	CertThumbprint string
 }
 
 // Issue signs a new token. It fails when NotAfter has passed.
@@ -199,6 +226,9 @@ func (t *Tokens) Issue(in IssueInput) (string, *Claims, error) {
 			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(exp),
 			ID: base64.RawURLEncoding.EncodeToString(jti)},
 		Act: ActChain(in.Agents), Task: in.Task, Scope: in.Scope, ClientID: in.ClientID, HumanIssuer: in.HumanIssuer,
+	}
+	if in.CertThumbprint != "" {
+		c.Confirmation = &Confirmation{X5tS256: in.CertThumbprint}
 	}
 	payload, err := json.Marshal(c)
 	if err != nil {
@@ -247,6 +277,9 @@ func (t *Tokens) verify(raw string, now time.Time) (*Claims, error) {
 	}
 	if c.Expiry == nil || c.NotBefore == nil || c.ID == "" || c.Act == nil || c.Task == "" {
 		return nil, invalidToken("missing exp, nbf, jti, act or task")
+	}
+	if c.Confirmation != nil && c.Confirmation.X5tS256 == "" {
+		return nil, invalidToken("cnf without x5t#S256")
 	}
 	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: t.cfg.Issuer, Time: now}, 0); err != nil {
 		return nil, invalidToken("%v", err)

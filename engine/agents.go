@@ -28,6 +28,9 @@ type Agent struct {
 	// Bounds are the agent's behavioural bounds: its own, else its parent's,
 	// else its task's. Unset ones fall back to the server's defaults.
 	Bounds bounds.Limits
+	// Workload is the SPIFFE ID of the workload that created the agent (its
+	// caller's X.509-SVID), or "" when the caller presented none.
+	Workload string
 }
 
 // ---- agents --------------------------------------------------------------
@@ -41,6 +44,11 @@ type CreateAgentInput struct {
 	// Bounds override, bound by bound, those inherited from the parent or,
 	// for a top-level agent, the task.
 	Bounds bounds.Limits
+	// Workload is the caller's SPIFFE ID, from the X.509-SVID it presented
+	// over mutual TLS, or "". The agent records it; with
+	// Config.BindAgentsToWorkload a sub-agent is created only by a caller
+	// connected as its parent's workload.
+	Workload string
 }
 
 // CreateAgent provisions a new agent instance. Its lifetime never outlives its
@@ -75,6 +83,9 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 	if err := validateBounds(in.Bounds); err != nil {
 		return nil, "", err
 	}
+	if err := checkWorkloadInput("workload_id", in.Workload); err != nil {
+		return nil, "", err
+	}
 
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
@@ -97,6 +108,9 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 		parent, err := e.readAgent(ctx, parentRef.ID)
 		if err != nil {
 			return nil, "", fieldNotFound(err, "parent")
+		}
+		if err := e.bound("parent", parent.ID, parent.lineage.Workload, in.Workload); err != nil {
+			return nil, "", err
 		}
 		if parent.Task != task.ID {
 			return nil, "", invalid("parent", "agent %s works on task %s, not %s", parent.ID, parent.Task, task.ID)
@@ -124,11 +138,12 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 	a := &Agent{
 		ID: newID(PrefixAgent), Name: in.Name, Task: taskRef, Parent: parentRef, Principal: task.Principal,
 		CreatedAt: now, ExpiresAt: expires, Status: StatusActive, Bounds: in.Bounds.Or(inherited).Within(inherited),
+		Workload: in.Workload,
 	}
 	ref := Ref{Type: schema.TypeAgent, ID: a.ID}
 	a.Chain = append(append([]Ref{ref}, ancestors...), task.Principal)
 
-	lineage := Lineage{Principal: task.Principal, TaskExpires: task.ExpiresAt, Bounds: a.Bounds}
+	lineage := Lineage{Principal: task.Principal, TaskExpires: task.ExpiresAt, Bounds: a.Bounds, Workload: a.Workload}
 	for i, anc := range ancestors {
 		lineage.Ancestors = append(lineage.Ancestors, Ancestor{ID: anc.ID, Expires: ancestorExpiries[i]})
 	}
@@ -142,7 +157,7 @@ func (e *Engine) CreateAgent(ctx context.Context, in CreateAgentInput) (*Agent, 
 		return nil, "", err
 	}
 	// The chain is known and will never change: the agent's first check need not read it.
-	c := &chain{agents: []link{{id: a.ID, expires: expires}}, task: task.ID, taskExpires: task.ExpiresAt, principal: task.Principal, bounds: a.Bounds}
+	c := &chain{agents: []link{{id: a.ID, expires: expires}}, task: task.ID, taskExpires: task.ExpiresAt, principal: task.Principal, bounds: a.Bounds, workload: a.Workload}
 	if !parentRef.IsZero() {
 		pc, err := e.chainOf(ctx, parentRef.ID)
 		if err == nil {
@@ -179,7 +194,7 @@ func (e *Engine) getAgent(ctx context.Context, id string) (*Agent, string, error
 	a := &Agent{
 		ID: id, Name: rec.Name, Task: Ref{Type: schema.TypeTask, ID: rec.Task}, Principal: c.principal,
 		Chain: c.refs(), CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, Status: rec.status(e.now()),
-		Bounds: rec.lineage.Bounds,
+		Bounds: rec.lineage.Bounds, Workload: rec.lineage.Workload,
 	}
 	if rec.Parent != "" {
 		a.Parent = Ref{Type: schema.TypeAgent, ID: rec.Parent}

@@ -35,6 +35,11 @@ type Config struct {
 	// of a chain (agent, parents, task, principal, lifetimes) never changes once
 	// written, so entries never go stale. Default 100000.
 	ChainCacheSize int
+	// BindAgentsToWorkload accepts a delegation from an agent that records
+	// a workload identity (a SPIFFE ID) only from a caller connected as
+	// that same workload (--bind-agents-to-workload). Renewals are refused
+	// the same way by the token endpoint, through CheckWorkload.
+	BindAgentsToWorkload bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -80,6 +85,8 @@ type Engine struct {
 	chains *lru.Cache[string, *chain]
 	// invalidator, when set, is told about every committed write. Set before serving.
 	invalidator Invalidator
+	// slots serializes this engine's writes to one grant slot (grants.go).
+	slots slotLocks
 }
 
 // New connects the engine to SpiceDB. When SpiceDB has no schema yet, it
@@ -97,6 +104,7 @@ func New(ctx context.Context, cfg Config, sdb *Client, log *slog.Logger) (*Engin
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, sdb: sdb, log: log, chains: chains}
+	e.slots.init()
 	if err := e.loadSchema(ctx); err != nil {
 		return nil, err
 	}

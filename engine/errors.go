@@ -68,6 +68,10 @@ func escalation(format string, args ...any) error {
 	return &Error{Kind: KindPermissionDenied, Reason: ReasonEscalation, Msg: fmt.Sprintf(format, args...)}
 }
 
+// ReasonWorkloadMismatch is the reason of a renewal or delegation refused
+// because the caller is not connected as the workload the agent is bound to.
+const ReasonWorkloadMismatch = "WORKLOAD_MISMATCH"
+
 // ErrUnavailable is wrapped by every error that means SpiceDB could not answer.
 var ErrUnavailable = errors.New("authorization backend unavailable")
 

@@ -29,6 +29,8 @@ type StartTaskInput struct {
 	AgentName   string // default "agent"
 	GrantTTL    string // default: the maximum grant TTL
 	Scope       []ScopedGrant
+	// Workload is the caller's SPIFFE ID, or "": the agent records it.
+	Workload string
 }
 
 // StartTask opens a task for a verified human, with one agent holding one
@@ -53,6 +55,9 @@ func (e *Engine) StartTask(ctx context.Context, in StartTaskInput) (*Task, *Agen
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
+	if err := checkWorkloadInput("workload_id", in.Workload); err != nil {
+		return nil, nil, nil, "", err
+	}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
 	for _, s := range in.Scope {
@@ -75,10 +80,10 @@ func (e *Engine) StartTask(ctx context.Context, in StartTaskInput) (*Task, *Agen
 	if e.cfg.MaxAgentTTL > 0 && now.Add(e.cfg.MaxAgentTTL).Before(agentExp) {
 		agentExp = now.Add(e.cfg.MaxAgentTTL)
 	}
-	a := &Agent{ID: newID(PrefixAgent), Name: name, Task: taskRef, Principal: in.Principal, CreatedAt: now, ExpiresAt: agentExp, Status: StatusActive}
+	a := &Agent{ID: newID(PrefixAgent), Name: name, Task: taskRef, Principal: in.Principal, CreatedAt: now, ExpiresAt: agentExp, Status: StatusActive, Workload: in.Workload}
 	agentRef := Ref{Type: schema.TypeAgent, ID: a.ID}
 	a.Chain = []Ref{agentRef, in.Principal}
-	rels := append(TaskRelationships(*t), AgentRelationships(*a, Lineage{Principal: in.Principal, TaskExpires: t.ExpiresAt})...)
+	rels := append(TaskRelationships(*t), AgentRelationships(*a, Lineage{Principal: in.Principal, TaskExpires: t.ExpiresAt, Workload: a.Workload})...)
 	grants := e.scopedGrants(agentRef, in.Scope, now, grantTTL, agentExp)
 	for _, g := range grants {
 		rels = append(rels, grantRelationships(*g, nil)...)
@@ -87,7 +92,7 @@ func (e *Engine) StartTask(ctx context.Context, in StartTaskInput) (*Task, *Agen
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
-	c := &chain{agents: []link{{id: a.ID, expires: agentExp}}, task: t.ID, taskExpires: t.ExpiresAt, principal: in.Principal}
+	c := &chain{agents: []link{{id: a.ID, expires: agentExp}}, task: t.ID, taskExpires: t.ExpiresAt, principal: in.Principal, workload: a.Workload}
 	c.chainRefs = c.buildRefs()
 	e.chains.Add(a.ID, c)
 	return t, a, grants, token, nil
@@ -99,6 +104,10 @@ type DelegateInput struct {
 	AgentName string // default "agent"
 	GrantTTL  string // default: the maximum grant TTL
 	Scope     []ScopedGrant
+	// Workload is the caller's SPIFFE ID, or "": the sub-agent records it.
+	// With Config.BindAgentsToWorkload it must be the parent's, when the
+	// parent records one.
+	Workload string
 }
 
 // Delegate creates a sub-agent under a parent with one grant per scope item,
@@ -114,11 +123,17 @@ func (e *Engine) Delegate(ctx context.Context, in DelegateInput) (*Agent, []*Gra
 	if err != nil {
 		return nil, nil, "", err
 	}
+	if err := checkWorkloadInput("workload_id", in.Workload); err != nil {
+		return nil, nil, "", err
+	}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
 	parent, err := e.readAgent(ctx, in.Parent)
 	if err != nil {
 		return nil, nil, "", fieldNotFound(err, "subject_token")
+	}
+	if err := e.bound("subject_token", parent.ID, parent.lineage.Workload, in.Workload); err != nil {
+		return nil, nil, "", err
 	}
 	now := e.now()
 	if st := parent.status(now); st != StatusActive {
@@ -150,9 +165,9 @@ func (e *Engine) Delegate(ctx context.Context, in DelegateInput) (*Agent, []*Gra
 	}
 	taskRef := Ref{Type: schema.TypeTask, ID: pc.task}
 	a := &Agent{ID: newID(PrefixAgent), Name: name, Task: taskRef, Parent: parentRef, Principal: pc.principal,
-		CreatedAt: now, ExpiresAt: parent.ExpiresAt, Status: StatusActive, Bounds: parent.lineage.Bounds}
+		CreatedAt: now, ExpiresAt: parent.ExpiresAt, Status: StatusActive, Bounds: parent.lineage.Bounds, Workload: in.Workload}
 	agentRef := Ref{Type: schema.TypeAgent, ID: a.ID}
-	lineage := Lineage{Principal: pc.principal, TaskExpires: pc.taskExpires, Bounds: a.Bounds}
+	lineage := Lineage{Principal: pc.principal, TaskExpires: pc.taskExpires, Bounds: a.Bounds, Workload: a.Workload}
 	a.Chain = []Ref{agentRef}
 	for _, l := range pc.agents {
 		a.Chain = append(a.Chain, Ref{Type: schema.TypeAgent, ID: l.id})

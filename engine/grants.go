@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/fnv"
 	"slices"
 	"time"
 
@@ -169,7 +171,16 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 	// records it deletes. A concurrent replacement makes it fail, and it is
 	// tried again against the new occupant, so racing creations leave one
 	// grant and no orphan record.
-	unexplained := 0 // refusals after which the slot read the same
+	//
+	// Creations of one slot on this engine take turns: racing on Postgres,
+	// they would otherwise refuse each other through serialization failures
+	// and SpiceDB's retries until their deadline passed. Other replicas'
+	// creations still race, and the preconditions settle them.
+	unlock, err := e.slots.lock(ctx, slotKey(grantSlot))
+	if err != nil {
+		return nil, "", err
+	}
+	defer unlock()
 	for attempt := 0; ; attempt++ {
 		existing, err := e.sdb.readRels(ctx, grantSlot)
 		if err != nil {
@@ -191,24 +202,78 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 		if err == nil {
 			return g, token, nil
 		}
-		if !errors.Is(err, errSlotChanged) {
+		if !errors.Is(err, errSlotChanged) && !writeConflict(err) {
 			return nil, "", err
 		}
-		// Either the slot changed under us or the holder stopped being able
-		// to hold grants; only a changed slot is worth another try.
-		again, rerr := e.sdb.readRels(ctx, grantSlot)
-		if rerr != nil {
-			return nil, "", rerr
-		}
-		if sameGrantIDs(existing, again) {
-			// On Postgres a racing write can refuse ours and still be
-			// settling when we read again; a few of these are a race, a
-			// steady run of them is the holder's precondition.
-			unexplained++
-		}
-		if unexplained >= 3 || attempt >= maxGrantAttempts {
+		// Either the slot changed under us (or a racing write collided with
+		// ours) or the holder stopped being able to hold grants. Which one
+		// is read, not guessed from whether the slot looks changed: a
+		// refusal does not say which precondition failed, and a slot that
+		// reads the same proves nothing about the holder (the write it lost
+		// to may itself have been replaced in between, or have lost).
+		if ok, err := e.canHold(ctx, holder); err != nil || !ok {
+			if err != nil {
+				return nil, "", err
+			}
 			return nil, "", holderGone
 		}
+		if attempt >= maxGrantAttempts {
+			return nil, "", &Error{Kind: KindUnavailable, Msg: "too many concurrent replacements of this grant; try again",
+				Err: fmt.Errorf("%w: grant slot %s contended %d times", ErrUnavailable, slotKey(grantSlot), attempt+1)}
+		}
+	}
+}
+
+// canHold reads whether holder can still hold grants: an agent enabled and
+// not suspended, or an open task; the preconditions a grant's write is
+// guarded by.
+func (e *Engine) canHold(ctx context.Context, holder Ref) (bool, error) {
+	if holder.Type == schema.TypeTask {
+		t, err := e.readTask(ctx, holder.ID)
+		if err != nil {
+			if AsError(err).Kind == KindNotFound {
+				return false, nil
+			}
+			return false, err
+		}
+		return t.Status == StatusActive, nil
+	}
+	rec, err := e.readAgent(ctx, holder.ID)
+	if err != nil {
+		if AsError(err).Kind == KindNotFound {
+			return false, nil
+		}
+		return false, err
+	}
+	return !rec.revoked && rec.enabled && !rec.suspended, nil
+}
+
+// slotKey names a grant slot: resource, relation and holder.
+func slotKey(f *v1.RelationshipFilter) string {
+	s := f.GetOptionalSubjectFilter()
+	return f.GetResourceType() + ":" + f.GetOptionalResourceId() + "#" + f.GetOptionalRelation() + "@" +
+		s.GetSubjectType() + ":" + s.GetOptionalSubjectId() + "#" + s.GetOptionalRelation().GetRelation()
+}
+
+// slotLocks are striped locks, one turn at a time per stripe, that wait no
+// longer than the caller's context.
+type slotLocks [64]chan struct{}
+
+func (l *slotLocks) init() {
+	for i := range l {
+		l[i] = make(chan struct{}, 1)
+	}
+}
+
+func (l *slotLocks) lock(ctx context.Context, key string) (func(), error) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	c := l[h.Sum32()%uint32(len(l))]
+	select {
+	case c <- struct{}{}:
+		return func() { <-c }, nil
+	case <-ctx.Done():
+		return nil, &Error{Kind: KindUnavailable, Msg: "authorization backend did not answer in time", Err: fmt.Errorf("%w: waiting for a grant slot: %w", ErrUnavailable, ctx.Err())}
 	}
 }
 
@@ -218,19 +283,6 @@ const maxGrantAttempts = 64
 
 // errSlotChanged is a grant write refused by its preconditions.
 var errSlotChanged = errors.New("grant slot changed")
-
-// sameGrantIDs reports whether a and b hold the same grants.
-func sameGrantIDs(a, b []*v1.Relationship) bool {
-	ids := func(rs []*v1.Relationship) []string {
-		out := make([]string, 0, len(rs))
-		for _, r := range rs {
-			out = append(out, caveatString(r, "grant_id"))
-		}
-		slices.Sort(out)
-		return out
-	}
-	return slices.Equal(ids(a), ids(b))
-}
 
 // GetGrant reads a grant, and the revision it was read at.
 func (e *Engine) GetGrant(ctx context.Context, id string) (*Grant, string, error) {

@@ -47,6 +47,9 @@ type Query struct {
 	Caller string
 	// SourceAddr is the caller's network address, for the audit trail.
 	SourceAddr string
+	// CallerWorkload is the SPIFFE ID of the X.509-SVID the caller (the
+	// resource service) presented over mutual TLS, for the audit trail.
+	CallerWorkload string
 	// TokenID is the jti of the subject_token that named the subject, for
 	// the audit trail; never the token itself.
 	TokenID string

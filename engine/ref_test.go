@@ -416,9 +416,12 @@ func TestLineageRoundTrip(t *testing.T) {
 		{Principal: Ref{Type: "user", ID: "carol"}, TaskExpires: t0, Bounds: bounds.Limits{ChecksPerMinute: 60, MaxDenials: 5, DenialWindow: 90 * time.Second, ResourcesPerHour: 7},
 			Ancestors: []Ancestor{{ID: "agt_1", Expires: t0}}},
 		{Principal: Ref{Type: "user", ID: "dave"}, TaskExpires: t0, Bounds: bounds.Limits{ResourcesPerHour: 1}},
+		{Principal: Ref{Type: "user", ID: "erin"}, TaskExpires: t0, Workload: "spiffe://acme.internal/ns/agents/sa/runner"},
+		{Principal: Ref{Type: "user", ID: "frank"}, TaskExpires: t0, Bounds: bounds.Limits{MaxDenials: 2}, Workload: "spiffe://acme.internal/x",
+			Ancestors: []Ancestor{{ID: "agt_1", Expires: t0}}},
 	} {
 		got, ok := decodeLineage(l.encode())
-		if !ok || got.Principal != l.Principal || !got.TaskExpires.Equal(l.TaskExpires) || len(got.Ancestors) != len(l.Ancestors) || got.Bounds != l.Bounds {
+		if !ok || got.Principal != l.Principal || !got.TaskExpires.Equal(l.TaskExpires) || len(got.Ancestors) != len(l.Ancestors) || got.Bounds != l.Bounds || got.Workload != l.Workload {
 			t.Fatalf("round trip of %+v: %+v %v", l, got, ok)
 		}
 		for i := range l.Ancestors {
@@ -428,7 +431,9 @@ func TestLineageRoundTrip(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "v2;user:a;2026-11-27T12:00:00Z", "v1;alice;2026-11-27T12:00:00Z", "v1;user:a;yesterday", "v1;user:a;2026-11-27T12:00:00Z;agt_1", "v1;user:a;2026-11-27T12:00:00Z;agt 1@2026-11-27T12:00:00Z",
-		"v1;user:a;2026-11-27T12:00:00Z;b=1.2.3", "v1;user:a;2026-11-27T12:00:00Z;b=1.2.3.-4", "v1;user:a;2026-11-27T12:00:00Z;agt_1@2026-11-27T12:00:00Z;b=1.2.3.4"} {
+		"v1;user:a;2026-11-27T12:00:00Z;b=1.2.3", "v1;user:a;2026-11-27T12:00:00Z;b=1.2.3.-4", "v1;user:a;2026-11-27T12:00:00Z;agt_1@2026-11-27T12:00:00Z;b=1.2.3.4",
+		"v1;user:a;2026-11-27T12:00:00Z;w=https://acme/x", "v1;user:a;2026-11-27T12:00:00Z;w=spiffe://ACME/x", "v1;user:a;2026-11-27T12:00:00Z;w=",
+		"v1;user:a;2026-11-27T12:00:00Z;w=spiffe://acme/x;b=1.2.3.4", "v1;user:a;2026-11-27T12:00:00Z;agt_1@2026-11-27T12:00:00Z;w=spiffe://acme/x"} {
 		if _, ok := decodeLineage(bad); ok {
 			t.Errorf("decodeLineage(%q) accepted", bad)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -86,6 +87,50 @@ func datastoreUnreachable(msg string) bool {
 	return false
 }
 
+// preconditionFailed reports whether a write was refused by its
+// preconditions, and by nothing else: SpiceDB answers FailedPrecondition for
+// other refusals too (an unknown caveat or relation), which are no conflict.
+func preconditionFailed(err error) bool {
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason() == v1.ErrorReason_ERROR_REASON_WRITE_OR_DELETE_PRECONDITION_FAILURE.String()
+		}
+	}
+	return false
+}
+
+// ctxErr makes err an Unavailable error when ctx ended: SpiceDB reports a
+// deadline that passed inside it in several ways (DeadlineExceeded, or
+// Internal from its consistency middleware), and every one of them means
+// "did not answer in time", never an internal error.
+func ctxErr(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	if e := AsError(err); e.Kind == KindInternal {
+		return &Error{Kind: KindUnavailable, Msg: "authorization backend did not answer in time", Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
+	}
+	return err
+}
+
+// writeConflict reports whether SpiceDB refused a write because it collided
+// with a concurrent write of the same relationships: a Postgres
+// serialization failure that outlived SpiceDB's own retries (Aborted), or
+// two TOUCHes of one relationship inserting its new version at once, which
+// Postgres reports as a unique violation and SpiceDB as AlreadyExists.
+func writeConflict(err error) bool {
+	var gs interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &gs) {
+		return false
+	}
+	c := gs.GRPCStatus().Code()
+	return c == codes.Aborted || c == codes.AlreadyExists
+}
+
 func objRef(r Ref) *v1.ObjectReference {
 	return &v1.ObjectReference{ObjectType: r.Type, ObjectId: r.ID}
 }
@@ -149,7 +194,7 @@ func (c *Client) readRelsAt(ctx context.Context, filter *v1.RelationshipFilter) 
 		RelationshipFilter: filter,
 	})
 	if err != nil {
-		return nil, "", backendErr("ReadRelationships", err)
+		return nil, "", ctxErr(ctx, backendErr("ReadRelationships", err))
 	}
 	var out []*v1.Relationship
 	var token string
@@ -159,7 +204,7 @@ func (c *Client) readRelsAt(ctx context.Context, filter *v1.RelationshipFilter) 
 			return out, token, nil
 		}
 		if err != nil {
-			return nil, "", backendErr("ReadRelationships", err)
+			return nil, "", ctxErr(ctx, backendErr("ReadRelationships", err))
 		}
 		out = append(out, resp.GetRelationship())
 		token = resp.GetReadAt().GetToken()
@@ -179,10 +224,10 @@ func (e *Engine) write(ctx context.Context, updates []*v1.RelationshipUpdate, pr
 func (c *Client) write(ctx context.Context, updates []*v1.RelationshipUpdate, pre []*v1.Precondition, onConflict error) (string, error) {
 	resp, err := c.Permissions.WriteRelationships(ctx, &v1.WriteRelationshipsRequest{Updates: updates, OptionalPreconditions: pre})
 	if err != nil {
-		if status.Code(err) == codes.FailedPrecondition && onConflict != nil {
+		if preconditionFailed(err) && onConflict != nil {
 			return "", onConflict
 		}
-		return "", backendErr("WriteRelationships", err)
+		return "", ctxErr(ctx, backendErr("WriteRelationships", err))
 	}
 	return resp.GetWrittenAt().GetToken(), nil
 }

@@ -39,6 +39,9 @@ type Lineage struct {
 	Ancestors []Ancestor
 	// Bounds are the agent's behavioural bounds, fixed when it was created.
 	Bounds bounds.Limits
+	// Workload is the SPIFFE ID of the workload that created the agent, or
+	// "": the agent's own, not inherited.
+	Workload string
 }
 
 // Ancestor is one agent above another, with its expiry.
@@ -47,13 +50,17 @@ type Ancestor struct {
 	Expires time.Time
 }
 
-// encode writes "v1;<principal>;<task expiry>[;b=<bounds>];<id>@<expiry>;…".
-// Ids and references cannot contain ';', '=' or '@'.
+// encode writes "v1;<principal>;<task expiry>[;b=<bounds>][;w=<SPIFFE ID>];<id>@<expiry>;…".
+// Ids and references cannot contain ';', '=' or '@', and neither can a
+// SPIFFE ID that go-spiffe accepts (validWorkload).
 func (l Lineage) encode() string {
 	var b strings.Builder
 	b.WriteString("v1;" + l.Principal.String() + ";" + ts(l.TaskExpires))
 	if !l.Bounds.IsZero() {
 		b.WriteString(";" + encodeBounds(l.Bounds))
+	}
+	if l.Workload != "" {
+		b.WriteString(";w=" + l.Workload)
 	}
 	for _, a := range l.Ancestors {
 		b.WriteString(";" + a.ID + "@" + ts(a.Expires))
@@ -75,13 +82,20 @@ func decodeLineage(s string) (Lineage, bool) {
 	if l.TaskExpires, err = time.Parse(time.RFC3339Nano, parts[2]); err != nil {
 		return Lineage{}, false
 	}
-	for i, p := range parts[3:] {
-		if i == 0 && strings.HasPrefix(p, "b=") {
-			if l.Bounds, ok = decodeBounds(p); !ok {
-				return Lineage{}, false
-			}
-			continue
+	rest := parts[3:]
+	if len(rest) > 0 && strings.HasPrefix(rest[0], "b=") {
+		if l.Bounds, ok = decodeBounds(rest[0]); !ok {
+			return Lineage{}, false
 		}
+		rest = rest[1:]
+	}
+	if len(rest) > 0 && strings.HasPrefix(rest[0], "w=") {
+		if l.Workload = rest[0][2:]; validWorkload(l.Workload) != nil {
+			return Lineage{}, false
+		}
+		rest = rest[1:]
+	}
+	for _, p := range rest {
 		id, exp, ok := strings.Cut(p, "@")
 		if !ok || !validID(id) {
 			return Lineage{}, false
@@ -394,6 +408,7 @@ type chain struct {
 	taskExpires time.Time
 	principal   Ref
 	bounds      bounds.Limits // the agent's own bounds
+	workload    string        // the agent's own workload identity, or ""
 	chainRefs   []Ref         // refs(), computed once; shared read-only by every decision
 }
 
@@ -440,7 +455,7 @@ func (e *Engine) chainOf(ctx context.Context, id string) (*chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &chain{task: a.Task, taskExpires: a.lineage.TaskExpires, principal: a.lineage.Principal, bounds: a.lineage.Bounds}
+	c := &chain{task: a.Task, taskExpires: a.lineage.TaskExpires, principal: a.lineage.Principal, bounds: a.lineage.Bounds, workload: a.lineage.Workload}
 	c.agents = append(c.agents, link{id: a.ID, expires: a.ExpiresAt})
 	for _, anc := range a.lineage.Ancestors {
 		c.agents = append(c.agents, link{id: anc.ID, expires: anc.Expires})

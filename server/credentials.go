@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -147,6 +148,10 @@ func (s *Server) setupCredentials(keys *service.Keys, extra map[string]http.Hand
 	h, err := oauth.New(oauth.Config{PublicURL: s.publicURL(), Tokens: tokens, Humans: humans, Graph: s.engine, Audit: auditor, Log: s.log,
 		Authenticate: func(secret string) (oauth.Client, bool) {
 			k, ok := keys.Lookup(secret)
+			return oauth.Client{Name: k.Name, Role: string(k.Role)}, ok
+		},
+		AuthenticateCert: func(leaf *x509.Certificate) (oauth.Client, bool) {
+			k, ok := keys.LookupCert(leaf)
 			return oauth.Client{Name: k.Name, Role: string(k.Role)}, ok
 		}})
 	if err != nil {

@@ -225,6 +225,9 @@ func (c *Config) Validate() error {
 	if err := c.TLS.Validate(); err != nil {
 		return err
 	}
+	if c.Engine.BindAgentsToWorkload && c.TLS.ClientCAFile == "" {
+		return errors.New("--bind-agents-to-workload needs --client-ca: without client certificates no caller has a workload identity")
+	}
 	if c.Conn.ReadTimeout < 0 || c.Conn.WriteTimeout < 0 || c.Conn.IdleTimeout < 0 {
 		return errors.New("connection timeouts must not be negative")
 	}

@@ -25,7 +25,7 @@ func (h *Handlers) recordChange(ctx context.Context, action, target string, deta
 		caller = k.Name
 	}
 	r := audit.NewChange(requestID(ctx), caller, action, target, details)
-	r.SourceAddr, r.TraceID = callerAddr(ctx), tracing.TraceID(ctx)
+	r.SourceAddr, r.TraceID, r.Workload = callerAddr(ctx), tracing.TraceID(ctx), CallerWorkload(ctx)
 	if err := h.Audit.Record(ctx, r, true); err != nil {
 		return h.err(ctx, &engine.Error{Kind: engine.KindUnavailable,
 			Msg: action + " was applied, but its audit record could not be made durable", Err: errors.Join(engine.ErrUnavailable, err)})
@@ -123,6 +123,7 @@ func auditPB(r *audit.Record) *mandatev1.AuditRecord {
 		Subject: r.Subject, Chain: r.Chain, Principal: r.Principal, Task: r.Task, Permission: r.Permission, Resource: r.Resource,
 		Grants: r.Grants, Reason: r.Reason, CorrelationId: r.CorrelationID, RequestId: r.RequestID, Caller: r.Caller,
 		ConsistencyToken: r.ConsistencyToken, LatencyUs: r.LatencyMicros, Cached: r.Cached, Action: r.Action, Target: r.Target,
+		WorkloadId: r.Workload,
 	}
 	if len(r.Details) > 0 {
 		if s, err := structpb.NewStruct(normalizeDetails(r.Details)); err == nil {

@@ -67,6 +67,15 @@ func verifiedLeaf(ctx context.Context) *x509.Certificate {
 	return peercert.FromContext(ctx)
 }
 
+// LookupCert finds the key for a client certificate that TLS verified
+// against --client-ca, as the interceptors do for a caller that sends no key.
+func (k *Keys) LookupCert(leaf *x509.Certificate) (Key, bool) {
+	if leaf == nil {
+		return Key{}, false
+	}
+	return k.certKey(leaf)
+}
+
 // certKey maps a verified client certificate to its keys-file entry: by its
 // SPIFFE ID when it is an X.509-SVID (one spiffe:// URI SAN, parsed and
 // validated by go-spiffe), else by any of its DNS names.

@@ -94,7 +94,7 @@ func agentPB(a *engine.Agent) *mandatev1.Agent {
 	return &mandatev1.Agent{
 		Id: a.ID, Name: a.Name, Task: a.Task.String(), Parent: a.Parent.OrEmpty(), Principal: a.Principal.String(),
 		Chain: engine.RefStrings(a.Chain), CreatedAt: tsp(a.CreatedAt), ExpiresAt: tsp(a.ExpiresAt), Status: a.Status,
-		Bounds: boundsPB(a.Bounds),
+		Bounds: boundsPB(a.Bounds), WorkloadId: a.Workload,
 	}
 }
 
@@ -156,7 +156,8 @@ func (h *Handlers) CreateAgent(ctx context.Context, r *mandatev1.CreateAgentRequ
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
-	a, tok, err := h.Engine.CreateAgent(ctx, engine.CreateAgentInput{Task: r.GetTask(), Parent: r.GetParent(), Name: r.GetName(), TTL: r.GetTtl(), Bounds: b})
+	a, tok, err := h.Engine.CreateAgent(ctx, engine.CreateAgentInput{Task: r.GetTask(), Parent: r.GetParent(), Name: r.GetName(), TTL: r.GetTtl(), Bounds: b,
+		Workload: CallerWorkload(ctx)})
 	if err != nil {
 		return nil, h.err(ctx, err)
 	}
@@ -351,7 +352,7 @@ func (h *Handlers) query(ctx context.Context, prefix string, r *mandatev1.CheckR
 	q.TokenChain, q.TokenTask, q.TokenID = tokenChain, tokenTask, jti
 	q.DecisionID = audit.NewID("dec")
 	q.StatedReason, q.CorrelationID = r.GetReason(), r.GetCorrelationId()
-	q.RequestID, q.SourceAddr = requestID(ctx), callerAddr(ctx)
+	q.RequestID, q.SourceAddr, q.CallerWorkload = requestID(ctx), callerAddr(ctx), CallerWorkload(ctx)
 	if k, ok := CallerFrom(ctx); ok {
 		q.Caller, q.CountsForBounds = k.Name, k.CountsForBounds
 	}
@@ -397,7 +398,8 @@ func (h *Handlers) invalidTokenItem(ctx context.Context, r *mandatev1.CheckReque
 	}
 	rec := audit.Record{ID: resp.DecisionId, Time: audit.Now(), Kind: audit.KindCheck, Decision: audit.DecisionDeny,
 		ReasonCode: resp.ReasonCode, FailedLeg: engine.ReasonInvalidToken.Leg(), Permission: r.GetPermission(), Resource: r.GetResource(),
-		Reason: r.GetReason(), CorrelationID: r.GetCorrelationId(), RequestID: requestID(ctx), SourceAddr: callerAddr(ctx)}
+		Reason: r.GetReason(), CorrelationID: r.GetCorrelationId(), RequestID: requestID(ctx), SourceAddr: callerAddr(ctx),
+		Workload: CallerWorkload(ctx)}
 	if len(rec.Reason) > maxReason || len(rec.CorrelationID) > maxCorrelationID {
 		rec.Reason, rec.CorrelationID = "", ""
 	}

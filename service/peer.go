@@ -6,6 +6,8 @@ import (
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"github.com/mandate-dev/mandate/internal/peercert"
 )
 
 // callerAddr is the caller's network address for the audit trail: the gRPC
@@ -25,4 +27,14 @@ func callerAddr(ctx context.Context) string {
 	}
 	hops := strings.Split(xff[len(xff)-1], ",")
 	return strings.TrimSpace(hops[len(hops)-1])
+}
+
+// CallerWorkload is the SPIFFE ID of the X.509-SVID the caller presented
+// and TLS verified against --client-ca, or "" when it presented none (or a
+// certificate that is not an SVID). It names the workload on the other end
+// of the connection whether the call authenticated with that certificate or
+// with a key: the key decides what the caller may do, the certificate which
+// workload is asking. Agents created by the call record it.
+func CallerWorkload(ctx context.Context) string {
+	return peercert.SPIFFEID(verifiedLeaf(ctx))
 }

@@ -415,7 +415,11 @@ func ReportCSV(rep *mandatev1.GetReviewReportResponse) ([]byte, error) {
 			}
 			_ = w.Write([]string{"agent:" + ag.GetId(), ag.GetName(), ag.GetPrincipal(), ag.GetTask(), ag.GetStatus(), chain, finding, perm, res, detail, t})
 		}
-		row("identity", "", "", "expires "+ag.GetExpiresAt().AsTime().Format(time.RFC3339), ag.GetCreatedAt())
+		identity := "expires " + ag.GetExpiresAt().AsTime().Format(time.RFC3339)
+		if w := ag.GetWorkloadId(); w != "" {
+			identity += "; workload " + w
+		}
+		row("identity", "", "", identity, ag.GetCreatedAt())
 		for _, x := range a.GetCanReach() {
 			row("can_reach", x.GetPermission(), x.GetResource(), "grants "+fmt.Sprint(x.GetGrants()), x.GetValidUntil())
 		}

@@ -107,6 +107,9 @@ type decidedStream struct {
 func (s *decidedStream) Context() context.Context { return s.ctx }
 
 func (g *grpcGuard) authorize(ctx context.Context, method string, req any) (context.Context, error) {
+	if err := grpcBinding(ctx); err != nil { // RFC 8705: binding.go
+		return nil, status.Error(codes.Unauthenticated, "invalid_token: "+err.Error())
+	}
 	sub, err := "", ErrNoAgent
 	if g.Identify != nil {
 		sub, err = g.Identify(ctx)

@@ -95,6 +95,10 @@ func HTTP(o HTTPOptions) (func(http.Handler) http.Handler, error) {
 	challenge := fmt.Sprintf("Bearer realm=%q", o.Realm)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := httpBinding(r); err != nil { // RFC 8705: binding.go
+				writeUnboundToken(w, o.Realm, err)
+				return
+			}
 			sub, err := "", ErrNoAgent
 			if o.Identify != nil {
 				sub, err = o.Identify(r)

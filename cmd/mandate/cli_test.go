@@ -193,6 +193,7 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 		{[]string{"--keys-file", bothIDs}, "keys[0] (a)"},
 		{[]string{"--tls-cert", "cert.pem"}, "--tls-key"},
 		{[]string{"--client-ca", "ca.pem"}, "--client-ca"},
+		{[]string{"--bind-agents-to-workload"}, "--bind-agents-to-workload"},
 		{[]string{"--tls-cert", filepath.Join(dir, "none.pem"), "--tls-key", filepath.Join(dir, "none-key.pem")}, "--tls-cert"},
 		{[]string{"--log-level", "loud"}, "--log-level"},
 		{[]string{"--max-body-bytes", "-1"}, "--max-body-bytes"},

@@ -89,6 +89,9 @@ func reviewCmd() *cobra.Command {
 			for _, a := range resp.GetAgents() {
 				ag := a.GetAgent()
 				fmt.Fprintf(w, "agent:%s (%s) %s, task %s, chain %s\n", ag.GetId(), ag.GetName(), ag.GetStatus(), ag.GetTask(), strings.Join(ag.GetChain(), " > "))
+				if wl := ag.GetWorkloadId(); wl != "" {
+					fmt.Fprintf(w, "  workload    %s\n", wl)
+				}
 				for _, x := range a.GetCanReach() {
 					fmt.Fprintf(w, "  can reach   %s %s until %s\n", x.GetPermission(), x.GetResource(), x.GetValidUntil().AsTime().Format(time.RFC3339))
 				}

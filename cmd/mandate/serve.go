@@ -50,6 +50,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "serve both ports over TLS with this certificate chain (PEM); reloaded when the file changes")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "the private key of --tls-cert (PEM); reloaded when the file changes")
 	f.StringVar(&cfg.TLS.ClientCAFile, "client-ca", "", "CAs (PEM, e.g. the SPIFFE trust bundle) that client certificates must chain to; a caller with a verified certificate and no key is authenticated by the keys file's spiffe_id and dns_name entries")
+	f.BoolVar(&cfg.Engine.BindAgentsToWorkload, "bind-agents-to-workload", false, "accept renewals and delegations of an agent that recorded a workload identity (the SPIFFE ID of its creator's X.509-SVID) only over a connection presenting the same SPIFFE ID; needs --client-ca")
 	f.StringVar(&cfg.KeysFile, "keys-file", "", "YAML file of accepted keys (name, role, sha256); without it, development keys are generated and printed once")
 	f.StringVar(&cfg.Embedded.Engine, "datastore-engine", "", "embedded SpiceDB datastore: memory, postgres or cockroachdb (default memory)")
 	f.StringVar(&cfg.Embedded.URI, "datastore-uri", "", "datastore connection string for postgres or cockroachdb")

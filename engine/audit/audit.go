@@ -86,6 +86,10 @@ type Record struct {
 	// TraceID is the W3C trace id of the request (32 hex digits), when the
 	// caller sent a traceparent or mandate traces.
 	TraceID string `json:"trace_id,omitempty"`
+	// Workload is the SPIFFE ID of the X.509-SVID the caller presented over
+	// mutual TLS, whether it authenticated with it or with a key: for
+	// agent.create and token.issue, the workload the new agent records.
+	Workload string `json:"workload_id,omitempty"`
 
 	Action  string         `json:"action,omitempty"`
 	Target  string         `json:"target,omitempty"`

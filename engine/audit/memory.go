@@ -40,7 +40,7 @@ func size(r *Record) int64 {
 	n := recordOverhead + len(r.ID) + len(r.Kind) + len(r.Decision) + len(r.ReasonCode) + len(r.FailedLeg) +
 		len(r.Subject) + len(r.Principal) + len(r.Task) + len(r.Permission) + len(r.Resource) + len(r.Reason) +
 		len(r.CorrelationID) + len(r.RequestID) + len(r.Caller) + len(r.ConsistencyToken) + len(r.SourceAddr) +
-		len(r.TraceID) + len(r.Action) + len(r.Target)
+		len(r.TraceID) + len(r.Workload) + len(r.Action) + len(r.Target)
 	for _, s := range r.Chain {
 		n += len(s) + 16
 	}

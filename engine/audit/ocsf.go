@@ -241,7 +241,7 @@ func ocsfAPI(r *Record) map[string]any {
 	return api
 }
 
-// ocsfSource is the caller's network address, with the check's source_ip
+// ocsfSource is the caller's network address and workload identity, with the check's source_ip
 // (the address the caller acts for) as an intermediate address, the way an
 // HTTP server records X-Forwarded-For. A record mandate makes itself comes
 // from mandate's own host.
@@ -260,6 +260,10 @@ func ocsfSource(r *Record) map[string]any {
 	} else if ip, err := netip.ParseAddr(r.SourceAddr); err == nil {
 		ep["ip"] = ip.Unmap().String()
 	}
+	// The workload that connected, by the SPIFFE ID of its X.509-SVID: OCSF
+	// 1.8.0 has no workload object, and network_endpoint.uid is "the unique
+	// identifier of the endpoint", which a SPIFFE ID is.
+	setString(ep, "uid", r.Workload)
 	if len(ep) == 0 {
 		// A record from before mandate kept the address (a spool replay).
 		ep["name"] = "unknown"

@@ -103,7 +103,14 @@ func TestOCSFMapping(t *testing.T) {
 			Caller: "ops", SourceAddr: "10.0.0.2:9", Details: map[string]any{"principal": "user:alice", "task": "task:tsk_1", "parent": "",
 				"chain": []string{"agent:agt_2", "agent:agt_1", "user:alice"}},
 		}, map[string]any{"activity_id": 1, "disposition_id": 1, "resources.2.uid": "task:tsk_1",
-			"resources.2.resource_relationship.edges.0.source": "agent:agt_2", "resources.1.uid": "user:alice", "unmapped.details.parent": nil}},
+			"resources.2.resource_relationship.edges.0.source": "agent:agt_2", "resources.1.uid": "user:alice", "unmapped.details.parent": nil,
+			"src_endpoint.uid": nil}},
+		{"agent created by a workload presenting an X.509-SVID", audit.Record{
+			ID: "chg_4w", Time: now, Kind: audit.KindChange, Action: "agent.create", Target: "agent:agt_3", Principal: "user:alice", Task: "task:tsk_1",
+			Caller: "ops", SourceAddr: "10.0.0.2:9", Workload: "spiffe://acme.internal/ns/agents/sa/runner",
+			Details: map[string]any{"principal": "user:alice", "task": "task:tsk_1", "chain": []string{"agent:agt_3", "user:alice"}},
+		}, map[string]any{"src_endpoint.uid": "spiffe://acme.internal/ns/agents/sa/runner", "src_endpoint.ip": "10.0.0.2",
+			"actor.app_name": "ops", "unmapped.workload_id": nil}},
 		{"task completed: the target carries the chain", audit.Record{
 			ID: "chg_5", Time: now, Kind: audit.KindChange, Action: "task.complete", Target: "task:tsk_1", Task: "task:tsk_1", Principal: "user:alice",
 			Caller: "ops", SourceAddr: "10.0.0.2:9", Details: map[string]any{"task": "task:tsk_1", "principal": "user:alice"},

@@ -46,6 +46,7 @@ func CheckRecord(q engine.Query, d engine.Decision, derr error, took time.Durati
 		ID: q.DecisionID, Time: audit.Now(), Kind: audit.KindCheck, RequestID: q.RequestID, Caller: q.Caller,
 		Subject: q.Subject.String(), Permission: q.Permission, Resource: q.Resource.String(),
 		Reason: q.StatedReason, CorrelationID: q.CorrelationID, LatencyMicros: took.Microseconds(), SourceAddr: q.SourceAddr,
+		Workload: q.CallerWorkload,
 	}
 	if derr != nil {
 		r.Decision = audit.DecisionError

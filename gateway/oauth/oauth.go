@@ -6,6 +6,7 @@ package oauth
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"github.com/mandate-dev/mandate/credential"
 	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/engine/audit"
+	"github.com/mandate-dev/mandate/internal/peercert"
 	"github.com/mandate-dev/mandate/internal/requestid"
 )
 
@@ -48,6 +50,11 @@ type Graph interface {
 	AgentChain(ctx context.Context, id string) ([]engine.Ref, engine.Ref, engine.Ref, error)
 	AgentExpiry(ctx context.Context, id string) (time.Time, error)
 	RevokeAgent(ctx context.Context, id string) ([]engine.Ref, string, error)
+	// CheckWorkload refuses (PermissionDenied, WORKLOAD_MISMATCH) a caller
+	// connected as workload acting for an agent bound to another one.
+	CheckWorkload(ctx context.Context, field, agentID, workload string) error
+	// AgentWorkload is the SPIFFE ID the agent recorded, or "".
+	AgentWorkload(ctx context.Context, agentID string) (string, error)
 }
 
 // Auditor records changes.
@@ -69,6 +76,10 @@ type Config struct {
 	Graph Graph
 	// Authenticate finds the key for a presented secret. Never nil.
 	Authenticate func(secret string) (Client, bool)
+	// AuthenticateCert finds the key for a client certificate that TLS
+	// verified against --client-ca, for a caller that sends no
+	// Authorization header (RFC 8705 §2 tls_client_auth). Nil accepts keys only.
+	AuthenticateCert func(leaf *x509.Certificate) (Client, bool)
 	// Audit records token.issue, token.renew, token.refused and token.revoke; nil records nothing.
 	Audit Auditor
 	// MaxBodyBytes bounds form bodies. Default 64 KiB.
@@ -117,6 +128,14 @@ func (h *Handler) Routes() map[string]http.Handler {
 // key's name and the key, each form-encoded) or a Bearer key, never both.
 func (h *Handler) authenticate(r *http.Request) (Client, *Error) {
 	vals := r.Header.Values("Authorization")
+	if leaf := peercert.FromContext(r.Context()); len(vals) == 0 && leaf != nil && h.cfg.AuthenticateCert != nil {
+		// No key sent: the client certificate, verified by TLS, is the credential.
+		c, ok := h.cfg.AuthenticateCert(leaf)
+		if !ok {
+			return Client{}, errorf(ErrInvalidClient, "authorization", "the client certificate maps to no entry of the keys file")
+		}
+		return c, nil
+	}
 	if len(vals) != 1 {
 		return Client{}, errorf(ErrInvalidClient, "authorization", "authenticate with HTTP Basic (key name and key) or `authorization: Bearer <key>`")
 	}
@@ -188,6 +207,9 @@ func (h *Handler) Metadata() map[string]any {
 		algs = append(algs, string(a))
 	}
 	auth := []string{"client_secret_basic"}
+	if h.cfg.AuthenticateCert != nil {
+		auth = append(auth, "tls_client_auth")
+	}
 	return map[string]any{
 		"issuer":                                base,
 		"token_endpoint":                        base + PathToken,
@@ -200,6 +222,9 @@ func (h *Handler) Metadata() map[string]any {
 		"introspection_endpoint_auth_methods_supported": auth,
 		"revocation_endpoint_auth_methods_supported":    auth,
 		"access_token_signing_alg_values_supported":     algs,
+		// Tokens exchanged over a connection with a client certificate are
+		// bound to it (cnf.x5t#S256).
+		"tls_client_certificate_bound_access_tokens": true,
 	}
 }
 
@@ -291,7 +316,7 @@ func (h *Handler) fromHuman(ctx context.Context, client Client, req *ExchangeReq
 	}
 	principal := engine.Ref{Type: "user", ID: human.UserID}
 	task, agent, _, _, err := h.cfg.Graph.StartTask(ctx, engine.StartTaskInput{Principal: principal, Description: req.TaskDescription,
-		TaskTTL: req.TaskTTL, AgentName: req.AgentName, GrantTTL: req.GrantTTL, Scope: scoped(req.Scope)})
+		TaskTTL: req.TaskTTL, AgentName: req.AgentName, GrantTTL: req.GrantTTL, Scope: scoped(req.Scope), Workload: callerWorkload(ctx)})
 	if err != nil {
 		return nil, details, h.engineError(err)
 	}
@@ -314,6 +339,15 @@ func (h *Handler) fromAgent(ctx context.Context, client Client, req *ExchangeReq
 	agentID, ok := strings.CutPrefix(c.Agent(), "agent:")
 	if !ok {
 		return nil, details, errorf(ErrInvalidGrant, "subject_token", "names no agent")
+	}
+	// With --bind-agents-to-workload, renewals and delegations come only
+	// from the workload the agent recorded (403 unauthorized_client); the
+	// engine checks a delegation again, against the parent it writes under.
+	if err := h.cfg.Graph.CheckWorkload(ctx, "subject_token", agentID, callerWorkload(ctx)); err != nil {
+		return nil, details, h.engineError(err)
+	}
+	if oerr := h.proofOfPossession(ctx, c, agentID); oerr != nil {
+		return nil, details, oerr
 	}
 	// Renewal and delegation alike start from a live chain that matches the token.
 	if oerr := h.live(ctx, c, agentID); oerr != nil {
@@ -340,7 +374,8 @@ func (h *Handler) fromAgent(ctx context.Context, client Client, req *ExchangeReq
 		}
 		return nil, details, errorf(ErrInvalidRequest, field, "applies only when a human starts a task")
 	}
-	child, _, _, err := h.cfg.Graph.Delegate(ctx, engine.DelegateInput{Parent: agentID, AgentName: req.AgentName, GrantTTL: req.GrantTTL, Scope: scoped(req.Scope)})
+	child, _, _, err := h.cfg.Graph.Delegate(ctx, engine.DelegateInput{Parent: agentID, AgentName: req.AgentName, GrantTTL: req.GrantTTL,
+		Scope: scoped(req.Scope), Workload: callerWorkload(ctx)})
 	if err != nil {
 		return nil, details, h.engineError(err)
 	}
@@ -421,12 +456,20 @@ func TokenState(ctx context.Context, g Graph, c *credential.Claims) (State, erro
 }
 
 func (h *Handler) issue(ctx context.Context, client Client, action string, details map[string]any, in credential.IssueInput) (*TokenResponse, map[string]any, *Error) {
+	// RFC 8705 §3: a token issued over a connection with a client
+	// certificate is bound to that certificate.
+	if leaf := peercert.FromContext(ctx); leaf != nil {
+		in.CertThumbprint = credential.CertThumbprint(leaf.Raw)
+	}
 	raw, c, err := h.cfg.Tokens.Issue(in)
 	if err != nil {
 		return nil, details, errorf(ErrInvalidGrant, "subject_token", "%v", err)
 	}
 	details["jti"], details["scope"], details["task"], details["exp"] = c.ID, c.Scope, c.Task, c.Expiry.Time().UTC().Format(time.RFC3339)
 	details["act"] = c.Act.Agents()
+	if c.BoundTo() != "" {
+		details["cnf_x5t_s256"] = c.BoundTo()
+	}
 	if err := h.record(ctx, client, action, c.Agent(), details); err != nil {
 		return nil, details, &Error{Code: ErrUnavailable, Description: "the token's audit record could not be made durable; no token was issued", Status: http.StatusServiceUnavailable}
 	}
@@ -451,6 +494,13 @@ func (h *Handler) engineError(err error) *Error {
 	}
 	field := e.Field
 	switch {
+	case e.Kind == engine.KindPermissionDenied && e.Reason == engine.ReasonWorkloadMismatch:
+		if field == "" {
+			field = "subject_token"
+		}
+		d := errorf(ErrUnauthorizedClient, field, "%s", e.Msg)
+		d.Status = http.StatusForbidden
+		return d
 	case e.Kind == engine.KindPermissionDenied:
 		return errorf(ErrInvalidScope, "scope", "%s", e.Msg)
 	case field == "scope":
@@ -476,6 +526,7 @@ func (h *Handler) record(ctx context.Context, client Client, action, target stri
 		return nil
 	}
 	rec := audit.NewChange(requestid.FromContext(ctx), client.Name, action, target, details)
+	rec.Workload = callerWorkload(ctx)
 	return h.cfg.Audit.Record(ctx, rec, true)
 }
 
@@ -515,11 +566,17 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"active": false})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	out := map[string]any{
 		"active": true, "sub": c.Subject, "act": c.Act, "task": c.Task, "scope": c.Scope, "client_id": c.ClientID,
 		"exp": c.Expiry, "iat": c.IssuedAt, "nbf": c.NotBefore, "jti": c.ID, "iss": c.Issuer, "aud": c.Audience,
 		"token_type": "Bearer",
-	})
+	}
+	if c.Confirmation != nil {
+		// RFC 8705 §3.2: the resource service compares it with the
+		// certificate the agent presented to it.
+		out["cnf"] = c.Confirmation
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
@@ -568,4 +625,45 @@ func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// ---- workload identity and certificate-bound tokens ----------------------------
+
+// callerWorkload is the SPIFFE ID of the X.509-SVID the caller presented,
+// verified by TLS against --client-ca, or "". Whether the caller
+// authenticated with that certificate or with a key, it names the workload
+// on the other end of the connection.
+func callerWorkload(ctx context.Context) string {
+	return peercert.SPIFFEID(peercert.FromContext(ctx))
+}
+
+// proofOfPossession refuses a certificate-bound subject_token (cnf.x5t#S256)
+// unless this connection presents that certificate, as any resource service
+// would (RFC 8705 §3): a stolen bound token cannot be renewed or delegated,
+// and so unbound, by a caller that does not hold the certificate's key. A
+// workload's X.509-SVID rotates more often than an agent renews, so a
+// certificate with the SPIFFE ID the agent recorded when it was created
+// proves possession too.
+func (h *Handler) proofOfPossession(ctx context.Context, c *credential.Claims, agentID string) *Error {
+	want := c.BoundTo()
+	if want == "" {
+		return nil
+	}
+	leaf := peercert.FromContext(ctx)
+	if leaf != nil && credential.CertThumbprint(leaf.Raw) == want {
+		return nil
+	}
+	if w := peercert.SPIFFEID(leaf); w != "" {
+		recorded, err := h.cfg.Graph.AgentWorkload(ctx, agentID)
+		if err != nil {
+			if e := engine.AsError(err); e != nil && e.Kind == engine.KindNotFound {
+				return errorf(ErrInvalidGrant, "subject_token", "its agent does not exist")
+			}
+			return h.engineError(err)
+		}
+		if recorded == w {
+			return nil
+		}
+	}
+	return errorf(ErrInvalidGrant, "subject_token", "is bound to a client certificate (cnf x5t#S256) that this connection does not present")
 }

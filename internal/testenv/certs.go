@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -113,3 +114,17 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 		t.Fatal(err)
 	}
 }
+
+// MTLSClient is an HTTP client that trusts ca and, when leaf is not nil,
+// presents leaf's certificate. Each client keeps its own connections, so
+// two clients never share a TLS session.
+func MTLSClient(ca *CA, leaf *Leaf) *http.Client {
+	cfg := &tls.Config{RootCAs: ca.Pool()}
+	if leaf != nil {
+		cfg.Certificates = []tls.Certificate{leaf.TLS}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+}
+
+// Der is the leaf certificate's DER encoding.
+func (l Leaf) Der() []byte { return l.TLS.Certificate[0] }

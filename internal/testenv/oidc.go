@@ -167,7 +167,7 @@ func (s *Server) Form(path, authorization string, form url.Values) (int, map[str
 	if authorization != "" {
 		req.Header.Set("Authorization", authorization)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.httpClient().Do(req)
 	if err != nil {
 		s.T.Fatalf("POST %s: %v", path, err)
 	}

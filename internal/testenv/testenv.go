@@ -70,6 +70,23 @@ type Server struct {
 	// Base is its REST root, "http://host:port".
 	Base string
 	stop func()
+	// client sends Call, Do and Form; nil is http.DefaultClient.
+	client *http.Client
+}
+
+// As returns a view of s whose Call, Do, OK, Check and Form send over c:
+// for example MTLSClient's connection presenting a client certificate.
+func (s *Server) As(c *http.Client) *Server {
+	cp := *s
+	cp.client = c
+	return &cp
+}
+
+func (s *Server) httpClient() *http.Client {
+	if s.client != nil {
+		return s.client
+	}
+	return http.DefaultClient
 }
 
 // Start runs a server on free ports until the test ends, with Keys unless
@@ -163,7 +180,7 @@ func (s *Server) Call(method, path, authorization string, body any) (int, http.H
 	if authorization != "" {
 		req.Header.Set("Authorization", authorization)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.httpClient().Do(req)
 	if err != nil {
 		s.T.Fatalf("%s %s: %v", method, path, err)
 	}

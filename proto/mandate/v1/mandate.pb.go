@@ -536,7 +536,13 @@ type Agent struct {
 	Status string `protobuf:"bytes,9,opt,name=status,proto3" json:"status,omitempty"`
 	// bounds are the agent's own bounds: those it was created with, else its
 	// parent's, else its task's. Unset ones take the server's defaults.
-	Bounds        *Bounds `protobuf:"bytes,10,opt,name=bounds,proto3" json:"bounds,omitempty"`
+	Bounds *Bounds `protobuf:"bytes,10,opt,name=bounds,proto3" json:"bounds,omitempty"`
+	// workload_id is the SPIFFE ID of the workload that created the agent:
+	// the X.509-SVID its caller presented over mutual TLS (--client-ca), to
+	// POST /v1/agents or to the token exchange. Empty when the caller
+	// presented no SVID. It never changes; with --bind-agents-to-workload,
+	// the agent's renewals and delegations are accepted only from it.
+	WorkloadId    string `protobuf:"bytes,11,opt,name=workload_id,json=workloadId,proto3" json:"workload_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -639,6 +645,13 @@ func (x *Agent) GetBounds() *Bounds {
 		return x.Bounds
 	}
 	return nil
+}
+
+func (x *Agent) GetWorkloadId() string {
+	if x != nil {
+		return x.WorkloadId
+	}
+	return ""
 }
 
 type CreateAgentRequest struct {
@@ -3193,7 +3206,11 @@ type AuditRecord struct {
 	// target is the object a change acted on.
 	Target string `protobuf:"bytes,22,opt,name=target,proto3" json:"target,omitempty"`
 	// details carries a change's before and after identifiers.
-	Details       *structpb.Struct `protobuf:"bytes,23,opt,name=details,proto3" json:"details,omitempty"`
+	Details *structpb.Struct `protobuf:"bytes,23,opt,name=details,proto3" json:"details,omitempty"`
+	// workload_id is the SPIFFE ID of the X.509-SVID the caller presented over
+	// mutual TLS (whether it authenticated with it or with a key); for
+	// agent.create and token.issue, the workload the new agent records.
+	WorkloadId    string `protobuf:"bytes,24,opt,name=workload_id,json=workloadId,proto3" json:"workload_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3387,6 +3404,13 @@ func (x *AuditRecord) GetDetails() *structpb.Struct {
 		return x.Details
 	}
 	return nil
+}
+
+func (x *AuditRecord) GetWorkloadId() string {
+	if x != nil {
+		return x.WorkloadId
+	}
+	return ""
 }
 
 type ListAuditRequest struct {
@@ -4782,7 +4806,7 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"i\n" +
 	"\x14CompleteTaskResponse\x12$\n" +
 	"\x04task\x18\x01 \x01(\v2\x10.mandate.v1.TaskR\x04task\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\xc5\x02\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\xe6\x02\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -4796,7 +4820,9 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
 	"\x06status\x18\t \x01(\tR\x06status\x12*\n" +
 	"\x06bounds\x18\n" +
-	" \x01(\v2\x12.mandate.v1.BoundsR\x06bounds\"\x92\x01\n" +
+	" \x01(\v2\x12.mandate.v1.BoundsR\x06bounds\x12\x1f\n" +
+	"\vworkload_id\x18\v \x01(\tR\n" +
+	"workloadId\"\x92\x01\n" +
 	"\x12CreateAgentRequest\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\tR\x06parent\x12\x12\n" +
@@ -4965,7 +4991,7 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x19ReadRelationshipsResponse\x12$\n" +
 	"\rrelationships\x18\x01 \x03(\tR\rrelationships\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12+\n" +
-	"\x11consistency_token\x18\x03 \x01(\tR\x10consistencyToken\"\xb0\x05\n" +
+	"\x11consistency_token\x18\x03 \x01(\tR\x10consistencyToken\"\xd1\x05\n" +
 	"\vAuditRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -4996,7 +5022,9 @@ const file_mandate_v1_mandate_proto_rawDesc = "" +
 	"\x06cached\x18\x14 \x01(\bR\x06cached\x12\x16\n" +
 	"\x06action\x18\x15 \x01(\tR\x06action\x12\x16\n" +
 	"\x06target\x18\x16 \x01(\tR\x06target\x121\n" +
-	"\adetails\x18\x17 \x01(\v2\x17.google.protobuf.StructR\adetails\"\xa1\x02\n" +
+	"\adetails\x18\x17 \x01(\v2\x17.google.protobuf.StructR\adetails\x12\x1f\n" +
+	"\vworkload_id\x18\x18 \x01(\tR\n" +
+	"workloadId\"\xa1\x02\n" +
 	"\x10ListAuditRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x12\n" +
