@@ -61,6 +61,7 @@ func main() {
 		soakFor    = flag.Duration("soak-duration", 5*time.Minute, "measured time of the soak scenario (run it with -scenarios soak)")
 		soakWarmup = flag.Duration("soak-warmup", 30*time.Second, "warm-up of the soak scenario")
 		soakRate   = flag.Float64("soak-rate", 5000, "requests per second the soak offers")
+		soakAudit  = flag.Int("soak-audit-records", 0, "the soak server's --audit-memory-records (0: the default, 100000); lower it so the in-memory audit store reaches its bound within the warm-up at a low rate")
 		memEntries = flag.Int("memory-entries", 0, "instead of the scenarios, fill a decision cache with this many decisions and report resident memory")
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and load generator share the process)")
 	)
@@ -269,7 +270,7 @@ func main() {
 		}
 	}
 	if want["soak"] {
-		minutes, lines := soak(ctx, keys, *soakFor, *soakWarmup, *soakRate)
+		minutes, lines := soak(ctx, keys, *soakFor, *soakWarmup, *soakRate, *soakAudit)
 		for _, r := range minutes {
 			add(r.Description, r)
 		}

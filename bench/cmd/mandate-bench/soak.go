@@ -70,9 +70,10 @@ type soakStats struct {
 	firstError                       atomic.Value // string
 }
 
-func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float64) ([]bench.Result, []string) {
+func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float64, auditRecords int) ([]bench.Result, []string) {
 	spicedbAddr := freeAddr()
-	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey}})
+	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey},
+		Audit: server.AuditConfig{MemoryRecords: auditRecords}})
 	defer stop()
 	opConn := dial(srv.GRPCAddr(), operatorKey)
 	hotAgent := seedHotSet(ctx, srv, opConn)
