@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -153,7 +154,14 @@ func TestPostgresStoppedAndRestarted(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if stored != len(want) {
-		t.Fatalf("%d of %d acknowledged checks have no audit record after Postgres came back", len(want)-stored, len(want))
+		_, _, metrics := r.Call("GET", "/metrics", "", nil)
+		var audit []string
+		for _, l := range strings.Split(string(metrics), "\n") {
+			if strings.HasPrefix(l, "mandate_audit_") {
+				audit = append(audit, l)
+			}
+		}
+		t.Fatalf("%d of %d acknowledged checks have no audit record after Postgres came back; %s", len(want)-stored, len(want), strings.Join(audit, "; "))
 	}
 	t.Logf("Postgres stopped for %v: %d checks allowed, %d answered 503, 0 denied; writes answered 503; writes served again %v after the restart; all %d acknowledged checks recorded",
 		outage.Round(time.Millisecond), seen.allowed, seen.busy, recovered.Round(time.Millisecond), len(want))
