@@ -16,9 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/authzed/grpcutil"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -34,8 +36,8 @@ type Config struct {
 	// Addr is mandate's gRPC address, host:port. Required.
 	Addr string
 	// Key is the API key sent as "authorization: Bearer <key>" on every call.
-	// Check and CheckBulk need a checker (or admin) key; Explain and
-	// AgentAccess need a reviewer (or admin) key. Required, unless TLS
+	// Check and CheckBulk need a checker, gateway or admin key; Explain and
+	// HasAccess a reviewer, gateway or admin key. Required, unless TLS
 	// carries a client certificate that mandate's keys file maps to a role
 	// (spiffe_id or dns_name).
 	Key string
@@ -146,13 +148,23 @@ const (
 	PrincipalLacksPermission ReasonCode = "PRINCIPAL_LACKS_PERMISSION"
 	AgentsFrozen             ReasonCode = "AGENTS_FROZEN"
 	NoPermission             ReasonCode = "NO_PERMISSION"
+	ChainMismatch            ReasonCode = "CHAIN_MISMATCH"
+	// InvalidToken is the deny of one CheckBulk item whose SubjectToken
+	// mandate refused (forged, expired, malformed, or of another issuer).
+	InvalidToken ReasonCode = "INVALID_TOKEN"
 )
 
-// Request is one question: may Subject do Permission on Resource?
+// Request is one question: may Subject (or whoever holds SubjectToken) do
+// Permission on Resource?
 type Request struct {
-	// Subject is "agent:<id>" or "user:<id>".
-	Subject    string
-	Permission string
+	// Subject is "agent:<id>" or "user:<id>". Leave it empty when
+	// SubjectToken is set.
+	Subject string
+	// SubjectToken is the agent's own mandate token: mandate verifies it and
+	// checks its agent, requiring the token's delegation chain to be the
+	// graph's. Set it instead of Subject (CheckToken does).
+	SubjectToken string
+	Permission   string
 	// Resource is "<type>:<id>".
 	Resource string
 	// Context is passed to caveats and grant conditions.
@@ -186,7 +198,7 @@ type Decision struct {
 }
 
 func (r Request) proto() (*mandatev1.CheckRequest, error) {
-	req := &mandatev1.CheckRequest{Subject: r.Subject, Permission: r.Permission, Resource: r.Resource,
+	req := &mandatev1.CheckRequest{Subject: r.Subject, SubjectToken: r.SubjectToken, Permission: r.Permission, Resource: r.Resource,
 		CorrelationId: r.CorrelationID, Reason: r.Reason, ConsistencyToken: r.ConsistencyToken}
 	if r.Context != nil {
 		s, err := structpb.NewStruct(r.Context)
@@ -220,25 +232,80 @@ func (c *Client) Check(ctx context.Context, r Request) (Decision, error) {
 	}
 	resp, err := call(ctx, c, func(ctx context.Context) (*mandatev1.CheckResponse, error) { return c.check.Check(ctx, req) })
 	if err != nil {
-		return Decision{}, err
+		return Decision{}, tokenError(err)
 	}
 	return decision(resp), nil
 }
 
-// CheckToken checks on behalf of whoever holds token. Agent credentials do
-// not exist yet, so for now token is the subject itself ("agent:<id>"), as
-// established by the caller; once mandate issues agent tokens this will send
-// the token and let mandate establish the subject. r.Subject is ignored.
+// CheckToken checks on behalf of whoever holds token, the agent's own
+// mandate token (an at+jwt from token exchange): it is sent as
+// subject_token, and mandate verifies it, takes the agent from it and
+// requires its delegation chain to be the graph's. r.Subject and
+// r.SubjectToken are ignored. A token mandate refuses is an error for which
+// IsInvalidToken is true (and the Decision denies).
 func (c *Client) CheckToken(ctx context.Context, token string, r Request) (Decision, error) {
 	if token == "" {
-		return Decision{}, errors.New("client: empty token")
+		return Decision{}, &TokenError{Message: "the token is empty"}
 	}
-	r.Subject = token
+	r.Subject, r.SubjectToken = "", token
 	return c.Check(ctx, r)
 }
 
+// ErrInvalidToken is what every TokenError matches with errors.Is.
+var ErrInvalidToken = errors.New("client: mandate refused the agent's token")
+
+// TokenError is mandate refusing an agent's token: forged, expired, not yet
+// valid, of another issuer, malformed, or sent to a server that verifies no
+// tokens. It is the caller's authentication failing (a 401), not an outage
+// and not a deny of what the agent asked.
+type TokenError struct {
+	// Field is the request field mandate named ("subject_token", or
+	// "checks[3].subject_token" in a bulk call).
+	Field string
+	// Message is mandate's reason.
+	Message string
+	err     error
+}
+
+func (e *TokenError) Error() string {
+	if e.Field == "" {
+		return "client: invalid agent token: " + e.Message
+	}
+	return "client: invalid agent token: " + e.Field + ": " + e.Message
+}
+
+// Is makes errors.Is(err, ErrInvalidToken) true.
+func (e *TokenError) Is(target error) bool { return target == ErrInvalidToken }
+
+// Unwrap is mandate's status.
+func (e *TokenError) Unwrap() error { return e.err }
+
+// IsInvalidToken reports whether err is mandate refusing the agent's token.
+func IsInvalidToken(err error) bool { return errors.Is(err, ErrInvalidToken) }
+
+// tokenError turns an InvalidArgument naming a subject_token field into a
+// *TokenError; any other error is returned as is.
+func tokenError(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		return err
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			if f := info.GetMetadata()["field"]; f == "subject_token" || strings.HasSuffix(f, ".subject_token") {
+				msg := strings.TrimPrefix(st.Message(), f+": ")
+				return &TokenError{Field: f, Message: msg, err: err}
+			}
+		}
+	}
+	return err
+}
+
 // CheckBulk asks several questions in one call; answers are in request
-// order. On any error every Decision denies (the slice is nil).
+// order. On any error every Decision denies (the slice is nil). Each item
+// names its own Subject or SubjectToken; an item whose token mandate refuses
+// is denied alone, with reason code InvalidToken, and the others are
+// answered.
 func (c *Client) CheckBulk(ctx context.Context, rs []Request) ([]Decision, error) {
 	req := &mandatev1.CheckBulkRequest{}
 	for i, r := range rs {
@@ -250,7 +317,7 @@ func (c *Client) CheckBulk(ctx context.Context, rs []Request) ([]Decision, error
 	}
 	resp, err := call(ctx, c, func(ctx context.Context) (*mandatev1.CheckBulkResponse, error) { return c.check.CheckBulk(ctx, req) })
 	if err != nil {
-		return nil, err
+		return nil, tokenError(err)
 	}
 	if len(resp.GetResults()) != len(rs) {
 		return nil, fmt.Errorf("client: mandate answered %d of %d checks", len(resp.GetResults()), len(rs))
@@ -336,9 +403,9 @@ func IsUnavailable(err error) bool {
 
 // IsInvalid reports whether mandate refused the request itself as malformed
 // (an unknown resource type, a bad reference or context): a deny, not an
-// outage.
+// outage. A refused agent token is not one: see IsInvalidToken.
 func IsInvalid(err error) bool {
-	return status.Code(err) == codes.InvalidArgument
+	return status.Code(err) == codes.InvalidArgument && !IsInvalidToken(err)
 }
 
 // call runs f under the client's deadline, retrying Unavailable with full

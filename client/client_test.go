@@ -2,6 +2,9 @@ package client_test
 
 import (
 	"context"
+	"errors"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/mandate-dev/mandate/client"
 	"github.com/mandate-dev/mandate/client/mandatetest"
 	"github.com/mandate-dev/mandate/engine/tcpproxy"
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/server"
 	"github.com/mandate-dev/mandate/service"
 )
@@ -43,10 +47,6 @@ func TestClientAgainstMandate(t *testing.T) {
 	d, err := checker.Check(ctx, client.Request{Subject: sub, Permission: "read", Resource: "repo:acme/api", CorrelationID: "c1", Reason: "why"})
 	if err != nil || !d.Allowed || d.ReasonCode != client.Allowed || d.Principal != "user:alice" || d.ValidUntil.IsZero() || d.DecisionID == "" {
 		t.Fatalf("allowed check: %+v %v", d, err)
-	}
-	d, err = checker.CheckToken(ctx, sub, client.Request{Subject: "user:alice", Permission: "deploy", Resource: "environment:staging"})
-	if err != nil || d.Allowed || d.ReasonCode != client.NoGrant {
-		t.Fatalf("CheckToken checks the token's subject, not r.Subject: %+v %v", d, err)
 	}
 	ds, err := checker.CheckBulk(ctx, []client.Request{
 		{Subject: sub, Permission: "read", Resource: "repo:acme/api"},
@@ -145,5 +145,73 @@ func TestClientFailsClosed(t *testing.T) {
 	}
 	if err := <-up; err != nil {
 		t.Fatalf("bringing the proxy back: %v", err)
+	}
+}
+
+// TestClientChecksByToken: CheckToken and CheckBulk send the agent's own
+// token as subject_token, so mandate establishes the agent and its chain; a
+// token mandate refuses is a typed error (Check) or an INVALID_TOKEN deny of
+// that item alone (CheckBulk), never an allow.
+func TestClientChecksByToken(t *testing.T) {
+	idp := testenv.StartIdP(t)
+	m := testenv.Start(t, testenv.WithIdP(server.Config{}, idp))
+	m.OK("POST", "/v1/relationships:write", service.RoleAdmin, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#reader@user:alice"},
+		{"operation": "TOUCH", "relationship": "environment:staging#deployer@user:alice"},
+	}})
+	token, agent, task := m.AgentToken(idp, "alice", "read:repo:acme/api deploy:environment:staging", url.Values{"agent_name": {"deployer"}})
+	sub, subAgent := m.SubAgentToken(token, "read:repo:acme/api", nil)
+	c, err := client.New(client.Config{Addr: m.Srv.GRPCAddr(), Key: testenv.Keys[service.RoleGateway], Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+
+	d, err := c.CheckToken(ctx, token, client.Request{Subject: "user:alice", Permission: "read", Resource: "repo:acme/api"})
+	if err != nil || !d.Allowed || d.Principal != "user:alice" || d.Task != task || len(d.Chain) != 2 || d.Chain[0] != agent {
+		t.Fatalf("CheckToken checks the token's agent, not r.Subject: %+v %v", d, err)
+	}
+	d, err = c.CheckToken(ctx, sub, client.Request{Permission: "deploy", Resource: "environment:staging"})
+	if err != nil || d.Allowed || d.ReasonCode != client.NoGrant || len(d.Chain) != 3 || d.Chain[0] != subAgent || d.Chain[1] != agent {
+		t.Fatalf("a sub-agent's token: its own grants, its chain: %+v %v", d, err)
+	}
+	parts := strings.Split(token, ".")
+	forged := parts[0] + "." + parts[1] + "." + strings.Repeat("A", len(parts[2]))
+	for name, tok := range map[string]string{"forged": forged, "not a JWT": "agt_123", "empty": ""} {
+		d, err := c.CheckToken(ctx, tok, client.Request{Permission: "read", Resource: "repo:acme/api"})
+		var te *client.TokenError
+		if d.Allowed || !client.IsInvalidToken(err) || !errors.As(err, &te) || client.IsInvalid(err) || client.IsUnavailable(err) {
+			t.Fatalf("%s token: %+v %v", name, d, err)
+		}
+		if name != "empty" && te.Field != "subject_token" {
+			t.Fatalf("%s token: field %q", name, te.Field)
+		}
+	}
+	// Subject and token both: refused, naming subject_token.
+	if _, err := c.Check(ctx, client.Request{Subject: agent, SubjectToken: token, Permission: "read", Resource: "repo:acme/api"}); !client.IsInvalidToken(err) {
+		t.Fatalf("subject and token: %v", err)
+	}
+
+	ds, err := c.CheckBulk(ctx, []client.Request{
+		{SubjectToken: token, Permission: "read", Resource: "repo:acme/api"},
+		{SubjectToken: forged, Permission: "read", Resource: "repo:acme/api"},
+		{SubjectToken: sub, Permission: "read", Resource: "repo:acme/api"},
+		{Subject: agent, Permission: "deploy", Resource: "environment:production"},
+	})
+	if err != nil || len(ds) != 4 || !ds[0].Allowed || ds[1].Allowed || ds[1].ReasonCode != client.InvalidToken || !ds[2].Allowed || ds[3].Allowed {
+		t.Fatalf("bulk by token: %+v %v", ds, err)
+	}
+	if _, err := c.CheckBulk(ctx, []client.Request{{SubjectToken: token, Permission: "read", Resource: "repo:acme/api"},
+		{Subject: agent, SubjectToken: token, Permission: "read", Resource: "repo:acme/api"}}); !client.IsInvalidToken(err) || !strings.Contains(err.Error(), "checks[1].subject_token") {
+		t.Fatalf("bulk with subject and token in one item: %v", err)
+	}
+
+	// Completing the task ends every token of it at the next check.
+	m.OK("POST", "/v1/tasks/"+strings.TrimPrefix(task, "task:")+":complete", service.RoleOperator, map[string]any{})
+	for _, tok := range []string{token, sub} {
+		if d, err := c.CheckToken(ctx, tok, client.Request{Permission: "read", Resource: "repo:acme/api"}); err != nil || d.Allowed || d.ReasonCode != "TASK_COMPLETED" {
+			t.Fatalf("after the task completed: %+v %v", d, err)
+		}
 	}
 }

@@ -82,10 +82,15 @@ func validatePublicURL(s string) error {
 	return nil
 }
 
-// publicURL is --public-url, or in its absence the REST listener's own URL.
+// publicURL is --public-url, or in its absence the REST listener's own URL:
+// https when mandate serves TLS, so the tokens' iss and the metadata never
+// name a plaintext URL that nobody serves.
 func (s *Server) publicURL() string {
 	if s.cfg.PublicURL != "" {
 		return strings.TrimSuffix(s.cfg.PublicURL, "/")
+	}
+	if s.cfg.TLS.CertFile != "" {
+		return "https://" + s.HTTPAddr()
 	}
 	return "http://" + s.HTTPAddr()
 }

@@ -183,3 +183,22 @@ func TestRequestIDReachesTheAuditTrail(t *testing.T) {
 		t.Fatalf("audit records %v, want one with request_id rest-req-7", recs)
 	}
 }
+
+// TestGatewayRoleIsExactlyWhatTheGatewayCalls: the gateway role holds the
+// four methods the MCP gateway calls and nothing else, so a stolen gateway
+// key can check and list one agent's access, but write nothing, read no
+// audit trail and search nothing.
+func TestGatewayRoleIsExactlyWhatTheGatewayCalls(t *testing.T) {
+	var got []string
+	for m, roles := range service.MethodRoles() {
+		if slices.Contains(roles, service.RoleGateway) {
+			got = append(got, m)
+		}
+	}
+	sort.Strings(got)
+	want := []string{"/mandate.v1.CheckService/Check", "/mandate.v1.CheckService/CheckBulk",
+		"/mandate.v1.ReviewService/Explain", "/mandate.v1.ReviewService/ListAgentAccess"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("the gateway role may call %v, want exactly %v", got, want)
+	}
+}

@@ -57,7 +57,7 @@ type Config struct {
 	HTTPAddr string
 	// PublicURL is the one base URL of every absolute URL mandate publishes:
 	// the tokens' iss, the OAuth and AuthZEN metadata. Never derived from the
-	// Host header. Default: http:// and the REST listen address.
+	// Host header. Default: http:// and the REST listen address (https:// with TLS).
 	PublicURL string
 	// Credentials configures agent tokens and the humans' OIDC sign-in.
 	Credentials CredentialsConfig

@@ -81,6 +81,16 @@ func TestMutualTLS(t *testing.T) {
 			t.Errorf("%s: %d %v, want %d", c.name, code, err, c.want)
 		}
 	}
+	// Without --public-url, the published URLs name https when mandate serves TLS.
+	meta, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}).Get(srv.Base + "/.well-known/authzen-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(meta.Body)
+	meta.Body.Close()
+	if !strings.Contains(string(mb), `"https://`) || strings.Contains(string(mb), `"http://`) {
+		t.Errorf("the AuthZEN metadata over TLS names a plaintext URL: %s", mb)
+	}
 	// A certificate from another CA is not sent (it matches none of the
 	// server's acceptable CAs) or, if sent, fails the handshake: no access.
 	if code, err := call(&rogue.TLS, "", "POST", "/v1/check", check); err == nil && code != 401 {

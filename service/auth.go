@@ -24,10 +24,16 @@ const (
 	RoleOperator Role = "operator" // tasks, agents and grants, for agent runtimes
 	RoleReviewer Role = "reviewer" // read only
 	RoleAdmin    Role = "admin"    // everything
+	// RoleGateway is exactly what an enforcement point in front of many
+	// tools (the MCP gateway) calls: Check and CheckBulk for every request,
+	// ListAgentAccess to show an agent only the tools its live grants reach,
+	// and Explain to say what would change a deny. Nothing else: no writes,
+	// no audit trail, no search.
+	RoleGateway Role = "gateway"
 )
 
 // Roles lists every role.
-var Roles = []Role{RoleChecker, RoleOperator, RoleReviewer, RoleAdmin}
+var Roles = []Role{RoleChecker, RoleOperator, RoleReviewer, RoleAdmin, RoleGateway}
 
 // Key is a caller's credential, stored as the SHA-256 of the key.
 type Key struct {
@@ -175,8 +181,8 @@ func (k *Keys) Lookup(secret string) (Key, bool) {
 // methodRoles says which roles may call each method. A method missing here is
 // refused: new RPCs are closed until someone decides who may call them.
 var methodRoles = map[string][]Role{
-	"/mandate.v1.CheckService/Check":                     {RoleChecker, RoleAdmin},
-	"/mandate.v1.CheckService/CheckBulk":                 {RoleChecker, RoleAdmin},
+	"/mandate.v1.CheckService/Check":                     {RoleChecker, RoleGateway, RoleAdmin},
+	"/mandate.v1.CheckService/CheckBulk":                 {RoleChecker, RoleGateway, RoleAdmin},
 	"/mandate.v1.TaskService/CreateTask":                 {RoleOperator, RoleAdmin},
 	"/mandate.v1.TaskService/CompleteTask":               {RoleOperator, RoleAdmin},
 	"/mandate.v1.TaskService/GetTask":                    {RoleOperator, RoleReviewer, RoleAdmin},
@@ -198,9 +204,9 @@ var methodRoles = map[string][]Role{
 	"/mandate.v1.RelationshipService/WriteRelationships": {RoleAdmin},
 	"/mandate.v1.AuditService/ListAudit":                 {RoleReviewer, RoleAdmin},
 	"/mandate.v1.ReviewService/ListAgents":               {RoleReviewer, RoleAdmin},
-	"/mandate.v1.ReviewService/ListAgentAccess":          {RoleReviewer, RoleAdmin},
+	"/mandate.v1.ReviewService/ListAgentAccess":          {RoleReviewer, RoleGateway, RoleAdmin},
 	"/mandate.v1.ReviewService/ListPrincipalAgents":      {RoleReviewer, RoleAdmin},
-	"/mandate.v1.ReviewService/Explain":                  {RoleReviewer, RoleAdmin},
+	"/mandate.v1.ReviewService/Explain":                  {RoleReviewer, RoleGateway, RoleAdmin},
 	"/mandate.v1.ReviewService/ListUnusedGrants":         {RoleReviewer, RoleAdmin},
 	"/mandate.v1.ReviewService/GetReviewReport":          {RoleReviewer, RoleAdmin},
 	"/mandate.v1.ReviewService/GetReviewReportCSV":       {RoleReviewer, RoleAdmin},

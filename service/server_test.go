@@ -138,6 +138,7 @@ func TestRoles(t *testing.T) {
 		service.RoleChecker:  {"check"},
 		service.RoleOperator: {"create task", "get task", "get agent", "suspend principal", "resume principal"},
 		service.RoleReviewer: {"get task", "get agent", "read schema", "read rels"},
+		service.RoleGateway:  {"check"},
 		service.RoleAdmin:    {"check", "create task", "get task", "get agent", "read schema", "read rels", "write rels", "write schema", "freeze", "unfreeze", "suspend principal", "resume principal"},
 	}
 	for _, role := range service.Roles {

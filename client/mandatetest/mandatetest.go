@@ -30,6 +30,7 @@ var Keys = map[service.Role]string{
 	service.RoleOperator: "mandatetest-operator-key",
 	service.RoleReviewer: "mandatetest-reviewer-key",
 	service.RoleAdmin:    "mandatetest-admin-key",
+	service.RoleGateway:  "mandatetest-gateway-key",
 }
 
 // Mandate is a running server.

@@ -85,30 +85,6 @@ func TestParseBad(t *testing.T) {
 	}
 }
 
-func TestTokens(t *testing.T) {
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	tok, err := MintToken(secret, "agent:agt_1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sub, err := verifyToken(secret, tok); err != nil || sub != "agent:agt_1" {
-		t.Fatalf("%s: %s %v", tok, sub, err)
-	}
-	other, _ := MintToken(secret, "agt_2")
-	forged := tok[:strings.LastIndex(tok, ".")] + other[strings.LastIndex(other, "."):]
-	for _, bad := range []string{"", "agt_1", "mgw1.agt_1", "mgw1.agt_1.", forged, strings.Replace(tok, "agt_1", "agt_2", 1), strings.Replace(tok, "agt_1", "user:x", 1)} {
-		if _, err := verifyToken(secret, bad); err == nil {
-			t.Errorf("%q verified", bad)
-		}
-	}
-	if _, err := verifyToken([]byte("another secret, 32 bytes long!!!"), tok); err == nil {
-		t.Error("a token verified under another secret")
-	}
-	if _, err := MintToken([]byte("short"), "agt_1"); err == nil {
-		t.Error("a short secret was accepted")
-	}
-}
-
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(goodConfig))
 	f.Add([]byte("upstreams: [{name: a, url: 'http://x'}]\nrules: [{tool: a.b, permission: read, resource: 'r:{x}'}]"))

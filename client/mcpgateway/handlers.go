@@ -14,6 +14,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/mandate-dev/mandate/client"
 	"github.com/mandate-dev/mandate/client/middleware"
@@ -56,17 +58,22 @@ func (g *Gateway) intercept(next mcp.MethodHandler) mcp.MethodHandler {
 type caller struct {
 	method  string
 	subject string      // "agent:<id>", from the verified bearer token
+	token   string      // the agent's token: every check sends it as subject_token
 	header  http.Header // never nil
 	stated  string      // the agent's stated reason (X-Agent-Reason or _meta)
 }
 
 func (g *Gateway) caller(req mcp.Request, method string) (*caller, error) {
 	extra := req.GetExtra()
-	if extra == nil || extra.TokenInfo == nil || !strings.HasPrefix(extra.TokenInfo.UserID, "agent:") {
-		// RequireBearerToken guards /mcp, so this is a wiring error; refuse.
+	var t agentToken
+	if extra != nil && extra.TokenInfo != nil {
+		t, _ = extra.TokenInfo.Extra[tokenExtra].(agentToken)
+	}
+	if t.claims == nil || t.raw == "" {
+		// bearer guards /mcp, so this is a wiring error; refuse.
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "no agent: a bearer token is required"}
 	}
-	c := &caller{method: method, subject: extra.TokenInfo.UserID, header: extra.Header}
+	c := &caller{method: method, subject: t.claims.Agent(), token: t.raw, header: extra.Header}
 	if c.header == nil {
 		c.header = http.Header{}
 	}
@@ -123,6 +130,21 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
+// checkError is the JSON-RPC error of a resource read or prompt whose check
+// failed: the token refused, the check refused as invalid, or mandate
+// unreachable. Nothing is forwarded.
+func (g *Gateway) checkError(c *caller, what string, err error) error {
+	switch {
+	case client.IsInvalidToken(err):
+		g.tokenRefused(c, err)
+		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("mandate refused the agent's token (%s): %v", client.InvalidToken, err)}
+	case client.IsInvalid(err):
+		g.metrics.requests.WithLabelValues(c.method, "refused").Inc()
+		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("%s: mandate refused the check as invalid", what)}
+	}
+	return g.errUnavailable(c, err)
+}
+
 // errUnavailable is what a request gets when mandate cannot answer: the
 // request fails and nothing is forwarded.
 func (g *Gateway) errUnavailable(c *caller, err error) error {
@@ -131,25 +153,46 @@ func (g *Gateway) errUnavailable(c *caller, err error) error {
 	return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "authorization is unavailable: mandate could not be reached, and the request was not forwarded"}
 }
 
-// check asks mandate about one request and times it.
+// check asks mandate about one request, with the agent's own token, and
+// times it. mandate verifies the token and its chain on every check.
 func (g *Gateway) check(ctx context.Context, c *caller, permission, resource, corr, reason string) (client.Decision, error) {
 	start := time.Now()
-	d, err := g.cfg.Checker.Check(ctx, client.Request{Subject: c.subject, Permission: permission, Resource: resource, CorrelationID: corr, Reason: reason})
+	d, err := g.cfg.Client.Check(ctx, client.Request{SubjectToken: c.token, Permission: permission, Resource: resource, CorrelationID: corr, Reason: reason})
 	g.metrics.check.WithLabelValues(c.method).Observe(time.Since(start).Seconds())
 	return d, err
 }
 
-// denial says why mandate denied, and what would change it when a reviewer
-// key lets the gateway ask.
+// reviewRefused notes that mandate refused the key a review call (a checker
+// key rather than a gateway key), once, and reports whether err was that.
+func (g *Gateway) reviewRefused(err error) bool {
+	if status.Code(err) != codes.PermissionDenied {
+		return false
+	}
+	if !g.noReview.Swap(true) {
+		g.cfg.Log.Warn("mcp-gateway: mandate refuses this key ListAgentAccess and Explain; use a gateway key. Until then templated tools are left out of lists and denies are not explained", "err", err)
+	}
+	return true
+}
+
+// tokenRefused is mandate refusing the agent's token the gateway had
+// verified (its key was withdrawn, or it expired in between): the request
+// is refused, never forwarded.
+func (g *Gateway) tokenRefused(c *caller, err error) {
+	g.metrics.requests.WithLabelValues(c.method, "unauthenticated").Inc()
+	g.cfg.Log.Info("mcp-gateway: mandate refused the agent's token", "method", c.method, "agent", c.subject, "err", err)
+}
+
+// denial says why mandate denied, and what would change it (from Explain).
 func (g *Gateway) denial(ctx context.Context, c *caller, what, permission, resource string, d client.Decision) (string, map[string]any) {
 	g.metrics.requests.WithLabelValues(c.method, "denied").Inc()
 	g.cfg.Log.Info("mcp-gateway: denied", "method", c.method, "what", what, "agent", c.subject, "permission", permission, "resource", resource, "reason_code", d.ReasonCode, "decision_id", d.DecisionID)
 	msg := fmt.Sprintf("mandate denied %s: %s (%s on %s, decision %s).", what, d.ReasonCode, permission, resource, d.DecisionID)
 	data := map[string]any{"reason_code": string(d.ReasonCode), "decision_id": d.DecisionID, "permission": permission, "resource": resource}
-	if g.cfg.Reviewer != nil {
+	if !g.noReview.Load() {
 		ectx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		e, err := g.cfg.Reviewer.Explain(ectx, client.Request{Subject: c.subject, Permission: permission, Resource: resource})
+		e, err := g.cfg.Client.Explain(ectx, client.Request{Subject: c.subject, Permission: permission, Resource: resource})
 		cancel()
+		g.reviewRefused(err)
 		if err == nil && len(e.WouldChange) > 0 {
 			msg += " What would change it: " + strings.Join(e.WouldChange, "; ")
 			data["would_change"] = e.WouldChange
@@ -223,6 +266,10 @@ func (g *Gateway) callTool(ctx context.Context, c *caller, p *mcp.CallToolParams
 		return refuse(fmt.Sprintf("tool %q: cannot name the resource %s: %v", p.Name, rule.Resource, err))
 	}
 	d, err := g.check(ctx, c, rule.Permission, resource, c.correlation(p.Meta), c.reason(p.Name, canonical, p.Meta))
+	if client.IsInvalidToken(err) {
+		g.tokenRefused(c, err)
+		return toolError(fmt.Sprintf("tool %q: mandate refused the agent's token: %v", p.Name, err), map[string]any{"reason_code": string(client.InvalidToken)}), nil
+	}
 	if client.IsInvalid(err) {
 		return refuse(fmt.Sprintf("tool %q: mandate refused the check of %s on %s as invalid", p.Name, rule.Permission, resource))
 	}
@@ -288,7 +335,7 @@ func (g *Gateway) readResource(ctx context.Context, c *caller, p *mcp.ReadResour
 	}
 	d, err := g.check(ctx, c, rule.Permission, resource, c.correlation(p.Meta), c.reason(p.URI, nil, p.Meta))
 	if err != nil {
-		return nil, g.errUnavailable(c, err)
+		return nil, g.checkError(c, "resource "+p.URI, err)
 	}
 	if !d.Allowed {
 		msg, data := g.denial(ctx, c, "resource "+p.URI, rule.Permission, resource, d)
@@ -333,7 +380,7 @@ func (g *Gateway) getPrompt(ctx context.Context, c *caller, p *mcp.GetPromptPara
 	canonical, _ := json.Marshal(p.Arguments)
 	d, err := g.check(ctx, c, rule.Permission, resource, c.correlation(p.Meta), c.reason(p.Name, canonical, p.Meta))
 	if err != nil {
-		return nil, g.errUnavailable(c, err)
+		return nil, g.checkError(c, "prompt "+p.Name, err)
 	}
 	if !d.Allowed {
 		msg, data := g.denial(ctx, c, "prompt "+p.Name, rule.Permission, resource, d)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mandate-dev/mandate/internal/testenv"
 	"github.com/mandate-dev/mandate/service"
 )
 
@@ -23,7 +24,7 @@ func TestFourIncidents(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("the bot cannot read the private channel", func(t *testing.T) {
-		cs := w.connect(t, w.agents["bot"], nil)
+		cs := w.connect(t, "bot", nil)
 		tools := toolNames(t, cs)
 		if !tools["slack.read_channel"] || tools["slack.post_message"] || tools["deploy.deploy"] || tools["crm.get_pii"] {
 			t.Fatalf("the bot's tools: %v", tools)
@@ -34,10 +35,15 @@ func TestFourIncidents(t *testing.T) {
 		if !strings.Contains(text(denied), "What would change it") {
 			t.Fatalf("a deny says what would change it: %q", text(denied))
 		}
-		// And nobody can hand the bot that channel: bob is not a member.
-		code, out, _ := w.m.Do("POST", "/v1/grants", service.RoleOperator, map[string]string{"holder": "agent:" + w.agents["bot"], "permission": "read_history", "resource": "channel:exec-private", "ttl": "10m"})
-		if code != 403 {
-			t.Fatalf("granting the private channel: %d %v", code, out)
+		// And nobody can get the bot a token for that channel: bob is not a
+		// member, and a delegation holds only what its parent holds.
+		if code, out := w.m.Form("/oauth2/token", "Bearer "+testenv.Keys[service.RoleOperator],
+			testenv.ExchangeForm(w.idp.Login("bob"), "id_token", "read_history:channel:exec-private")); code == 200 {
+			t.Fatalf("exchanging for the private channel: %d %v", code, out)
+		}
+		if code, out := w.m.Form("/oauth2/token", "Bearer "+testenv.Keys[service.RoleOperator],
+			testenv.ExchangeForm(w.tokens["bot"], "jwt", "read_history:channel:exec-private")); code == 200 || out["error"] != "invalid_scope" {
+			t.Fatalf("delegating the private channel: %d %v", code, out)
 		}
 		// The same rule covers the prompt, by name.
 		prompts, err := cs.ListPrompts(ctx, nil)
@@ -53,7 +59,7 @@ func TestFourIncidents(t *testing.T) {
 	})
 
 	t.Run("the CI agent cannot deploy to production", func(t *testing.T) {
-		cs := w.connect(t, w.agents["ci"], nil)
+		cs := w.connect(t, "ci", nil)
 		if tools := toolNames(t, cs); !tools["deploy.deploy"] || tools["deploy.status"] || tools["deploy.rollback"] || tools["slack.read_channel"] {
 			t.Fatalf("the CI agent's tools: %v", tools)
 		}
@@ -91,7 +97,7 @@ func TestFourIncidents(t *testing.T) {
 	})
 
 	t.Run("the support agent sees no PII fields", func(t *testing.T) {
-		cs := w.connect(t, w.agents["support"], nil)
+		cs := w.connect(t, "support", nil)
 		if tools := toolNames(t, cs); !tools["crm.get_account"] || !tools["crm.get_tickets"] || tools["crm.get_pii"] {
 			t.Fatalf("the support agent's tools: %v", tools)
 		}
@@ -120,7 +126,7 @@ func TestFourIncidents(t *testing.T) {
 	})
 
 	t.Run("one audit query returns every call of the 14-tool agent", func(t *testing.T) {
-		cs := w.connect(t, w.agents["ops"], map[string]string{"X-Correlation-Id": "ops-incident-7", "X-Agent-Reason": "rotate the api certificate"})
+		cs := w.connect(t, "ops", map[string]string{"X-Correlation-Id": "ops-incident-7", "X-Agent-Reason": "rotate the api certificate"})
 		tools := toolNames(t, cs)
 		want := map[string]bool{ // what carol's grants allow
 			"get_file": true, "push_commit": true, "run_pipeline": true, "push_image": true, "deploy": true, "restart_service": true,
@@ -140,7 +146,7 @@ func TestFourIncidents(t *testing.T) {
 		// Every call, allowed or denied, is one record with its tool, human, task and reason.
 		var recs []map[string]any
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			out := w.m.Must(t, "GET", "/v1/audit?agent=agent:"+w.agents["ops"]+"&page_size=1000", service.RoleReviewer, nil)
+			out := w.m.OK("GET", "/v1/audit?agent=agent:"+w.agents["ops"]+"&page_size=1000", service.RoleReviewer, nil)
 			recs = recs[:0]
 			all, _ := out["records"].([]any)
 			for _, r := range all {
@@ -173,31 +179,31 @@ func TestFourIncidents(t *testing.T) {
 	})
 
 	t.Run("revocation stops the very next call on an open connection", func(t *testing.T) {
-		ci := w.connect(t, w.agents["ci"], nil)
+		ci := w.connect(t, "ci", nil)
 		expectAllowed(t, call(t, ci, "deploy.deploy", map[string]any{"environment": "staging"}), "deploy called environment=staging")
-		w.m.Must(t, "POST", "/v1/tasks/"+w.tasks["ci"]+":complete", service.RoleOperator, map[string]any{})
+		w.m.OK("POST", "/v1/tasks/"+w.tasks["ci"]+":complete", service.RoleOperator, map[string]any{})
 		expectDenied(t, call(t, ci, "deploy.deploy", map[string]any{"environment": "staging"}), "TASK_COMPLETED")
 
-		bot := w.connect(t, w.agents["bot"], nil)
+		bot := w.connect(t, "bot", nil)
 		expectAllowed(t, call(t, bot, "slack.read_channel", map[string]any{"channel_id": "general"}), "read_channel called channel_id=general")
-		w.m.Must(t, "POST", "/v1/agents:freeze-all", service.RoleAdmin, map[string]any{})
+		w.m.OK("POST", "/v1/agents:freeze-all", service.RoleAdmin, map[string]any{})
 		expectDenied(t, call(t, bot, "slack.read_channel", map[string]any{"channel_id": "general"}), "AGENTS_FROZEN")
-		// The listing of templated tools comes from the access review, which
-		// does not read the freeze today; the calls themselves are denied.
-		if tools := toolNames(t, bot); tools["slack.post_message"] {
+		// The listing of templated tools comes from the access listing, which
+		// the same evaluator judges, freeze included: a frozen agent lists nothing.
+		if tools := toolNames(t, bot); len(tools) != 0 {
 			t.Fatalf("a frozen agent's tools: %v", tools)
 		}
-		w.m.Must(t, "POST", "/v1/agents:unfreeze-all", service.RoleAdmin, map[string]any{})
+		w.m.OK("POST", "/v1/agents:unfreeze-all", service.RoleAdmin, map[string]any{})
 		expectAllowed(t, call(t, bot, "slack.read_channel", map[string]any{"channel_id": "general"}), "read_channel called channel_id=general")
 
-		support := w.connect(t, w.agents["support"], nil)
+		support := w.connect(t, "support", nil)
 		expectAllowed(t, call(t, support, "crm.get_account", map[string]any{"customer_id": "c1"}), "get_account called customer_id=c1")
-		w.m.Must(t, "DELETE", "/v1/agents/"+w.agents["support"], service.RoleOperator, nil)
+		w.m.OK("DELETE", "/v1/agents/"+w.agents["support"], service.RoleOperator, nil)
 		expectDenied(t, call(t, support, "crm.get_account", map[string]any{"customer_id": "c1"}), "AGENT_REVOKED")
 	})
 
 	t.Run("correlation from _meta and traceparent", func(t *testing.T) {
-		cs := w.connect(t, w.agents["ops"], map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+		cs := w.connect(t, "ops", map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
 		call(t, cs, "ops.get_file", map[string]any{"owner": "acme", "repo": "api"})
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ops.read_runbooks", Meta: mcp.Meta{"correlation_id": "from-meta"}}); err != nil {
 			t.Fatal(err)
@@ -205,7 +211,7 @@ func TestFourIncidents(t *testing.T) {
 		for _, corr := range []string{"4bf92f3577b34da6a3ce929d0e0e4736", "from-meta"} {
 			var recs []any
 			for deadline := time.Now().Add(5 * time.Second); len(recs) == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-				recs, _ = w.m.Must(t, "GET", "/v1/audit?correlation_id="+corr, service.RoleReviewer, nil)["records"].([]any)
+				recs, _ = w.m.OK("GET", "/v1/audit?correlation_id="+corr, service.RoleReviewer, nil)["records"].([]any)
 			}
 			if len(recs) != 1 {
 				t.Fatalf("correlation %s: %v", corr, recs)
@@ -229,7 +235,7 @@ func TestFourIncidents(t *testing.T) {
 	})
 
 	t.Run("without mandate, nothing is forwarded", func(t *testing.T) {
-		cs := w.connect(t, w.agents["ops"], nil)
+		cs := w.connect(t, "ops", nil)
 		before := w.deployCalls.Load()
 		w.m.Stop()
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "deploy.deploy", Arguments: map[string]any{"environment": "staging"}}); err == nil || !strings.Contains(err.Error(), "unavailable") {

@@ -2,6 +2,7 @@ package mcpgateway
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -26,29 +27,64 @@ type candidate struct {
 const bulkChunk = 100
 
 // visible decides every candidate. Any error from mandate fails the whole
-// list: a list is never shown unfiltered.
+// list: a list is never shown unfiltered. The concrete items are checked
+// first, with the agent's token, and if mandate refuses the token nothing is
+// shown; only then is the agent's access listed for the templated ones.
 func (g *Gateway) visible(ctx context.Context, c *caller, cands []candidate) ([]bool, error) {
 	start := time.Now()
 	defer func() { g.metrics.check.WithLabelValues(c.method).Observe(time.Since(start).Seconds()) }()
 	out := make([]bool, len(cands))
 	var reqs []client.Request
 	var idx []int
-	held := map[[2]string]bool{}
 	corr := c.correlation(nil)
 	for i, cd := range cands {
 		if cd.resource != "" {
-			reqs = append(reqs, client.Request{Subject: c.subject, Permission: cd.permission, Resource: cd.resource, CorrelationID: corr, Reason: c.reason("(listing)", nil, nil)})
+			reqs = append(reqs, client.Request{SubjectToken: c.token, Permission: cd.permission, Resource: cd.resource, CorrelationID: corr, Reason: c.reason("(listing)", nil, nil)})
 			idx = append(idx, i)
-			continue
 		}
-		if g.cfg.Reviewer == nil {
-			continue // cannot tell without a reviewer key: hidden, never shown by default
+	}
+	for lo := 0; lo < len(reqs); lo += bulkChunk {
+		hi := min(lo+bulkChunk, len(reqs))
+		ds, err := g.cfg.Client.CheckBulk(ctx, reqs[lo:hi])
+		if client.IsInvalid(err) {
+			// One item mandate refuses fails the batch: ask one by one, and
+			// hide only what is refused.
+			ds, err = make([]client.Decision, hi-lo), nil
+			for j, r := range reqs[lo:hi] {
+				d, cerr := g.cfg.Client.Check(ctx, r)
+				if client.IsInvalidToken(cerr) {
+					d = client.Decision{ReasonCode: client.InvalidToken}
+				} else if cerr != nil && !client.IsInvalid(cerr) {
+					return nil, cerr
+				}
+				ds[j] = d
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		for j, d := range ds {
+			if d.ReasonCode == client.InvalidToken {
+				g.tokenRefused(c, errors.New("INVALID_TOKEN in a listing"))
+				return make([]bool, len(cands)), nil
+			}
+			out[idx[lo+j]] = d.Allowed
+		}
+	}
+	held := map[[2]string]bool{}
+	for i, cd := range cands {
+		if cd.resource != "" || g.noReview.Load() {
+			continue // without ListAgentAccess a templated item cannot be told: hidden, never shown by default
 		}
 		key := [2]string{cd.typ, cd.permission}
 		v, seen := held[key]
 		if !seen {
 			var err error
-			v, err = g.cfg.Reviewer.HasAccess(ctx, c.subject, cd.typ, cd.permission)
+			// The agent is the verified token's; its grants are live ones.
+			v, err = g.cfg.Client.HasAccess(ctx, c.subject, cd.typ, cd.permission)
+			if g.reviewRefused(err) {
+				v, err = false, nil
+			}
 			if client.IsInvalid(err) {
 				// A rule naming what the schema lacks hides its tools, not the whole list.
 				g.cfg.Log.Warn("mcp-gateway: mandate refused a rule's permission or type; its tools are hidden", "type", cd.typ, "permission", cd.permission, "err", err)
@@ -60,28 +96,6 @@ func (g *Gateway) visible(ctx context.Context, c *caller, cands []candidate) ([]
 			held[key] = v
 		}
 		out[i] = v
-	}
-	for lo := 0; lo < len(reqs); lo += bulkChunk {
-		hi := min(lo+bulkChunk, len(reqs))
-		ds, err := g.cfg.Checker.CheckBulk(ctx, reqs[lo:hi])
-		if client.IsInvalid(err) {
-			// One item mandate refuses fails the batch: ask one by one, and
-			// hide only what is refused.
-			ds, err = make([]client.Decision, hi-lo), nil
-			for j, r := range reqs[lo:hi] {
-				d, cerr := g.cfg.Checker.Check(ctx, r)
-				if cerr != nil && !client.IsInvalid(cerr) {
-					return nil, cerr
-				}
-				ds[j] = d
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-		for j, d := range ds {
-			out[idx[lo+j]] = d.Allowed
-		}
 	}
 	return out, nil
 }

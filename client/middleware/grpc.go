@@ -21,21 +21,33 @@ import (
 // call with PermissionDenied.
 type GRPCResolver func(ctx context.Context, fullMethod string, req any) (Target, error)
 
-// GRPCIdentity establishes which agent makes the call, as a subject.
-type GRPCIdentity func(ctx context.Context) (string, error)
+// GRPCIdentity establishes which agent makes the call.
+type GRPCIdentity func(ctx context.Context) (Agent, error)
+
+// BearerMetadata is the default gRPC identity: the agent's own mandate token
+// from the "authorization: Bearer <token>" metadata, which mandate verifies
+// on every check.
+func BearerMetadata() GRPCIdentity {
+	return func(ctx context.Context) (Agent, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		t, err := bearerToken(md.Get("authorization"))
+		return Agent{Token: t}, err
+	}
+}
 
 // TrustedMetadata reads the agent id from incoming metadata set by a
-// trusted proxy; transitional, like TrustedHeader, and with the same
-// warning.
+// trusted proxy, for deployments whose agents carry no mandate token, with
+// the same warning as TrustedHeader.
 func TrustedMetadata(key string) GRPCIdentity {
 	key = strings.ToLower(key)
-	return func(ctx context.Context) (string, error) {
+	return func(ctx context.Context) (Agent, error) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		vs := md.Get(key)
 		if len(vs) != 1 {
-			return "", ErrNoAgent
+			return Agent{}, ErrNoAgent
 		}
-		return AgentSubject(vs[0])
+		sub, err := AgentSubject(vs[0])
+		return Agent{Subject: sub}, err
 	}
 }
 
@@ -45,9 +57,11 @@ type GRPCOptions struct {
 	Checker Checker
 	// Resolve maps each call to (permission, resource). Required.
 	Resolve GRPCResolver
-	// Identify says which agent acts; nil refuses every call with
-	// Unauthenticated.
+	// Identify says which agent acts. Default BearerMetadata().
 	Identify GRPCIdentity
+	// Audience, when set, refuses a token whose aud does not name it (see
+	// HTTPOptions.Audience).
+	Audience string
 	// Log receives refusals and errors. Default slog.Default().
 	Log *slog.Logger
 }
@@ -60,6 +74,9 @@ type grpcGuard struct{ GRPCOptions }
 func newGRPCGuard(o GRPCOptions) (*grpcGuard, error) {
 	if o.Checker == nil || o.Resolve == nil {
 		return nil, errors.New("middleware: Checker and Resolve are required")
+	}
+	if o.Identify == nil {
+		o.Identify = BearerMetadata()
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -110,12 +127,12 @@ func (g *grpcGuard) authorize(ctx context.Context, method string, req any) (cont
 	if err := grpcBinding(ctx); err != nil { // RFC 8705: binding.go
 		return nil, status.Error(codes.Unauthenticated, "invalid_token: "+err.Error())
 	}
-	sub, err := "", ErrNoAgent
-	if g.Identify != nil {
-		sub, err = g.Identify(ctx)
+	who, err := g.Identify(ctx)
+	if err == nil {
+		err = audienceOK(who.Token, g.Audience)
 	}
 	if err != nil {
-		return nil, status.Error(codes.Unauthenticated, "no agent could be established for this call")
+		return nil, unauthenticated(err)
 	}
 	target, err := g.Resolve(ctx, method, req)
 	if err != nil {
@@ -128,21 +145,38 @@ func (g *grpcGuard) authorize(ctx context.Context, method string, req any) (cont
 		}
 		return ""
 	}
-	d, err := g.Checker.Check(ctx, client.Request{
-		Subject: sub, Permission: target.Permission, Resource: target.Resource, Context: target.Context,
+	d, err := g.Checker.Check(ctx, who.request(client.Request{
+		Permission: target.Permission, Resource: target.Resource, Context: target.Context,
 		CorrelationID: Correlation(get), Reason: truncate(strings.TrimSpace(get("x-agent-reason")), MaxReasonLen),
-	})
-	if client.IsInvalid(err) {
+	}))
+	switch {
+	case client.IsInvalidToken(err):
+		return nil, unauthenticated(err)
+	case client.IsInvalid(err):
 		return nil, denied("INVALID_REQUEST", "", "mandate refused the request as invalid")
-	}
-	if err != nil {
-		g.Log.Error("mandate: check failed; refusing", "subject", sub, "method", method, "err", err)
+	case err != nil:
+		g.Log.Error("mandate: check failed; refusing", "agent", actor(who, d), "method", method, "err", err)
 		return nil, status.Error(codes.Unavailable, "authorization is unavailable; the call was not performed")
+	case d.ReasonCode == client.InvalidToken:
+		return nil, unauthenticated(ErrInvalidToken)
 	}
 	if !d.Allowed {
 		return nil, denied(string(d.ReasonCode), d.DecisionID, "denied by mandate: "+string(d.ReasonCode))
 	}
 	return withDecision(ctx, d), nil
+}
+
+// unauthenticated is Unauthenticated, with ErrorInfo reason INVALID_TOKEN
+// when a token was refused.
+func unauthenticated(err error) error {
+	if errors.Is(err, ErrInvalidToken) || client.IsInvalidToken(err) {
+		st := status.New(codes.Unauthenticated, "invalid agent token: "+err.Error())
+		if withInfo, e := st.WithDetails(&errdetails.ErrorInfo{Reason: "INVALID_TOKEN", Domain: ErrorDomain}); e == nil {
+			st = withInfo
+		}
+		return st.Err()
+	}
+	return status.Error(codes.Unauthenticated, "no agent could be established for this call: send `authorization: Bearer <agent token>`")
 }
 
 func denied(reason, decisionID, msg string) error {

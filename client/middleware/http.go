@@ -37,25 +37,33 @@ func PathTemplate(permission, tmpl string) Resolver {
 	}
 }
 
-// Identity establishes which agent sends the request, as a subject
-// ("agent:<id>"). It returns an error wrapping ErrNoAgent when none can be
-// established.
-type Identity func(*http.Request) (string, error)
+// Identity establishes which agent sends the request. It returns an error
+// wrapping ErrNoAgent when none can be established, or ErrInvalidToken for
+// a token refused outright.
+type Identity func(*http.Request) (Agent, error)
+
+// BearerToken is the default identity: the agent's own mandate token from
+// "Authorization: Bearer <token>", which mandate verifies on every check.
+func BearerToken() Identity {
+	return func(r *http.Request) (Agent, error) {
+		t, err := bearerToken(r.Header.Values("Authorization"))
+		return Agent{Token: t}, err
+	}
+}
 
 // TrustedHeader reads the agent id from a header that a trusted proxy sets
-// after authenticating the agent. It is transitional: once mandate issues
-// agent credentials, the agent's own bearer token will say who acts. Use it
-// only where every request passes through that proxy and the proxy strips
-// the header from what clients send; otherwise any client can name any
-// agent. The middleware has no identity by default, so this must be chosen
-// explicitly.
+// after authenticating the agent, for deployments whose agents carry no
+// mandate token. Use it only where every request passes through that proxy
+// and the proxy strips the header from what clients send; otherwise any
+// client can name any agent. It must be chosen explicitly.
 func TrustedHeader(name string) Identity {
-	return func(r *http.Request) (string, error) {
+	return func(r *http.Request) (Agent, error) {
 		vs := r.Header.Values(name)
 		if len(vs) != 1 {
-			return "", fmt.Errorf("%w: want exactly one %s header", ErrNoAgent, name)
+			return Agent{}, fmt.Errorf("%w: want exactly one %s header", ErrNoAgent, name)
 		}
-		return AgentSubject(vs[0])
+		sub, err := AgentSubject(vs[0])
+		return Agent{Subject: sub}, err
 	}
 }
 
@@ -65,9 +73,13 @@ type HTTPOptions struct {
 	Checker Checker
 	// Resolve maps each request to (permission, resource). Required.
 	Resolve Resolver
-	// Identify says which agent acts. Nil means no agent can ever be
-	// established, so every request gets 401: there is no default identity.
+	// Identify says which agent acts. Default BearerToken().
 	Identify Identity
+	// Audience, when set, is this service's resource identifier (the
+	// `resource` its agents' tokens are exchanged for): a token whose aud
+	// does not name it is refused with 401 before mandate is asked, so a
+	// token issued for another service does not open this one.
+	Audience string
 	// Realm is the WWW-Authenticate realm. Default "mandate".
 	Realm string
 	// Log receives refusals and errors. Default slog.Default().
@@ -76,7 +88,9 @@ type HTTPOptions struct {
 
 // HTTP returns middleware that checks every request with mandate before the
 // handler runs:
-//   - 401 with WWW-Authenticate when no agent can be established;
+//   - 401 with WWW-Authenticate when no agent can be established, with
+//     error="invalid_token" when its token is refused (by mandate, or for
+//     naming another audience);
 //   - 403 with {"error", "reason_code", "decision_id"} as JSON on a deny;
 //   - 503 when mandate cannot be reached or fails; never a pass-through.
 //
@@ -86,50 +100,73 @@ func HTTP(o HTTPOptions) (func(http.Handler) http.Handler, error) {
 	if o.Checker == nil || o.Resolve == nil {
 		return nil, errors.New("middleware: Checker and Resolve are required")
 	}
+	if o.Identify == nil {
+		o.Identify = BearerToken()
+	}
 	if o.Realm == "" {
 		o.Realm = "mandate"
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	challenge := fmt.Sprintf("Bearer realm=%q", o.Realm)
+	realm := fmt.Sprintf("Bearer realm=%q", o.Realm)
+	unauthenticated := func(w http.ResponseWriter, err error) {
+		challenge, body := realm, map[string]string{"error": "unauthenticated", "message": "no agent could be established for this request"}
+		switch {
+		case errors.Is(err, ErrInvalidToken) || client.IsInvalidToken(err):
+			challenge += fmt.Sprintf(`, error="invalid_token", error_description=%q`, oauthDescription(err))
+			body = map[string]string{"error": "invalid_token", "message": err.Error()}
+		case errors.Is(err, errMalformed):
+			challenge += `, error="invalid_request"`
+			body["message"] = err.Error()
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		writeJSON(w, http.StatusUnauthorized, body)
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := httpBinding(r); err != nil { // RFC 8705: binding.go
 				writeUnboundToken(w, o.Realm, err)
 				return
 			}
-			sub, err := "", ErrNoAgent
-			if o.Identify != nil {
-				sub, err = o.Identify(r)
+			who, err := o.Identify(r)
+			if err == nil {
+				err = audienceOK(who.Token, o.Audience)
 			}
 			if err != nil {
-				w.Header().Set("WWW-Authenticate", challenge)
-				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthenticated", "message": "no agent could be established for this request"})
+				unauthenticated(w, err)
 				return
 			}
 			target, err := o.Resolve(r)
 			if err != nil {
-				o.Log.Info("mandate: request refused", "subject", sub, "path", r.URL.Path, "err", err)
+				o.Log.Info("mandate: request refused", "agent", actor(who, client.Decision{}), "path", r.URL.Path, "err", err)
 				writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "reason_code": "INVALID_REQUEST", "message": err.Error()})
 				return
 			}
 			get := func(name string) string { return r.Header.Get(name) }
-			d, err := o.Checker.Check(r.Context(), client.Request{
-				Subject: sub, Permission: target.Permission, Resource: target.Resource, Context: target.Context,
+			d, err := o.Checker.Check(r.Context(), who.request(client.Request{
+				Permission: target.Permission, Resource: target.Resource, Context: target.Context,
 				CorrelationID: Correlation(get), Reason: truncate(strings.TrimSpace(r.Header.Get("X-Agent-Reason")), MaxReasonLen),
-			})
-			if client.IsInvalid(err) {
-				o.Log.Info("mandate: request refused as invalid", "subject", sub, "permission", target.Permission, "resource", target.Resource, "err", err)
+			}))
+			switch {
+			case client.IsInvalidToken(err):
+				o.Log.Info("mandate: agent token refused", "path", r.URL.Path, "err", err)
+				unauthenticated(w, err)
+				return
+			case client.IsInvalid(err):
+				o.Log.Info("mandate: request refused as invalid", "agent", actor(who, d), "permission", target.Permission, "resource", target.Resource, "err", err)
 				writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "reason_code": "INVALID_REQUEST", "message": "mandate refused the request as invalid"})
 				return
-			}
-			if err != nil {
-				o.Log.Error("mandate: check failed; refusing", "subject", sub, "permission", target.Permission, "resource", target.Resource, "err", err)
+			case err != nil:
+				o.Log.Error("mandate: check failed; refusing", "agent", actor(who, d), "permission", target.Permission, "resource", target.Resource, "err", err)
 				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable", "message": "authorization is unavailable; the request was not performed"})
 				return
 			}
 			if !d.Allowed {
+				if d.ReasonCode == client.InvalidToken {
+					unauthenticated(w, fmt.Errorf("%w: mandate refused the token", ErrInvalidToken))
+					return
+				}
 				body := map[string]any{"error": "forbidden", "reason_code": d.ReasonCode, "decision_id": d.DecisionID,
 					"permission": target.Permission, "resource": target.Resource}
 				if len(d.MissingContext) > 0 {
@@ -144,6 +181,18 @@ func HTTP(o HTTPOptions) (func(http.Handler) http.Handler, error) {
 			next.ServeHTTP(w, r.WithContext(withDecision(r.Context(), d)))
 		})
 	}, nil
+}
+
+// oauthDescription is an error_description: RFC 6750 allows only printable
+// ASCII other than '"' and '\'.
+func oauthDescription(err error) string {
+	b := []byte(truncate(err.Error(), 200))
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			b[i] = '\''
+		}
+	}
+	return string(b)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

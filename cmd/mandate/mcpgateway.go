@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
-	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +20,7 @@ import (
 type gatewayFlags struct {
 	clientFlags
 	config, listen, publicURL, issuer string
-	reviewKey, secretFile, logLevel   string
+	jwksURL, logLevel                 string
 	tls                               bool
 	tlsCA                             string
 }
@@ -40,37 +41,33 @@ func mcpGatewayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			secret, err := gatewaySecret(f.secretFile)
-			if err != nil {
-				return err
-			}
 			key := envOr(f.key, "MANDATE_KEY")
 			if key == "" {
-				return errors.New("--key or MANDATE_KEY (a checker key) is required")
+				return errors.New("--key or MANDATE_KEY (a gateway key) is required")
+			}
+			if f.issuer == "" {
+				return errors.New("--issuer (mandate's --public-url, the iss of agent tokens) is required")
 			}
 			ccfg := client.Config{Addr: f.addr, Key: key, Plaintext: !f.tls}
-			if f.tls {
+			// The JWKS is fetched over HTTPS with the same trust as --tls-ca.
+			hc := &http.Client{Timeout: 5 * time.Second}
+			if f.tls || f.tlsCA != "" {
 				if ccfg.TLS, err = tlsConfig(f.tlsCA); err != nil {
 					return err
 				}
+				tr := http.DefaultTransport.(*http.Transport).Clone()
+				tr.TLSClientConfig = ccfg.TLS.Clone()
+				hc.Transport = tr
+				if !f.tls {
+					ccfg.TLS = nil
+				}
 			}
-			checker, err := client.New(ccfg)
+			c, err := client.New(ccfg)
 			if err != nil {
 				return err
 			}
-			defer checker.Close()
-			cfg := mcpgateway.Config{File: file, Checker: checker, Secret: secret, Listen: f.listen, PublicURL: f.publicURL, Issuer: f.issuer, Log: log}
-			if rk := envOr(f.reviewKey, "MANDATE_REVIEW_KEY"); rk != "" {
-				ccfg.Key = rk
-				reviewer, err := client.New(ccfg)
-				if err != nil {
-					return err
-				}
-				defer reviewer.Close()
-				cfg.Reviewer = reviewer
-			} else {
-				log.Warn("no --review-key: templated tools are left out of tools/list and denies carry no explanation")
-			}
+			defer c.Close()
+			cfg := mcpgateway.Config{File: file, Client: c, Listen: f.listen, PublicURL: f.publicURL, Issuer: f.issuer, JWKSURL: f.jwksURL, HTTPClient: hc, Log: log}
 			gw, err := cfg.Complete(cmd.Context())
 			if err != nil {
 				return err
@@ -83,33 +80,11 @@ func mcpGatewayCmd() *cobra.Command {
 	fl.StringVar(&f.config, "config", "mcp-gateway.yaml", "YAML file of upstreams and rules")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8787", "address to serve MCP (Streamable HTTP at /mcp) on")
 	fl.StringVar(&f.publicURL, "public-url", "", "the gateway's base URL as agents reach it (default http://<listen>)")
-	fl.StringVar(&f.issuer, "issuer", "", "mandate's authorization server, named in the protected-resource metadata")
-	fl.StringVar(&f.reviewKey, "review-key", "", "reviewer key, to list agents' grants and explain denies (or MANDATE_REVIEW_KEY)")
-	fl.StringVar(&f.secretFile, "secret-file", "", "file holding the gateway secret that signs agent tokens (or MANDATE_GATEWAY_SECRET)")
+	fl.StringVar(&f.issuer, "issuer", "", "mandate's issuer, its --public-url: agent tokens must carry it as iss; named in the protected-resource metadata (required)")
+	fl.StringVar(&f.jwksURL, "jwks-url", "", "mandate's signing keys (default <issuer>/.well-known/jwks.json)")
 	fl.BoolVar(&f.tls, "tls", false, "reach mandate over TLS")
-	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA bundle for --tls (default: the system roots)")
+	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA bundle for --tls and an https JWKS (default: the system roots)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "slog level")
-
-	var tokenSecret string
-	token := &cobra.Command{
-		Use:   "token AGENT_ID",
-		Short: "Print the transitional bearer token for an agent (agent id + gateway secret)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			secret, err := gatewaySecret(tokenSecret)
-			if err != nil {
-				return err
-			}
-			t, err := mcpgateway.MintToken(secret, args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), t)
-			return nil
-		},
-	}
-	token.Flags().StringVar(&tokenSecret, "secret-file", "", "file holding the gateway secret (or MANDATE_GATEWAY_SECRET)")
-	cmd.AddCommand(token)
 	return cmd
 }
 
@@ -118,24 +93,6 @@ func envOr(v, env string) string {
 		return v
 	}
 	return os.Getenv(env)
-}
-
-// gatewaySecret reads the secret from a file, else MANDATE_GATEWAY_SECRET.
-func gatewaySecret(path string) ([]byte, error) {
-	var secret []byte
-	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("--secret-file: %w", err)
-		}
-		secret = []byte(strings.TrimSpace(string(b)))
-	} else {
-		secret = []byte(os.Getenv("MANDATE_GATEWAY_SECRET"))
-	}
-	if len(secret) == 0 {
-		return nil, errors.New("--secret-file or MANDATE_GATEWAY_SECRET is required")
-	}
-	return secret, mcpgateway.ValidateSecret(secret)
 }
 
 func tlsConfig(caFile string) (*tls.Config, error) {

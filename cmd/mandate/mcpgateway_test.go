@@ -12,10 +12,6 @@ import (
 // it connects anywhere, with one line naming the file, line and field.
 func TestMCPGatewayStartup(t *testing.T) {
 	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	if err := os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	bad := filepath.Join(dir, "gateway.yaml")
 	if err := os.WriteFile(bad, []byte(`upstreams:
   - name: github
@@ -28,6 +24,10 @@ default: deny
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("upstreams:\n  - name: x\n    url: http://127.0.0.1:1/mcp\nrules: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	run := func(args ...string) (string, error) {
 		root := rootCmd()
 		var out bytes.Buffer
@@ -37,17 +37,23 @@ default: deny
 		err := root.Execute()
 		return out.String(), err
 	}
-	_, err := run("mcp-gateway", "--config", bad, "--secret-file", secret, "--key", "k")
+	_, err := run("mcp-gateway", "--config", bad, "--key", "k", "--issuer", "http://127.0.0.1:8080")
 	if err == nil || !strings.HasPrefix(err.Error(), bad+":7: rules[0].resource:") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("bad config: %v", err)
 	}
-	short := filepath.Join(dir, "short")
-	_ = os.WriteFile(short, []byte("short"), 0o600)
-	if _, err := run("mcp-gateway", "token", "agt_1", "--secret-file", short); err == nil || !strings.Contains(err.Error(), "at least 32 bytes") {
-		t.Fatalf("a short secret: %v", err)
-	}
-	out, err := run("mcp-gateway", "token", "agent:agt_1", "--secret-file", secret)
-	if err != nil || !strings.HasPrefix(out, "mgw1.agt_1.") {
-		t.Fatalf("token: %q %v", out, err)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--key", "k"}, "--issuer"},
+		{[]string{"--issuer", "http://127.0.0.1:8080"}, "--key or MANDATE_KEY"},
+		{[]string{"--key", "k", "--issuer", "mandate.example"}, `issuer "mandate.example" must be an absolute http(s) URL`},
+		{[]string{"--key", "k", "--issuer", "http://127.0.0.1:8080", "--jwks-url", "http://x/jwks?a=b"}, "jwks url"},
+	} {
+		t.Setenv("MANDATE_KEY", "")
+		_, err := run(append([]string{"mcp-gateway", "--config", good}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("%v: %v, want one line naming %s", tc.args, err, tc.want)
+		}
 	}
 }

@@ -89,7 +89,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Bounds.WebhookSecret, "alert-webhook-secret", "", "signs each alert with HMAC-SHA256 in X-Mandate-Signature (or MANDATE_ALERT_WEBHOOK_SECRET)")
 	f.StringVar(&cfg.Bounds.Webhook, "alert-webhook", "", "URL that receives a JSON alert, with retries, whenever an agent is suspended for crossing a bound")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 0, "largest REST request body (default 1 MiB)")
-	f.StringVar(&cfg.PublicURL, "public-url", "", "the one public base URL of every absolute URL mandate publishes: the tokens' iss, the OAuth and AuthZEN metadata (default http:// and --http-addr)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "the one public base URL of every absolute URL mandate publishes: the tokens' iss, the OAuth and AuthZEN metadata (default http:// and --http-addr, or https:// with --tls-cert)")
 	f.StringArrayVar(&cfg.Credentials.OIDCIssuers, "oidc-issuer", nil, "OIDC issuer URL whose human tokens may start tasks (repeatable)")
 	f.StringVar(&cfg.Credentials.OIDCAudience, "oidc-audience", "", "aud every human token must carry (required with --oidc-issuer)")
 	f.StringVar(&cfg.Credentials.OIDCUserClaim, "oidc-user-claim", "", "claim that names the user: sub, email (only when email_verified) or another string claim (default sub)")

@@ -1,11 +1,12 @@
 // Command reposervice is an example resource service: a tiny repository API
 // whose every route is checked with mandate by client/middleware.
 //
-//	go run ./examples/reposervice --mandate-addr 127.0.0.1:50051 --key $CHECKER --agent-header X-Mandate-Agent
+//	go run ./examples/reposervice --mandate-addr 127.0.0.1:50051 --key $CHECKER --audience https://repos.acme.internal
 //
-// The agent is read from a header set by a trusted proxy (transitional, until
-// agents carry mandate-issued credentials); without --agent-header every
-// request gets 401.
+// Agents call it with their own mandate token ("Authorization: Bearer
+// <token>"), exchanged with resource=<audience>; mandate verifies the token on
+// every request. --agent-header instead trusts an agent id set by a proxy,
+// for deployments whose agents carry no mandate token.
 package main
 
 import (
@@ -29,26 +30,27 @@ func main() {
 	addr := flag.String("mandate-addr", "127.0.0.1:50051", "mandate gRPC address")
 	key := flag.String("key", "", "checker key (or MANDATE_KEY)")
 	listen := flag.String("listen", "127.0.0.1:8090", "listen address")
-	agentHeader := flag.String("agent-header", "", "header a trusted proxy sets to the agent id (off when empty)")
+	audience := flag.String("audience", "", "this service's resource identifier: tokens issued for another resource get 401 (off when empty)")
+	agentHeader := flag.String("agent-header", "", "instead of agent tokens, trust this header, set by a proxy, to name the agent (off when empty)")
 	flag.Parse()
 	if *key == "" {
 		*key = os.Getenv("MANDATE_KEY")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *addr, *key, *listen, *agentHeader); err != nil {
+	if err := run(ctx, *addr, *key, *listen, *audience, *agentHeader); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, addr, key, listen, agentHeader string) error {
+func run(ctx context.Context, addr, key, listen, audience, agentHeader string) error {
 	c, err := client.New(client.Config{Addr: addr, Key: key, Plaintext: true})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	h, err := newHandler(c, agentHeader)
+	h, err := newHandler(c, audience, agentHeader)
 	if err != nil {
 		return err
 	}
@@ -67,13 +69,14 @@ func run(ctx context.Context, addr, key, listen, agentHeader string) error {
 }
 
 // newHandler routes the repository API, each route behind its own check.
-func newHandler(c middleware.Checker, agentHeader string) (http.Handler, error) {
-	var identify middleware.Identity
+// The agent is its bearer token, unless agentHeader names a trusted header.
+func newHandler(c middleware.Checker, audience, agentHeader string) (http.Handler, error) {
+	var identify middleware.Identity // nil: the agent's own token
 	if agentHeader != "" {
 		identify = middleware.TrustedHeader(agentHeader)
 	}
 	guard := func(permission, tmpl string, h http.HandlerFunc) (http.Handler, error) {
-		mw, err := middleware.HTTP(middleware.HTTPOptions{Checker: c, Resolve: middleware.PathTemplate(permission, tmpl), Identify: identify})
+		mw, err := middleware.HTTP(middleware.HTTPOptions{Checker: c, Resolve: middleware.PathTemplate(permission, tmpl), Identify: identify, Audience: audience})
 		if err != nil {
 			return nil, err
 		}
@@ -82,7 +85,7 @@ func newHandler(c middleware.Checker, agentHeader string) (http.Handler, error) 
 	mux := http.NewServeMux()
 	read, err := guard("read", "repo:{owner}/{name}", func(w http.ResponseWriter, r *http.Request) {
 		d, _ := middleware.DecisionFrom(r.Context())
-		writeJSON(w, map[string]any{"repo": r.PathValue("owner") + "/" + r.PathValue("name"), "default_branch": "main", "on_behalf_of": d.Principal})
+		writeJSON(w, map[string]any{"repo": r.PathValue("owner") + "/" + r.PathValue("name"), "default_branch": "main", "agent": d.Chain[0], "on_behalf_of": d.Principal})
 	})
 	if err != nil {
 		return nil, err

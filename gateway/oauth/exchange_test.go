@@ -507,8 +507,8 @@ func TestEndpointRoles(t *testing.T) {
 	e := start(t, server.Config{})
 	tok := e.mustExchange(testenv.ExchangeForm(e.idp.Login("alice"), "id_token", "write:repo:acme/api"))["access_token"].(string)
 	want := map[string]map[service.Role]int{
-		"/oauth2/token":      {service.RoleChecker: 400, service.RoleReviewer: 400, service.RoleOperator: 200, service.RoleAdmin: 200},
-		"/oauth2/introspect": {service.RoleChecker: 200, service.RoleReviewer: 403, service.RoleOperator: 403, service.RoleAdmin: 200},
+		"/oauth2/token":      {service.RoleChecker: 400, service.RoleReviewer: 400, service.RoleGateway: 400, service.RoleOperator: 200, service.RoleAdmin: 200},
+		"/oauth2/introspect": {service.RoleChecker: 200, service.RoleReviewer: 403, service.RoleGateway: 403, service.RoleOperator: 403, service.RoleAdmin: 200},
 	}
 	for path, roles := range want {
 		for role, code := range roles {
@@ -525,7 +525,7 @@ func TestEndpointRoles(t *testing.T) {
 		}
 	}
 	// Revocation: the key the token was issued to, or an admin; others are refused.
-	for _, role := range []service.Role{service.RoleChecker, service.RoleReviewer} {
+	for _, role := range []service.Role{service.RoleChecker, service.RoleReviewer, service.RoleGateway} {
 		if got, _ := e.s.Form("/oauth2/revoke", bearer(role), url.Values{"token": {tok}}); got != 400 {
 			t.Errorf("revoke as %s: %d, want 400", role, got)
 		}

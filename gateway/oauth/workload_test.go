@@ -147,7 +147,7 @@ func TestAgentWorkloadIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := jwt.Parse([]byte(tokA), jwt.WithKeySet(set), jwt.WithIssuer("http://"+strings.TrimPrefix(w.s.Base, "https://")), jwt.WithValidate(true))
+	tok, err := jwt.Parse([]byte(tokA), jwt.WithKeySet(set), jwt.WithIssuer(w.s.Base), jwt.WithValidate(true))
 	if err != nil {
 		t.Fatalf("jwx refuses the certificate-bound token: %v", err)
 	}

@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -10,6 +12,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +22,9 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/mandate-dev/mandate/credential"
 	"github.com/mandate-dev/mandate/server"
+	"github.com/mandate-dev/mandate/service"
 )
 
 // Audience is the OIDC audience the test IdP's tokens carry by default.
@@ -185,3 +191,94 @@ func ExchangeForm(subjectToken, typ, scope string) url.Values {
 	return url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {subjectToken},
 		"subject_token_type": {"urn:ietf:params:oauth:token-type:" + typ}, "scope": {scope}}
 }
+
+// Exchange asks the token endpoint with the operator key and requires a
+// token; it returns the whole answer (access_token, agent, task, …).
+func (s *Server) Exchange(form url.Values) map[string]any {
+	s.T.Helper()
+	code, out := s.Form("/oauth2/token", "Bearer "+Keys[service.RoleOperator], form)
+	if code != http.StatusOK {
+		s.T.Fatalf("token exchange: %d %v", code, out)
+	}
+	return out
+}
+
+// AgentToken is a human starting a task: user signs in at p, and the ID
+// token is exchanged for an agent token with scope ("read:repo:acme/api
+// …"), plus any extra form fields (resource, agent_name, task_ttl, …). It
+// returns the token and its agent and task ("agent:…", "task:…").
+func (s *Server) AgentToken(p *IdP, user, scope string, extra url.Values) (token, agent, task string) {
+	s.T.Helper()
+	form := ExchangeForm(p.Login(user), "id_token", scope)
+	for k, v := range extra {
+		form[k] = v
+	}
+	out := s.Exchange(form)
+	return out["access_token"].(string), out["agent"].(string), out["task"].(string)
+}
+
+// SubAgentToken is an agent delegating: parent's token is exchanged for a
+// sub-agent's with a narrower scope, plus any extra form fields. It returns
+// the sub-agent's token and id ("agent:…").
+func (s *Server) SubAgentToken(parent, scope string, extra url.Values) (token, agent string) {
+	s.T.Helper()
+	form := ExchangeForm(parent, "jwt", scope)
+	for k, v := range extra {
+		form[k] = v
+	}
+	out := s.Exchange(form)
+	return out["access_token"].(string), out["agent"].(string)
+}
+
+// Signer signs tokens exactly as a mandate started with WithSigningKey
+// does, for the tokens a test cannot get from the token endpoint: expired
+// ones, or ones for a chain the graph does not have.
+type Signer struct {
+	keys *credential.KeySet
+}
+
+// WithSigningKey writes a fresh P-256 key as cfg's --signing-key-file and
+// returns a Signer holding the same key.
+func WithSigningKey(t testing.TB, cfg server.Config) (server.Config, *Signer) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "signing.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, err := credential.NewSigningKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := credential.NewKeySet(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Credentials.SigningKeyFiles = append(cfg.Credentials.SigningKeyFiles, path)
+	return cfg, &Signer{keys: ks}
+}
+
+// Token signs a token of issuer (the server's Base) for in, as issued at
+// issuedAt with in.TTL (default 15m).
+func (s *Signer) Token(t testing.TB, issuer string, issuedAt time.Time, in credential.IssueInput) string {
+	t.Helper()
+	tokens, err := credential.NewTokens(credential.TokensConfig{Issuer: issuer, Keys: s.keys, Now: func() time.Time { return issuedAt }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := tokens.Issue(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// JWKS is the Signer's public keys, as mandate publishes its own.
+func (s *Signer) JWKS() jose.JSONWebKeySet { return s.keys.JWKS() }

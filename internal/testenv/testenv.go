@@ -35,6 +35,7 @@ var Keys = map[service.Role]string{
 	service.RoleOperator: "test-operator-key",
 	service.RoleReviewer: "test-reviewer-key",
 	service.RoleAdmin:    "test-admin-key",
+	service.RoleGateway:  "test-gateway-key",
 }
 
 // UntrustedCheckerKey is a checker key not marked counts_for_bounds: its

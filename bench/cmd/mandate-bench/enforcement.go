@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -57,9 +58,22 @@ func mcpSession(ctx context.Context, url, token string) *mcp.ClientSession {
 	return cs
 }
 
+// benchToken exchanges alice's ID token for an agent token holding read on
+// the first tokenScope repos of the hot set, for resource.
+func benchToken(ctx context.Context, srv *server.Server, idp *benchIdP, resource string) string {
+	scope := make([]string, tokenScope)
+	for i := range scope {
+		scope[i] = fmt.Sprintf("read:repo:bench/hot%d", i)
+	}
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {idp.login("alice")},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:id_token"}, "scope": {strings.Join(scope, " ")}, "resource": {resource}}
+	return exchangeForToken(ctx, &http.Client{}, "http://"+srv.HTTPAddr(), form).token
+}
+
 // gatewayOverhead: the same tool call on the same upstream, direct and
-// through the gateway (which checks it with mandate, cached), interleaved.
-func gatewayOverhead(ctx context.Context, srv *server.Server, agent string, warmup, d time.Duration) []bench.Result {
+// through the gateway (which verifies the agent's token, remembered, and
+// checks the call with mandate by that token, cached), interleaved.
+func gatewayOverhead(ctx context.Context, srv *server.Server, idp *benchIdP, warmup, d time.Duration) []bench.Result {
 	upstream := mcp.NewServer(&mcp.Implementation{Name: "repos", Version: "v1"}, nil)
 	mcp.AddTool(upstream, &mcp.Tool{Name: "get_file"}, func(_ context.Context, _ *mcp.CallToolRequest, in map[string]any) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(in["owner"], "/", in["repo"])}}}, nil, nil
@@ -75,25 +89,23 @@ rules:
     resource: "repo:{owner}/{repo}"
 `, upAddr)))
 	must(err)
-	checker, err := client.New(client.Config{Addr: srv.GRPCAddr(), Key: checkerKey, Plaintext: true})
+	c, err := client.New(client.Config{Addr: srv.GRPCAddr(), Key: gatewayKey, Plaintext: true})
 	must(err)
-	defer checker.Close()
-	secret := []byte("bench-gateway-secret-0123456789abcdef")
+	defer c.Close()
 	gctx, cancel := context.WithCancel(ctx)
-	gw, err := mcpgateway.Config{File: file, Checker: checker, Secret: secret, Listen: "127.0.0.1:0", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}.Complete(gctx)
+	gw, err := mcpgateway.Config{File: file, Client: c, Issuer: "http://" + srv.HTTPAddr(), Listen: "127.0.0.1:0", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}.Complete(gctx)
 	must(err)
 	done := make(chan struct{})
 	go func() { _ = gw.Run(gctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	token, err := mcpgateway.MintToken(secret, agent)
-	must(err)
+	token := benchToken(ctx, srv, idp, gw.Resource())
 	direct := mcpSession(ctx, "http://"+upAddr+"/mcp", "")
 	defer direct.Close()
 	via := mcpSession(ctx, "http://"+gw.Addr()+"/mcp", token)
 	defer via.Close()
 	op := func(cs *mcp.ClientSession, prefix string) bench.Op {
 		return func(ctx context.Context, w, i int) error {
-			repo := fmt.Sprintf("hot%d", (w*7919+i)%hotSet)
+			repo := fmt.Sprintf("hot%d", (w*7919+i)%tokenScope)
 			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: prefix + "get_file", Arguments: map[string]any{"owner": "bench", "repo": repo}})
 			if err != nil {
 				return err
@@ -108,21 +120,23 @@ rules:
 	for _, n := range []int{1, 8} {
 		a, b := interleaved(ctx, "mcp-direct", "mcp-gateway", n, warmup, d, op(direct, ""), op(via, "repos."))
 		a.Description = "MCP tools/call straight to the upstream (Streamable HTTP), interleaved with the next"
-		b.Description = "the same tools/call through mcp-gateway: bearer check, rule, mandate Check (cached), forward"
+		b.Description = "the same tools/call through mcp-gateway: agent token verified (remembered), rule, mandate Check by subject_token (cached), forward"
 		out = append(out, a, b)
 	}
 	return out
 }
 
 // middlewareOverhead: the same GET on a bare handler and on the same handler
-// behind client/middleware (trusted-header identity, path template, mandate
-// Check, cached), interleaved.
-func middlewareOverhead(ctx context.Context, srv *server.Server, agent string, warmup, d time.Duration) []bench.Result {
+// behind client/middleware (the agent's bearer token, audience, path
+// template, mandate Check by subject_token, cached), interleaved.
+func middlewareOverhead(ctx context.Context, srv *server.Server, idp *benchIdP, warmup, d time.Duration) []bench.Result {
 	c, err := client.New(client.Config{Addr: srv.GRPCAddr(), Key: checkerKey, Plaintext: true})
 	must(err)
 	defer c.Close()
-	mw, err := middleware.HTTP(middleware.HTTPOptions{Checker: c, Resolve: middleware.PathTemplate("read", "repo:{owner}/{name}"), Identify: middleware.TrustedHeader("X-Mandate-Agent")})
+	const audience = "https://repos.bench.test"
+	mw, err := middleware.HTTP(middleware.HTTPOptions{Checker: c, Resolve: middleware.PathTemplate("read", "repo:{owner}/{name}"), Audience: audience})
 	must(err)
+	token := benchToken(ctx, srv, idp, audience)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.PathValue("owner")+"/"+r.PathValue("name"))
 	})
@@ -132,12 +146,11 @@ func middlewareOverhead(ctx context.Context, srv *server.Server, agent string, w
 	addr, stop := serve(mux)
 	defer stop()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	agentID := strings.TrimPrefix(agent, "agent:")
 	op := func(prefix string) bench.Op {
 		return func(ctx context.Context, w, i int) error {
-			repo := fmt.Sprintf("hot%d", (w*7919+i)%hotSet)
+			repo := fmt.Sprintf("hot%d", (w*7919+i)%tokenScope)
 			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+prefix+"/bench/"+repo, nil)
-			req.Header.Set("X-Mandate-Agent", agentID)
+			req.Header.Set("Authorization", "Bearer "+token)
 			resp, err := hc.Do(req)
 			if err != nil {
 				return err
@@ -154,7 +167,7 @@ func middlewareOverhead(ctx context.Context, srv *server.Server, agent string, w
 	for _, n := range []int{1, 8} {
 		a, b := interleaved(ctx, "http-bare", "http-middleware", n, warmup, d, op("/bare"), op("/guarded"))
 		a.Description = "net/http GET on a bare handler, interleaved with the next"
-		b.Description = "the same GET behind client/middleware: identity, path template, mandate Check (cached)"
+		b.Description = "the same GET behind client/middleware: bearer token, audience, path template, mandate Check by subject_token (cached)"
 		out = append(out, a, b)
 	}
 	return out

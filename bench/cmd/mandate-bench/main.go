@@ -44,6 +44,7 @@ const (
 	checkerKey  = "bench-checker"
 	operatorKey = "bench-operator"
 	adminKey    = "bench-admin"
+	gatewayKey  = "bench-gateway"
 	spicedbKey  = "bench-spicedb"
 	// unseenToken makes a check bypass the cache: the cache has never seen it.
 	unseenToken = "GhUKEzE3OTU3Nzc1OTc2ODc1NDE3Njg="
@@ -241,15 +242,24 @@ func main() {
 			drop()
 		}
 	}
-	if want["mcp"] {
-		for _, r := range gatewayOverhead(ctx, srv, agent, *warmup, *duration) {
-			add(r.Description, r)
+	if want["mcp"] || want["middleware"] {
+		// Both enforcement points run in token mode: the agent's own token,
+		// from token exchange, on a server that trusts an OIDC issuer.
+		idp := startIdP()
+		tsrv, stopT := tokenServer(ctx, keys, idp, "memory", "")
+		seedHotSet(ctx, tsrv, dial(tsrv.GRPCAddr(), operatorKey))
+		if want["mcp"] {
+			for _, r := range gatewayOverhead(ctx, tsrv, idp, *warmup, *duration) {
+				add(r.Description, r)
+			}
 		}
-	}
-	if want["middleware"] {
-		for _, r := range middlewareOverhead(ctx, srv, agent, *warmup, *duration) {
-			add(r.Description, r)
+		if want["middleware"] {
+			for _, r := range middlewareOverhead(ctx, tsrv, idp, *warmup, *duration) {
+				add(r.Description, r)
+			}
 		}
+		stopT()
+		idp.stop()
 	}
 	if *pgDSN != "" && want["f"] {
 		add("(f) revocation on replica A until B and C both deny, 3 replicas on Postgres", propagation(ctx, *pgDSN, keys, *propRounds))
@@ -412,7 +422,7 @@ func keysFile() string {
 	must(err)
 	var b strings.Builder
 	b.WriteString("keys:\n")
-	for role, k := range map[string]string{"checker": checkerKey, "operator": operatorKey, "admin": adminKey} {
+	for role, k := range map[string]string{"checker": checkerKey, "operator": operatorKey, "admin": adminKey, "gateway": gatewayKey} {
 		sum := sha256.Sum256([]byte(k))
 		fmt.Fprintf(&b, "  - {name: bench-%s, role: %s, sha256: %s, counts_for_bounds: true}\n", role, role, hex.EncodeToString(sum[:]))
 	}
