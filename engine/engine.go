@@ -35,6 +35,12 @@ type Config struct {
 	// of a chain (agent, parents, task, principal, lifetimes) never changes once
 	// written, so entries never go stale. Default 100000.
 	ChainCacheSize int
+	// AccessRequestTTL is how long an access request waits for its answer
+	// before it expires (--access-request-ttl). Default 15m.
+	AccessRequestTTL time.Duration
+	// AccessRequestPoll is how often a long poll on an access request reads
+	// again without a notice from a write or the watch. Default 1s.
+	AccessRequestPoll time.Duration
 	// BindAgentsToWorkload accepts a delegation from an agent that records
 	// a workload identity (a SPIFFE ID) only from a caller connected as
 	// that same workload (--bind-agents-to-workload). Renewals are refused
@@ -60,6 +66,12 @@ func (c *Config) setDefaults() {
 	if c.ChainCacheSize == 0 {
 		c.ChainCacheSize = 100_000
 	}
+	if c.AccessRequestTTL == 0 {
+		c.AccessRequestTTL = DefaultAccessRequestTTL
+	}
+	if c.AccessRequestPoll <= 0 {
+		c.AccessRequestPoll = DefaultAccessRequestPoll
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -67,7 +79,7 @@ func (c *Config) setDefaults() {
 
 // Validate reports whether the config is usable.
 func (c *Config) Validate() error {
-	if c.MaxTaskTTL < 0 || c.MaxAgentTTL < 0 || c.MaxGrantTTL < 0 || c.CallTimeout < 0 {
+	if c.MaxTaskTTL < 0 || c.MaxAgentTTL < 0 || c.MaxGrantTTL < 0 || c.CallTimeout < 0 || c.AccessRequestTTL < 0 {
 		return errors.New("TTL bounds and timeouts must not be negative")
 	}
 	if c.MaxChainDepth < 0 || c.MaxChainDepth > 32 {
@@ -85,6 +97,10 @@ type Engine struct {
 	chains *lru.Cache[string, *chain]
 	// invalidator, when set, is told about every committed write. Set before serving.
 	invalidator Invalidator
+	// requests wakes the long polls on access requests.
+	requests requestNotifier
+	// watching reports whether the SpiceDB watch is following (SetWatching); nil when none runs.
+	watching func() bool
 	// slots serializes this engine's writes to one grant slot (grants.go).
 	slots slotLocks
 }

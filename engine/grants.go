@@ -47,46 +47,76 @@ type CreateGrantInput struct {
 // sub-agent, its parent holds it too. A new grant of the same permission on
 // the same resource to the same holder replaces the earlier one.
 func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, string, error) {
-	holder, err := ParseRef("holder", in.Holder)
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	p, err := e.planGrant(ctx, in, "holder")
 	if err != nil {
 		return nil, "", err
 	}
+	token, err := e.writeGrant(ctx, p, nil, nil, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	return p.grant, token, nil
+}
+
+// grantPlan is a grant that passed every check and is ready to be written.
+type grantPlan struct {
+	grant       *Grant
+	holderField string // names the holder in errors
+	principal   Ref
+	stored      []*v1.Relationship
+	condParams  map[string]any
+	// slot selects the grant relationships of the same holder, permission and resource.
+	slot *v1.RelationshipFilter
+	// pre are the holder's preconditions: still able to hold grants.
+	pre []*v1.Precondition
+}
+
+// planGrant makes every check of a grant, the escalation checks included,
+// and computes what to write, without writing. CreateGrant and the approval
+// of an access request (and the filing of one, to refuse it early) share
+// it, so a grant is refused for the same reasons whichever way it comes.
+// holderField names the holder in errors.
+func (e *Engine) planGrant(ctx context.Context, in CreateGrantInput, holderField string) (*grantPlan, error) {
+	holder, err := ParseRef(holderField, in.Holder)
+	if err != nil {
+		return nil, err
+	}
 	if holder.Type != schema.TypeAgent && holder.Type != schema.TypeTask {
-		return nil, "", invalid("holder", "must be an agent or a task, got type %q", holder.Type)
+		return nil, invalid(holderField, "must be an agent or a task, got type %q", holder.Type)
 	}
 	resource, err := ParseRef("resource", in.Resource)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if schema.IsCore(resource.Type) {
-		return nil, "", invalid("resource", "type %q is one of mandate's own types and cannot be granted", resource.Type)
+		return nil, invalid("resource", "type %q is one of mandate's own types and cannot be granted", resource.Type)
 	}
 	ttl, err := ParseTTL("ttl", in.TTL, e.cfg.MaxGrantTTL)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
 	if err := e.requireType(ctx, "resource", resource); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := e.requirePermission(ctx, "permission", resource.Type, in.Permission); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if !e.Schema().Grantable(resource.Type, in.Permission) {
-		return nil, "", invalid("permission", "%s on type %q cannot be granted to agents", in.Permission, resource.Type)
+		return nil, invalid("permission", "%s on type %q cannot be granted to agents", in.Permission, resource.Type)
 	}
 	var condParams map[string]any
 	if in.Condition != nil {
 		if condParams, err = in.Condition.validate("condition"); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		if !slices.Contains(e.Schema().GrantConditions(resource.Type, in.Permission, holder.Type), in.Condition.caveat()) {
 			holderRef := "agent"
 			if holder.Type == schema.TypeTask {
 				holderRef = "task#member"
 			}
-			return nil, "", invalid("condition", "%s grants on type %q do not accept the %s condition for %s holders: the schema's %s%s relation must list `%s with %s`",
+			return nil, invalid("condition", "%s grants on type %q do not accept the %s condition for %s holders: the schema's %s%s relation must list `%s with %s`",
 				in.Permission, resource.Type, in.Condition.Name, holder.Type, in.Permission, schema.GrantSuffix, holderRef, in.Condition.caveat())
 		}
 	}
@@ -102,18 +132,18 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 	case schema.TypeAgent:
 		rec, err := e.readAgent(ctx, holder.ID)
 		if err != nil {
-			return nil, "", fieldNotFound(err, "holder")
+			return nil, fieldNotFound(err, holderField)
 		}
 		c, err := e.chainOf(ctx, holder.ID)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		// The holder itself must be able to act: alive, on an open task.
 		if st := rec.status(now); st != StatusActive {
-			return nil, "", precondition("holder", "agent %s is %s", holder.ID, st)
+			return nil, precondition(holderField, "agent %s is %s", holder.ID, st)
 		}
 		if !now.Before(c.taskExpires) {
-			return nil, "", precondition("holder", "the task of agent %s has expired", holder.ID)
+			return nil, precondition(holderField, "the task of agent %s has expired", holder.ID)
 		}
 		principal = c.principal
 		if rec.Parent != "" {
@@ -122,10 +152,10 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 			// again on every check of the child, whose chain includes the parent.
 			x, _, err := e.evaluateQuery(ctx, Query{Subject: Ref{Type: schema.TypeAgent, ID: rec.Parent}, Permission: in.Permission, Resource: resource}, evalMode{conditionsHold: true})
 			if err != nil {
-				return nil, "", err
+				return nil, err
 			}
 			if d := x.Decision; !d.Allowed {
-				return nil, "", escalation("parent agent:%s does not hold %s on %s (%s)", rec.Parent, in.Permission, resource, d.Reason)
+				return nil, escalation("parent agent:%s does not hold %s on %s (%s)", rec.Parent, in.Permission, resource, d.Reason)
 			}
 		}
 		if expires.After(rec.ExpiresAt) {
@@ -136,10 +166,10 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 	case schema.TypeTask:
 		t, err := e.readTask(ctx, holder.ID)
 		if err != nil {
-			return nil, "", fieldNotFound(err, "holder")
+			return nil, fieldNotFound(err, holderField)
 		}
 		if t.Status != StatusActive {
-			return nil, "", precondition("holder", "task %s is %s", t.ID, t.Status)
+			return nil, precondition(holderField, "task %s is %s", t.ID, t.Status)
 		}
 		principal = t.Principal
 		if expires.After(t.ExpiresAt) {
@@ -152,19 +182,29 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 	// The principal must hold the permission now, through ordinary relationships.
 	ok, err := e.checkUser(ctx, principal, in.Permission, resource, nil)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if !ok {
-		return nil, "", escalation("principal %s does not hold %s on %s", principal, in.Permission, resource)
+		return nil, escalation("principal %s does not hold %s on %s", principal, in.Permission, resource)
 	}
 
 	g := &Grant{ID: newID(PrefixGrant), Holder: holder, Permission: in.Permission, Resource: resource, CreatedAt: now, ExpiresAt: expires, Status: StatusActive, Condition: in.Condition}
-	stored := grantRelationships(*g, condParams)
-	grantSlot := &v1.RelationshipFilter{
-		ResourceType: resource.Type, OptionalResourceId: resource.ID, OptionalRelation: in.Permission + schema.GrantSuffix,
-		OptionalSubjectFilter: subjectFilter(grantSubject, grantSubjectRel),
-	}
-	holderGone := precondition("holder", "%s was revoked, suspended or completed while the grant was being created", holder)
+	return &grantPlan{
+		grant: g, holderField: holderField, principal: principal, stored: grantRelationships(*g, condParams), condParams: condParams, pre: pre,
+		slot: &v1.RelationshipFilter{
+			ResourceType: resource.Type, OptionalResourceId: resource.ID, OptionalRelation: in.Permission + schema.GrantSuffix,
+			OptionalSubjectFilter: subjectFilter(grantSubject, grantSubjectRel),
+		},
+	}, nil
+}
+
+// writeGrant writes a planned grant, with extra updates and preconditions
+// in the same write (an access request's answer). When the write is
+// refused, stillValid (when set) is asked first whether the extra
+// preconditions still hold; its error ends the attempt.
+func (e *Engine) writeGrant(ctx context.Context, p *grantPlan, extra []*v1.RelationshipUpdate, extraPre []*v1.Precondition, stillValid func(context.Context) error) (string, error) {
+	g, holder := p.grant, p.grant.Holder
+	holderGone := precondition(p.holderField, "%s was revoked, suspended or completed while the grant was being created", holder)
 	// The grant relationship replaces an earlier one of the same holder, and
 	// the replaced grant loses its record in the same write. The write holds
 	// only if the slot is still as read: empty, or holding the grants whose
@@ -176,20 +216,20 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 	// they would otherwise refuse each other through serialization failures
 	// and SpiceDB's retries until their deadline passed. Other replicas'
 	// creations still race, and the preconditions settle them.
-	unlock, err := e.slots.lock(ctx, slotKey(grantSlot))
+	unlock, err := e.slots.lock(ctx, slotKey(p.slot))
 	if err != nil {
-		return nil, "", err
+		return "", err
 	}
 	defer unlock()
 	for attempt := 0; ; attempt++ {
-		existing, err := e.sdb.readRels(ctx, grantSlot)
+		existing, err := e.sdb.readRels(ctx, p.slot)
 		if err != nil {
-			return nil, "", err
+			return "", err
 		}
-		updates := []*v1.RelationshipUpdate{touch(stored[0]), create(stored[1])}
-		slot := slices.Clone(pre)
+		updates := append([]*v1.RelationshipUpdate{touch(p.stored[0]), create(p.stored[1])}, extra...)
+		slot := append(slices.Clone(p.pre), extraPre...)
 		if len(existing) == 0 {
-			slot = append(slot, &v1.Precondition{Operation: v1.Precondition_OPERATION_MUST_NOT_MATCH, Filter: grantSlot})
+			slot = append(slot, &v1.Precondition{Operation: v1.Precondition_OPERATION_MUST_NOT_MATCH, Filter: p.slot})
 		}
 		for _, old := range existing {
 			if oldID := caveatString(old, "grant_id"); oldID != "" && oldID != g.ID {
@@ -200,10 +240,17 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 		}
 		token, err := e.write(ctx, updates, slot, errSlotChanged)
 		if err == nil {
-			return g, token, nil
+			return token, nil
 		}
 		if !errors.Is(err, errSlotChanged) && !writeConflict(err) {
-			return nil, "", err
+			return "", err
+		}
+		// The answer's own preconditions (an access request still pending)
+		// are asked first: when they no longer hold, no retry can land.
+		if stillValid != nil {
+			if err := stillValid(ctx); err != nil {
+				return "", err
+			}
 		}
 		// Either the slot changed under us (or a racing write collided with
 		// ours) or the holder stopped being able to hold grants. Which one
@@ -213,13 +260,13 @@ func (e *Engine) CreateGrant(ctx context.Context, in CreateGrantInput) (*Grant, 
 		// to may itself have been replaced in between, or have lost).
 		if ok, err := e.canHold(ctx, holder); err != nil || !ok {
 			if err != nil {
-				return nil, "", err
+				return "", err
 			}
-			return nil, "", holderGone
+			return "", holderGone
 		}
 		if attempt >= maxGrantAttempts {
-			return nil, "", &Error{Kind: KindUnavailable, Msg: "too many concurrent replacements of this grant; try again",
-				Err: fmt.Errorf("%w: grant slot %s contended %d times", ErrUnavailable, slotKey(grantSlot), attempt+1)}
+			return "", &Error{Kind: KindUnavailable, Msg: "too many concurrent replacements of this grant; try again",
+				Err: fmt.Errorf("%w: grant slot %s contended %d times", ErrUnavailable, slotKey(p.slot), attempt+1)}
 		}
 	}
 }

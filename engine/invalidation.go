@@ -36,8 +36,9 @@ func InvalidationKeys(r *v1.Relationship) []string {
 		return []string{AgentKey(res.GetObjectId())}
 	case schema.TypeTask:
 		return []string{TaskKey(res.GetObjectId())}
-	case schema.TypeGrant:
-		// Grant records are bookkeeping; the grant itself lives on the resource.
+	case schema.TypeGrant, schema.TypeAccessRequest:
+		// Grant records and access requests are bookkeeping; the grant
+		// itself lives on the resource.
 		return nil
 	}
 	if perm, ok := strings.CutSuffix(r.GetRelation(), schema.GrantSuffix); ok {

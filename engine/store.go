@@ -15,8 +15,9 @@ import (
 )
 
 // This file is the storage floor under the task, agent and grant commands
-// (tasks.go, agents.go, grants.go) and under the decision path: the one
-// definition of how tasks, agents and grants are stored as relationships
+// (tasks.go, agents.go, grants.go), the access requests (access.go) and the
+// decision path: the one definition of how tasks, agents, grants and access
+// requests are stored as relationships
 // (the bench harness bulk-loads datasets with the same functions), how their
 // records are read back, and how an agent's chain is resolved.
 
@@ -475,4 +476,109 @@ func (e *Engine) AgentBounds(ctx context.Context, id string) (bounds.Limits, err
 		return bounds.Limits{}, err
 	}
 	return c.bounds, nil
+}
+
+// ---- access requests -----------------------------------------------------
+
+// accessRequestRelationships stores a pending request: what was asked, by
+// which key, until when (filed), who answers (human, an index for
+// listings), and pending, which its answer removes.
+func accessRequestRelationships(r *AccessRequest) []*v1.Relationship {
+	ref := Ref{Type: schema.TypeAccessRequest, ID: r.ID}
+	return []*v1.Relationship{
+		rel(ref, "filed", r.Agent, "", schema.CaveatRequest, map[string]any{
+			"filed_at": ts(r.FiledAt), "expires_at": ts(r.ExpiresAt), "target": r.Resource.String() + "#" + r.Permission,
+			"ttl": r.TTL, "filed_by": r.FiledBy, "reason": r.Reason,
+		}),
+		rel(ref, "human", r.Human, "", "", nil),
+		rel(ref, "pending", wildcardAgent, "", "", nil),
+	}
+}
+
+// answerUpdates answer a request: pending goes, answered comes, in one
+// write that the caller preconditions on pending.
+func answerUpdates(ref Ref, state string, at time.Time, a Answer, grantID string) []*v1.RelationshipUpdate {
+	return []*v1.RelationshipUpdate{
+		del(rel(ref, "pending", wildcardAgent, "", "", nil)),
+		create(rel(ref, "answered", wildcardAgent, "", schema.CaveatAnswer, map[string]any{
+			"decided_at": ts(at), "state": state, "decided_by": a.By, "decided_as": a.As, "reason": a.Reason, "grant_id": grantID,
+		})),
+	}
+}
+
+// readAccessRequest reads one request, at one revision, and derives its
+// state from the engine's clock.
+func (e *Engine) readAccessRequest(ctx context.Context, id string) (*AccessRequest, string, error) {
+	rels, token, err := e.sdb.readRelsAt(ctx, &v1.RelationshipFilter{ResourceType: schema.TypeAccessRequest, OptionalResourceId: id})
+	if err != nil {
+		return nil, "", err
+	}
+	byRel := map[string]*v1.Relationship{}
+	for _, r := range rels {
+		byRel[r.GetRelation()] = r
+	}
+	r, err := e.decodeAccessRequest(ctx, id, byRel["filed"], byRel["human"], byRel["pending"] != nil, byRel["answered"])
+	if err != nil {
+		return nil, "", err
+	}
+	return r, token, nil
+}
+
+// decodeAccessRequest builds a request from its relationships.
+func (e *Engine) decodeAccessRequest(ctx context.Context, id string, filed, human *v1.Relationship, pending bool, answered *v1.Relationship) (*AccessRequest, error) {
+	if filed == nil {
+		return nil, notFound("id", "access request %s does not exist", id)
+	}
+	bad := func(why string) error {
+		return &Error{Kind: KindInternal, Msg: "internal error", Err: errorf("access request %s: %s", id, why)}
+	}
+	r := &AccessRequest{ID: id, Agent: Ref{Type: schema.TypeAgent, ID: filed.GetSubject().GetObject().GetObjectId()}, pending: pending}
+	var ok bool
+	if r.FiledAt, ok = caveatTime(filed, "filed_at"); !ok {
+		return nil, bad("no filed_at")
+	}
+	if r.ExpiresAt, ok = caveatTime(filed, "expires_at"); !ok {
+		return nil, bad("no expires_at")
+	}
+	resStr, perm, ok := cutLast(caveatString(filed, "target"), "#")
+	if !ok {
+		return nil, bad("malformed target")
+	}
+	res, err := ParseRef("target", resStr)
+	if err != nil {
+		return nil, bad("malformed target resource")
+	}
+	r.Resource, r.Permission = res, perm
+	r.TTL, r.FiledBy, r.Reason = caveatString(filed, "ttl"), caveatString(filed, "filed_by"), caveatString(filed, "reason")
+	if human != nil {
+		r.Human = Ref{Type: human.GetSubject().GetObject().GetObjectType(), ID: human.GetSubject().GetObject().GetObjectId()}
+	}
+	// The chain never changes once written; its cache makes this cheap.
+	if c, err := e.chainOf(ctx, r.Agent.ID); err == nil {
+		r.Chain, r.Task = c.refs(), Ref{Type: schema.TypeTask, ID: c.task}
+		if r.Human.IsZero() {
+			r.Human = c.principal
+		}
+	} else if AsError(err).Kind != KindNotFound {
+		return nil, err
+	}
+	switch {
+	case answered != nil:
+		r.State = caveatString(answered, "state")
+		if !requestStates[r.State] || r.State == RequestPending {
+			return nil, bad("malformed answer")
+		}
+		r.DecidedAt, _ = caveatTime(answered, "decided_at")
+		r.DecidedBy, r.DecidedAs = caveatString(answered, "decided_by"), caveatString(answered, "decided_as")
+		r.DecisionReason, r.Grant = caveatString(answered, "reason"), caveatString(answered, "grant_id")
+	case pending && !e.now().Before(r.ExpiresAt):
+		r.State = RequestExpired
+	case pending:
+		r.State = RequestPending
+	default:
+		// Neither pending nor answered: the answer is written in the same
+		// write that removes pending, so this is a read across revisions.
+		return nil, bad("neither pending nor answered")
+	}
+	return r, nil
 }

@@ -14,13 +14,16 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mandate-dev/mandate/engine"
 	"github.com/mandate-dev/mandate/internal/peercert"
 	"github.com/mandate-dev/mandate/internal/requestid"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
@@ -55,6 +58,7 @@ type Services interface {
 	mandatev1.AuditServiceServer
 	mandatev1.ReviewServiceServer
 	mandatev1.SearchServiceServer
+	mandatev1.AccessRequestServiceServer
 }
 
 // Validate reports whether the config is usable.
@@ -95,6 +99,7 @@ func New(ctx context.Context, svc Services, cfg Config) (http.Handler, error) {
 		mandatev1.RegisterAuditServiceHandlerServer(ctx, mux, svc),
 		mandatev1.RegisterReviewServiceHandlerServer(ctx, mux, svc),
 		mandatev1.RegisterSearchServiceHandlerServer(ctx, mux, svc),
+		mandatev1.RegisterAccessRequestServiceHandlerServer(ctx, mux, svc),
 	} {
 		if err != nil {
 			return nil, fmt.Errorf("registering REST handlers: %w", err)
@@ -124,8 +129,26 @@ func New(ctx context.Context, svc Services, cfg Config) (http.Handler, error) {
 	for path, h := range cfg.Extra {
 		root.Handle(path, h)
 	}
-	root.Handle("/", mux)
+	root.Handle("/", longPollDeadline(mux))
 	return withRetryAfter(withPeerCert(withRequestID(limitBody(cfg.MaxBodyBytes, root)))), nil
+}
+
+// longPollSlack is how long past its wait a long poll may take to answer.
+const longPollSlack = 15 * time.Second
+
+// longPollDeadline gives a long poll (GET /v1/access-requests/{id}?wait=…)
+// the time it asks for: the server's write timeout is shorter than the
+// longest wait, so the handler sets its own deadline. A wait the service
+// refuses (malformed, above the maximum) keeps the server's deadline.
+func longPollDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/access-requests/") {
+			if d, err := time.ParseDuration(r.URL.Query().Get("wait")); err == nil && d > 0 && d <= engine.MaxAccessRequestWait {
+				_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + longPollSlack))
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // withPeerCert hands a client certificate that TLS verified to the services,
@@ -253,7 +276,31 @@ func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 		}
 		err = status.Error(codes.InvalidArgument, "body: "+msg)
 	}
+	if st.Code() == codes.FailedPrecondition && hasReason(st, engine.ReasonConflict) {
+		// Someone else changed the object first (an access request already
+		// answered): 409, as HTTP APIs say it, with the same body.
+		w = conflictStatus{w}
+	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, bearerChallenge{w}, r, err)
+}
+
+func hasReason(st *status.Status, reason string) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// conflictStatus answers 409 where grpc-gateway would answer FailedPrecondition's 400.
+type conflictStatus struct{ http.ResponseWriter }
+
+func (c conflictStatus) WriteHeader(code int) {
+	if code == http.StatusBadRequest {
+		code = http.StatusConflict
+	}
+	c.ResponseWriter.WriteHeader(code)
 }
 
 // bearerChallenge makes every 401 carry a proper Bearer challenge; grpc-gateway

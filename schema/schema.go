@@ -36,6 +36,8 @@ const (
 	TypeGrant = "grant"
 	// TypeMandate holds the global switches; its one object is mandate:global.
 	TypeMandate = "mandate"
+	// TypeAccessRequest is an agent's request for a grant, answered by its human.
+	TypeAccessRequest = "access_request"
 )
 
 // Caveats the core definitions use.
@@ -43,6 +45,9 @@ const (
 	CaveatWithinLifetime = "within_lifetime"
 	CaveatGrantLifetime  = "grant_lifetime"
 	CaveatRecord         = "mandate_record"
+	// CaveatRequest and CaveatAnswer carry an access request and its answer.
+	CaveatRequest = "mandate_request"
+	CaveatAnswer  = "mandate_answer"
 )
 
 // Grant conditions: caveats a grant may carry instead of grant_lifetime.
@@ -58,7 +63,7 @@ var Conditions = []string{ConditionEnvironment, ConditionHours, ConditionMaxRisk
 
 // IsCoreCaveat reports whether c is one of mandate's own caveats.
 func IsCoreCaveat(c string) bool {
-	return c == CaveatWithinLifetime || c == CaveatGrantLifetime || c == CaveatRecord || IsCondition(c)
+	return c == CaveatWithinLifetime || c == CaveatGrantLifetime || c == CaveatRecord || c == CaveatRequest || c == CaveatAnswer || IsCondition(c)
 }
 
 // IsCondition reports whether c names a grant condition.
@@ -225,7 +230,7 @@ const ReservedAgentToken = "agent_token"
 // IsCore reports whether t is one of mandate's own types.
 func IsCore(t string) bool {
 	switch t {
-	case TypeUser, TypeTask, TypeAgent, TypeGrant, TypeMandate:
+	case TypeUser, TypeTask, TypeAgent, TypeGrant, TypeMandate, TypeAccessRequest:
 		return true
 	}
 	return false

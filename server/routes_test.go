@@ -184,6 +184,56 @@ func TestRequestIDReachesTheAuditTrail(t *testing.T) {
 	}
 }
 
+// TestHumanTokensOpenOnlyTheirRoutes: with an OIDC issuer, a human's own
+// token is accepted in place of a key exactly on the routes whose methods the
+// role table opens to RoleHuman (the access requests a human answers), over
+// REST and gRPC; on every other route it is no key at all (401).
+func TestHumanTokensOpenOnlyTheirRoutes(t *testing.T) {
+	idp := testenv.StartIdP(t)
+	srv := testenv.Start(t, testenv.WithIdP(server.Config{}, idp))
+	table := service.MethodRoles()
+	token := idp.Login("alice")
+	conn := srv.Dial("", token)
+	opened := 0
+	for _, r := range routes(t) {
+		want := "unauthenticated"
+		if slices.Contains(table[r.rpc], service.RoleHuman) {
+			want = "allowed"
+			opened++
+		}
+		path := pathParam.ReplaceAllString(r.path, "x")
+		var body any
+		if r.method == http.MethodPost || r.method == http.MethodPut {
+			body = "{}"
+		}
+		code, _, raw := srv.Call(r.method, path, "Bearer "+token, body)
+		got := "allowed"
+		switch code {
+		case http.StatusUnauthorized:
+			got = "unauthenticated"
+		case http.StatusForbidden:
+			got = "forbidden"
+		}
+		if got != want {
+			t.Errorf("REST %s %s with a human token: %d %s, want %s", r.method, path, code, raw, want)
+		}
+		err := conn.Invoke(context.Background(), r.rpc, &emptypb.Empty{}, &emptypb.Empty{})
+		got = "allowed"
+		switch status.Code(err) {
+		case codes.Unauthenticated:
+			got = "unauthenticated"
+		case codes.PermissionDenied:
+			got = "forbidden"
+		}
+		if got != want {
+			t.Errorf("gRPC %s with a human token: %v, want %s", r.rpc, err, want)
+		}
+	}
+	if opened == 0 {
+		t.Fatal("no route is open to human tokens; the test covers nothing")
+	}
+}
+
 // TestGatewayRoleIsExactlyWhatTheGatewayCalls: the gateway role holds the
 // four methods the MCP gateway calls and nothing else, so a stolen gateway
 // key can check and list one agent's access, but write nothing, read no

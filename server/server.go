@@ -225,6 +225,9 @@ func (c *Config) Validate() error {
 	if err := c.TLS.Validate(); err != nil {
 		return err
 	}
+	if t := c.Engine.AccessRequestTTL; t < 0 || t > 0 && t < time.Second {
+		return errors.New("--access-request-ttl must be at least 1s")
+	}
 	if c.Engine.BindAgentsToWorkload && c.TLS.ClientCAFile == "" {
 		return errors.New("--bind-agents-to-workload needs --client-ca: without client certificates no caller has a workload identity")
 	}
@@ -408,6 +411,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	mandatev1.RegisterAuditServiceServer(s.grpcServer, h)
 	mandatev1.RegisterReviewServiceServer(s.grpcServer, h)
 	mandatev1.RegisterSearchServiceServer(s.grpcServer, search)
+	mandatev1.RegisterAccessRequestServiceServer(s.grpcServer, &service.AccessHandlers{Handlers: h})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 
@@ -422,11 +426,22 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	for pattern, h := range az.Routes() {
 		extra[pattern] = h
 	}
-	oa, tokens, _, err := s.setupCredentials(keys, extra)
+	oa, tokens, humans, err := s.setupCredentials(keys, extra)
 	if err != nil {
 		return nil, err
 	}
 	h.Tokens = tokens
+	if humans != nil && len(humans.Issuers()) > 0 {
+		// Humans answer their agents' access requests with their own token.
+		h.OIDCConfigured = true
+		keys.AcceptHumanTokens(func(ctx context.Context, raw string) (string, error) {
+			hu, err := humans.Verify(ctx, raw)
+			if err != nil {
+				return "", err
+			}
+			return "user:" + hu.UserID, nil
+		})
+	}
 	for pattern, h := range oa.Routes() {
 		extra[pattern] = h
 	}
@@ -557,7 +572,11 @@ func (s *Server) decisionCache(sdb *engine.Client, metrics *cache.Metrics) (engi
 		s.bus = cache.NewBus(c.BusDSN, s.cache, c.Log)
 		s.cache.SetPublisher(s.bus.Publish)
 	}
-	s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema}
+	s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema,
+		OnRelationships: s.engine.NotifyRelationships}
+	// The cache serves only while the watch follows SpiceDB; then long polls
+	// are woken by it and read again rarely.
+	s.engine.SetWatching(func() bool { ok, _ := s.cache.Status(); return ok })
 	return s.cache, nil
 }
 
@@ -656,6 +675,7 @@ func (s *Server) setupBounds(ctx context.Context, h *service.Handlers, reg prome
 	alerter := &alert.Alerter{URL: b.Webhook, Secret: b.WebhookSecret, Attempts: b.WebhookAttempts, Backoff: b.WebhookBackoff, Log: s.log, Delivered: delivered, SpoolPath: spool}
 	// Alerts a previous run left waiting go out now.
 	alerter.Start()
+	h.Alerter = alerter
 	// Closers run in order: the alerter drains before the stores close.
 	s.closers = append([]func() error{func() error { alerter.Close(); return nil }}, s.closers...)
 	var err error

@@ -6,13 +6,18 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/mandate-dev/mandate/credential"
+	"github.com/mandate-dev/mandate/engine"
 )
 
 // Role is what a key may do.
@@ -32,7 +37,11 @@ const (
 	RoleGateway Role = "gateway"
 )
 
-// Roles lists every role.
+// RoleHuman is no key's role: it is the caller of a method that accepts a
+// human's own OIDC token in place of a key (see AcceptHumanTokens).
+const RoleHuman Role = "human"
+
+// Roles lists every role a key may have.
 var Roles = []Role{RoleChecker, RoleOperator, RoleReviewer, RoleAdmin, RoleGateway}
 
 // Key is a caller's credential, stored as the SHA-256 of the key.
@@ -59,7 +68,20 @@ type Keys struct {
 	byIdentity map[string]Key
 	// failures, when set, counts and logs refused calls. Set before serving.
 	failures *AuthFailures
+	// humans, when set, verifies a human's own OIDC token presented in place
+	// of a key, for the methods RoleHuman may call. Set before serving.
+	humans HumanVerifier
 }
+
+// HumanVerifier verifies a human's OIDC ID token or JWT access token and
+// returns the user it names ("user:<id>").
+type HumanVerifier func(ctx context.Context, raw string) (string, error)
+
+// AcceptHumanTokens lets a human call the methods open to RoleHuman with
+// their own OIDC token in place of a key (Authorization: Bearer <token>).
+// The call then runs as a key named after the user ("user:<id>") with
+// RoleHuman. Call it before serving.
+func (k *Keys) AcceptHumanTokens(v HumanVerifier) { k.humans = v }
 
 type keysFile struct {
 	Keys []Key `yaml:"keys"`
@@ -213,6 +235,15 @@ var methodRoles = map[string][]Role{
 	"/mandate.v1.SearchService/LookupSubjects":           {RoleReviewer, RoleAdmin},
 	"/mandate.v1.SearchService/LookupResources":          {RoleReviewer, RoleAdmin},
 	"/mandate.v1.SearchService/LookupActions":            {RoleReviewer, RoleAdmin},
+	// Access requests: an agent runtime (operator) files one; the human
+	// answers with their own OIDC token (RoleHuman), or an admin does. An
+	// operator answers only while no OIDC issuer is configured, which the
+	// handler enforces; the key that filed a request never answers it.
+	"/mandate.v1.AccessRequestService/CreateAccessRequest":  {RoleOperator, RoleAdmin},
+	"/mandate.v1.AccessRequestService/GetAccessRequest":     {RoleOperator, RoleReviewer, RoleAdmin, RoleHuman},
+	"/mandate.v1.AccessRequestService/ListAccessRequests":   {RoleOperator, RoleReviewer, RoleAdmin, RoleHuman},
+	"/mandate.v1.AccessRequestService/ApproveAccessRequest": {RoleOperator, RoleAdmin, RoleHuman},
+	"/mandate.v1.AccessRequestService/DeclineAccessRequest": {RoleOperator, RoleAdmin, RoleHuman},
 }
 
 // unauthenticatedPrefixes are methods anyone may call.
@@ -250,7 +281,11 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 			return nil, unauthenticated("malformed authorization: send `authorization: Bearer <key>`")
 		}
 		if key, ok = k.Lookup(strings.TrimSpace(secret)); !ok {
-			return nil, unauthenticated("unknown key")
+			human, err := k.human(ctx, method, strings.TrimSpace(secret))
+			if err != nil {
+				return nil, err
+			}
+			key = human
 		}
 	}
 	roles, known := methodRoles[method]
@@ -263,6 +298,22 @@ func (k *Keys) authorize(ctx context.Context, method string) (context.Context, e
 		}
 	}
 	return nil, forbidden("key %q has role %s; %s needs one of %v", key.Name, key.Role, method, roles)
+}
+
+// human authenticates a human's own OIDC token for a method open to
+// RoleHuman; anything else that is not a known key is an unknown key.
+func (k *Keys) human(ctx context.Context, method, secret string) (Key, error) {
+	if k.humans == nil || !slices.Contains(methodRoles[method], RoleHuman) || strings.Count(secret, ".") != 2 {
+		return Key{}, unauthenticated("unknown key")
+	}
+	user, err := k.humans(ctx, secret)
+	if errors.Is(err, credential.ErrIssuerUnavailable) {
+		return Key{}, &engine.Error{Kind: engine.KindUnavailable, Msg: "the OIDC issuer of the token could not be reached", Err: errors.Join(engine.ErrUnavailable, err)}
+	}
+	if err != nil {
+		return Key{}, unauthenticated("unknown key, and not a valid OIDC token of a human: " + err.Error())
+	}
+	return Key{Name: user, Role: RoleHuman}, nil
 }
 
 // AuthorizeHeader checks an Authorization header value against method's

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mandate-dev/mandate/credential"
 	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/alert"
 	"github.com/mandate-dev/mandate/engine/audit"
 	"github.com/mandate-dev/mandate/engine/decider"
 	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
@@ -63,6 +64,12 @@ type Handlers struct {
 	// RequireHumanToken refuses tasks with a bare principal and grants to
 	// agents: they come only from a verified human token, by token exchange.
 	RequireHumanToken bool
+	// OIDCConfigured is true when humans sign in through an OIDC issuer:
+	// then an operator key no longer answers access requests.
+	OIDCConfigured bool
+	// Alerter tells humans about access requests filed for their agents;
+	// nil only logs nothing.
+	Alerter *alert.Alerter
 
 	listingsOnce sync.Once
 	listings     *lru.Cache[string, *listing] // access listings being paged through

@@ -23,16 +23,18 @@ type InProcess struct {
 	mandatev1.UnimplementedAuditServiceServer
 	mandatev1.UnimplementedReviewServiceServer
 	mandatev1.UnimplementedSearchServiceServer
+	mandatev1.UnimplementedAccessRequestServiceServer
 
 	h           *Handlers
 	search      *SearchHandlers
+	access      *AccessHandlers
 	interceptor grpc.UnaryServerInterceptor
 }
 
 // NewInProcess serves h and search through interceptor, the gRPC server's
 // own chain (Interceptor).
 func NewInProcess(h *Handlers, search *SearchHandlers, interceptor grpc.UnaryServerInterceptor) *InProcess {
-	return &InProcess{h: h, search: search, interceptor: interceptor}
+	return &InProcess{h: h, search: search, access: &AccessHandlers{Handlers: h}, interceptor: interceptor}
 }
 
 // unary runs one call through the interceptor chain, as grpc.Server does.
@@ -176,4 +178,24 @@ func (s *InProcess) LookupResources(ctx context.Context, r *mandatev1.LookupReso
 
 func (s *InProcess) LookupActions(ctx context.Context, r *mandatev1.LookupActionsRequest) (*mandatev1.LookupActionsResponse, error) {
 	return unary(ctx, s, mandatev1.SearchService_LookupActions_FullMethodName, r, s.search.LookupActions)
+}
+
+func (s *InProcess) CreateAccessRequest(ctx context.Context, r *mandatev1.CreateAccessRequestRequest) (*mandatev1.CreateAccessRequestResponse, error) {
+	return unary(ctx, s, mandatev1.AccessRequestService_CreateAccessRequest_FullMethodName, r, s.access.CreateAccessRequest)
+}
+
+func (s *InProcess) GetAccessRequest(ctx context.Context, r *mandatev1.GetAccessRequestRequest) (*mandatev1.GetAccessRequestResponse, error) {
+	return unary(ctx, s, mandatev1.AccessRequestService_GetAccessRequest_FullMethodName, r, s.access.GetAccessRequest)
+}
+
+func (s *InProcess) ListAccessRequests(ctx context.Context, r *mandatev1.ListAccessRequestsRequest) (*mandatev1.ListAccessRequestsResponse, error) {
+	return unary(ctx, s, mandatev1.AccessRequestService_ListAccessRequests_FullMethodName, r, s.access.ListAccessRequests)
+}
+
+func (s *InProcess) ApproveAccessRequest(ctx context.Context, r *mandatev1.ApproveAccessRequestRequest) (*mandatev1.ApproveAccessRequestResponse, error) {
+	return unary(ctx, s, mandatev1.AccessRequestService_ApproveAccessRequest_FullMethodName, r, s.access.ApproveAccessRequest)
+}
+
+func (s *InProcess) DeclineAccessRequest(ctx context.Context, r *mandatev1.DeclineAccessRequestRequest) (*mandatev1.DeclineAccessRequestResponse, error) {
+	return unary(ctx, s, mandatev1.AccessRequestService_DeclineAccessRequest_FullMethodName, r, s.access.DeclineAccessRequest)
 }

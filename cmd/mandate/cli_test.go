@@ -147,6 +147,31 @@ definition doc {
 	if out := post(t, r, "/v1/check", checkerKey, check); out["allowed"] != true {
 		t.Fatalf("after resume-agents: %v", out)
 	}
+
+	// Access requests: filed by the agent runtime's key, answered by an admin.
+	post(t, r, "/v1/relationships:write", adminKey, map[string]any{"updates": []map[string]string{
+		{"operation": "TOUCH", "relationship": "repo:acme/api#writer@user:alice"},
+	}})
+	out, code = run(operatorKey, "access-requests", "file", "agent:"+agent, "write", "repo:acme/api", "--ttl", "10m", "--reason", "release")
+	if code != 0 || !strings.Contains(out, " PENDING agent:"+agent+" write on repo:acme/api") {
+		t.Fatalf("access-requests file: %d %s", code, out)
+	}
+	id := strings.Fields(out)[0]
+	if out, code := run(operatorKey, "access-requests", "approve", id); code != 1 || !strings.Contains(out, "PermissionDenied") {
+		t.Fatalf("approving with the filing key: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "access-requests", "approve", "access_request:"+id, "--reason", "ok"); code != 0 || !strings.Contains(out, "APPROVED") || !strings.Contains(out, "grant grt_") {
+		t.Fatalf("access-requests approve: %d %s", code, out)
+	}
+	if out, code := run(operatorKey, "access-requests", "get", id, "--wait", "5s"); code != 0 || !strings.Contains(out, "approved by test-admin as admin") {
+		t.Fatalf("access-requests get --wait: %d %s", code, out)
+	}
+	if out, code := run(adminKey, "access-requests", "list", "--human", "user:alice", "-o", "csv"); code != 0 || !strings.HasPrefix(out, "ID,STATE,AGENT") || !strings.Contains(out, id+",approved,agent:"+agent) {
+		t.Fatalf("access-requests list: %d %s", code, out)
+	}
+	if out := post(t, r, "/v1/check", checkerKey, map[string]string{"subject": "agent:" + agent, "permission": "write", "resource": "repo:acme/api"}); out["allowed"] != true {
+		t.Fatalf("after the approval: %v", out)
+	}
 }
 
 // TestStartupMistakesAreOneLine: a mistake in serve's flags or files ends
@@ -182,6 +207,7 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 		{[]string{"--datastore-engine", "postgres"}, "--datastore-uri"},
 		{[]string{"--datastore-engine", "oracle"}, "--datastore-engine"},
 		{[]string{"--bound-denial-window", "48h"}, "--bound-denial-window"},
+		{[]string{"--access-request-ttl", "-5m"}, "--access-request-ttl"},
 		{[]string{"--keys-file", filepath.Join(t.TempDir(), "missing.yaml")}, "--keys-file"},
 		{[]string{"--keys-file", badKeys}, "broken.yaml"},
 		{[]string{"--keys-file", unknownField}, "colour"},

@@ -50,6 +50,6 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd(), auditCmd(), agentsCmd(), principalsCmd(), explainCmd(), reviewCmd(), mcpGatewayCmd(), tokenCmd(), devCmd())
+	root.AddCommand(serveCmd(), migrateCmd(), schemaCmd(), checkCmd(), auditCmd(), agentsCmd(), principalsCmd(), accessRequestsCmd(), explainCmd(), reviewCmd(), mcpGatewayCmd(), tokenCmd(), devCmd())
 	return root
 }

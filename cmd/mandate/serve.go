@@ -66,6 +66,7 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Engine.MaxTaskTTL, "max-task-ttl", 0, "longest task lifetime (default 24h)")
 	f.DurationVar(&cfg.Engine.MaxAgentTTL, "max-agent-ttl", 0, "longest agent lifetime; 0 means bounded only by its task and parent")
 	f.DurationVar(&cfg.Engine.MaxGrantTTL, "max-grant-ttl", 0, "longest grant lifetime (default 1h)")
+	f.DurationVar(&cfg.Engine.AccessRequestTTL, "access-request-ttl", 0, "how long an access request waits for its human's answer before it expires (default 15m)")
 	f.IntVar(&cfg.Engine.MaxChainDepth, "max-chain-depth", 0, "most agents in one delegation chain (default 8)")
 	f.DurationVar(&cfg.Engine.CallTimeout, "check-timeout", 0, "deadline for each call into SpiceDB; past it the answer is 503, never an allow (default 2s)")
 	f.IntVar(&cfg.Cache.Size, "cache-size", 0, "decisions kept in the decision cache (default 100000)")

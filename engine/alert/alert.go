@@ -1,5 +1,6 @@
 // Package alert delivers mandate's alerts (an agent suspended for crossing a
-// behavioural bound) to a webhook, signed and retried in the background.
+// behavioural bound, an access request waiting for its human) to a webhook,
+// signed and retried in the background.
 package alert
 
 import (
@@ -21,9 +22,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Event types.
+const (
+	// TypeAutoSuspended: an agent crossed a behavioural bound and was suspended.
+	TypeAutoSuspended = "mandate.agent.auto_suspended"
+	// TypeAccessRequestFiled: an agent asks for a grant; its human should answer.
+	TypeAccessRequestFiled = "mandate.access_request.filed"
+)
+
 // Event is what mandate posts to the alert webhook.
 type Event struct {
-	// Type is "mandate.agent.auto_suspended".
+	// Type is TypeAutoSuspended or TypeAccessRequestFiled.
 	Type string    `json:"type"`
 	ID   string    `json:"id"`
 	Time time.Time `json:"time"`
@@ -41,6 +50,44 @@ type Event struct {
 	Suspended  []string `json:"suspended"`
 	// SuspendError is set when the automatic suspension itself failed.
 	SuspendError string `json:"suspend_error,omitempty"`
+
+	// AccessRequest is the request of a TypeAccessRequestFiled event; the
+	// bound fields above are absent from such an event.
+	AccessRequest *AccessRequest `json:"access_request,omitempty"`
+}
+
+// AccessRequest is a filed access request, for its human to answer.
+type AccessRequest struct {
+	ID         string    `json:"id"`
+	Human      string    `json:"human"`
+	Chain      []string  `json:"chain,omitempty"`
+	Permission string    `json:"permission"`
+	Resource   string    `json:"resource"`
+	TTL        string    `json:"ttl"`
+	Reason     string    `json:"reason"`
+	FiledBy    string    `json:"filed_by"`
+	FiledAt    time.Time `json:"filed_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// MarshalJSON writes an auto-suspension event as it always was, and an
+// access request event without the bound fields it has no use for.
+func (ev Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	if ev.AccessRequest == nil {
+		return json.Marshal(plain(ev))
+	}
+	return json.Marshal(struct {
+		Type          string         `json:"type"`
+		ID            string         `json:"id"`
+		Time          time.Time      `json:"time"`
+		Agent         string         `json:"agent"`
+		Principal     string         `json:"principal,omitempty"`
+		Task          string         `json:"task,omitempty"`
+		Permission    string         `json:"permission,omitempty"`
+		Resource      string         `json:"resource,omitempty"`
+		AccessRequest *AccessRequest `json:"access_request"`
+	}{ev.Type, ev.ID, ev.Time, ev.Agent, ev.Principal, ev.Task, ev.Permission, ev.Resource, ev.AccessRequest})
 }
 
 // Alerter delivers alert events to a webhook, in the background, retrying
@@ -194,9 +241,15 @@ func writeFileSync(path string, b []byte) error {
 // Send logs ev and queues it for the webhook. It never blocks the caller.
 func (a *Alerter) Send(ev Event) {
 	a.start()
-	a.Log.Warn("ALERT: agent suspended automatically after crossing a behavioural bound",
-		"agent", ev.Agent, "bound", ev.Bound, "limit", ev.Limit, "observed", ev.Observed, "window", ev.Window,
-		"decision_id", ev.DecisionID, "suspended", ev.Suspended, "suspend_error", ev.SuspendError)
+	if r := ev.AccessRequest; r != nil {
+		a.Log.Info("an agent asks for access; its human should answer",
+			"access_request", r.ID, "agent", ev.Agent, "human", r.Human, "permission", r.Permission, "resource", r.Resource,
+			"ttl", r.TTL, "expires_at", r.ExpiresAt)
+	} else {
+		a.Log.Warn("ALERT: agent suspended automatically after crossing a behavioural bound",
+			"agent", ev.Agent, "bound", ev.Bound, "limit", ev.Limit, "observed", ev.Observed, "window", ev.Window,
+			"decision_id", ev.DecisionID, "suspended", ev.Suspended, "suspend_error", ev.SuspendError)
+	}
 	if a.URL == "" {
 		return
 	}

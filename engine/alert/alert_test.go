@@ -126,3 +126,49 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestEventShapes: an auto-suspension event keeps every field it always
+// had; an access request event carries its request and none of the bound
+// fields; both read back whole (as the spool reads them).
+func TestEventShapes(t *testing.T) {
+	at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	suspend := Event{Type: TypeAutoSuspended, ID: "chg_1", Time: at, Agent: "agent:agt_1", Bound: "checks_per_minute", Limit: 3, Observed: 4,
+		Window: "1m0s", DecisionID: "dec_1", Suspended: []string{"agent:agt_1"}}
+	filed := Event{Type: TypeAccessRequestFiled, ID: "evt_1", Time: at, Agent: "agent:agt_1", Principal: "user:alice", Task: "task:tsk_1",
+		Permission: "write", Resource: "repo:acme/api", AccessRequest: &AccessRequest{ID: "acr_1", Human: "user:alice", Permission: "write",
+			Resource: "repo:acme/api", TTL: "30m", Reason: "release", FiledBy: "runtime", FiledAt: at, ExpiresAt: at.Add(15 * time.Minute)}}
+	for _, c := range []struct {
+		ev          Event
+		have, lacks []string
+	}{
+		{suspend, []string{"bound", "limit", "observed", "window", "decision_id", "suspended", "agent"}, []string{"access_request"}},
+		{filed, []string{"access_request", "agent", "principal", "task", "permission", "resource"}, []string{"bound", "limit", "observed", "window", "decision_id", "suspended"}},
+	} {
+		raw, err := json.Marshal(c.ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range c.have {
+			if _, ok := m[k]; !ok {
+				t.Errorf("%s event lacks %q: %s", c.ev.Type, k, raw)
+			}
+		}
+		for _, k := range c.lacks {
+			if _, ok := m[k]; ok {
+				t.Errorf("%s event has %q: %s", c.ev.Type, k, raw)
+			}
+		}
+		var back Event
+		if err := json.Unmarshal(raw, &back); err != nil {
+			t.Fatal(err)
+		}
+		again, _ := json.Marshal(back)
+		if string(again) != string(raw) {
+			t.Errorf("%s event does not read back whole:\n%s\n%s", c.ev.Type, raw, again)
+		}
+	}
+}

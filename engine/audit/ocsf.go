@@ -70,7 +70,8 @@ var (
 	// ocsfAlerts are the changes a SOC should see at once.
 	ocsfAlerts = map[string]bool{"agent.auto_suspend": true, "agents.freeze_all": true}
 	// ocsfSelfMade are the changes mandate makes on its own, not at a caller's request.
-	ocsfSelfMade = map[string]bool{"agent.auto_suspend": true}
+	// An access request is marked expired by mandate when a read first finds its time up.
+	ocsfSelfMade = map[string]bool{"agent.auto_suspend": true, "access_request.expire": true}
 )
 
 // OCSF maps a record to an OCSF API Activity event (class_uid 6003) of
@@ -146,11 +147,12 @@ func ocsfActivity(r *Record) int {
 	}
 	verb := r.Action[strings.LastIndexByte(r.Action, '.')+1:]
 	switch verb {
-	case "create", "refused": // a refused grant is a create that failed
+	case "create", "refused", "file": // a refused grant is a create that failed; filing creates an access request
 		return ocsfCreate
 	case "revoke", "delete":
 		return ocsfDelete
-	case "complete", "suspend", "resume", "auto_suspend", "suspend_agents", "resume_agents", "freeze_all", "unfreeze_all", "write":
+	case "complete", "suspend", "resume", "auto_suspend", "suspend_agents", "resume_agents", "freeze_all", "unfreeze_all", "write",
+		"approve", "decline", "expire": // the last three answer an access request
 		return ocsfUpdate
 	}
 	return ocsfOther

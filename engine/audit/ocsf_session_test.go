@@ -102,6 +102,7 @@ func runSession(t *testing.T, s *session, grpcAddr string) {
 		{"operation": "TOUCH", "relationship": "repo:acme/api#reader@user:alice"},
 		{"operation": "TOUCH", "relationship": "repo:acme/api#writer@user:alice"},
 		{"operation": "TOUCH", "relationship": "environment:prod#deployer@user:alice"},
+		{"operation": "TOUCH", "relationship": "repo:acme/web#writer@user:alice"},
 	}})
 	task := s.id(s.ok("POST", "/v1/tasks", op, map[string]any{"principal": "user:alice", "description": "fix the flaky test", "ttl": "1h"}), "task")
 	agent := s.id(s.ok("POST", "/v1/agents", op, map[string]any{"task": "task:" + task, "name": "deployer", "ttl": "30m"}), "agent")
@@ -115,11 +116,22 @@ func runSession(t *testing.T, s *session, grpcAddr string) {
 		t.Fatalf("escalation: %d %v", code, out)
 	}
 
+	// Access requests: refused, filed, approved by an admin, declined.
+	if code, out := s.call("POST", "/v1/access-requests", op, map[string]any{"agent": "agent:" + sub, "permission": "write", "resource": "repo:acme/web", "ttl": "5m", "reason": "tests need it"}); code != 403 {
+		t.Fatalf("escalating access request: %d %v", code, out)
+	}
+	for i, answer := range []string{":approve", ":decline"} {
+		req := s.ok("POST", "/v1/access-requests", op, map[string]any{"agent": "agent:" + agent, "permission": []string{"read", "write"}[i], "resource": "repo:acme/web", "ttl": "5m", "reason": "the web repo too"})
+		id := req["access_request"].(map[string]any)["id"].(string)
+		s.ok("POST", "/v1/access-requests/"+id+answer, admin, map[string]any{"reason": "reviewed"})
+	}
+
 	// Checks: allowed, denied, conditioned, missing context, a user's.
 	s.check("agent:"+agent, "read", "repo:acme/api", nil, "ALLOWED")
 	s.check("agent:"+sub, "read", "repo:acme/api", nil, "ALLOWED")
 	s.check("agent:"+sub, "deploy", "environment:prod", nil, "ALLOWED")
-	s.check("agent:"+agent, "read", "repo:acme/web", nil, "NO_GRANT")
+	s.check("agent:"+agent, "read", "repo:acme/web", nil, "ALLOWED") // approved above
+	s.check("agent:"+agent, "read", "repo:acme/docs", nil, "NO_GRANT")
 	s.check("agent:"+agent, "write", "repo:acme/api", map[string]any{"source_ip": "10.1.2.3"}, "ALLOWED")
 	s.check("agent:"+agent, "write", "repo:acme/api", map[string]any{"source_ip": "192.0.2.1"}, "CONDITION_FAILED")
 	s.check("agent:"+agent, "write", "repo:acme/api", nil, "MISSING_CONTEXT")
@@ -231,7 +243,8 @@ func TestOCSFSessionValidates(t *testing.T) {
 				t.Errorf("%s: actor %v, want the human as user and the agent as session", code, ev["actor"])
 			}
 		}
-		if !strings.HasPrefix(code, "check:") && code != "agent.auto_suspend" && at(ev, "actor.app_name") != "test-"+map[bool]string{true: "admin", false: "operator"}[code == "agents.freeze_all" || code == "agents.unfreeze_all" || code == "relationships.write"] {
+		if !strings.HasPrefix(code, "check:") && code != "agent.auto_suspend" && at(ev, "actor.app_name") != "test-"+map[bool]string{true: "admin", false: "operator"}[code == "agents.freeze_all" || code == "agents.unfreeze_all" || code == "relationships.write" ||
+			code == "access_request.approve" || code == "access_request.decline" || code == "grant.create" && at(ev, "unmapped.details.access_request") != nil] {
 			t.Errorf("%s: actor %v, want the calling key", code, ev["actor"])
 		}
 	}
@@ -239,6 +252,7 @@ func TestOCSFSessionValidates(t *testing.T) {
 		"relationships.write", "task.create", "agent.create", "grant.create", "grant.refused", "grant.delete",
 		"agent.suspend", "agent.resume", "agent.revoke", "task.complete", "agent.auto_suspend",
 		"principal.suspend_agents", "principal.resume_agents", "agents.freeze_all", "agents.unfreeze_all",
+		"access_request.file", "access_request.refused", "access_request.approve", "access_request.decline",
 		"check:ALLOWED", "check:NO_GRANT", "check:CONDITION_FAILED", "check:MISSING_CONTEXT", "check:UNKNOWN_SUBJECT",
 		"check:NO_PERMISSION", "check:BOUND_EXCEEDED", "check:AGENT_SUSPENDED", "check:PRINCIPAL_AGENTS_SUSPENDED",
 		"check:AGENTS_FROZEN", "check:AGENT_REVOKED", "check:TASK_COMPLETED",

@@ -126,6 +126,30 @@ func TestOCSFMapping(t *testing.T) {
 		{"a replayed record without an address", audit.Record{
 			ID: "chg_8", Time: now, Kind: audit.KindChange, Action: "schema.write", Target: "schema", Caller: "root",
 		}, map[string]any{"src_endpoint.name": "unknown", "resources.0.uid": "schema"}},
+		{"access request filed", audit.Record{
+			ID: "chg_10", Time: now, Kind: audit.KindChange, Action: "access_request.file", Target: "access_request:acr_1", Principal: "user:alice",
+			Task: "task:tsk_1", Chain: []string{"agent:agt_2", "agent:agt_1", "user:alice"}, Reason: "needs to push the fix", Caller: "runtime", SourceAddr: "10.0.0.2:9",
+			Details: map[string]any{"holder": "agent:agt_2", "human": "user:alice", "permission": "write", "resource": "repo:acme/api", "state": "pending", "ttl": "30m"},
+		}, map[string]any{"activity_id": 1, "status_id": 1, "disposition_id": 1, "message": "needs to push the fix", "actor.app_name": "runtime",
+			"resources.0.uid": "access_request:acr_1", "resources.1.uid": "agent:agt_2", "resources.2.uid": "repo:acme/api",
+			"resources.3.uid": "user:alice", "resources.4.uid": "task:tsk_1", "resources.4.resource_relationship.edges.1.target": "user:alice"}},
+		{"access request approved by the human", audit.Record{
+			ID: "chg_11", Time: now, Kind: audit.KindChange, Action: "access_request.approve", Target: "access_request:acr_1", Principal: "user:alice",
+			Task: "task:tsk_1", Reason: "ok for today", Caller: "user:alice", SourceAddr: "10.0.0.5:1",
+			Details: map[string]any{"holder": "agent:agt_2", "decided_as": "human", "grant": "grant:grt_9", "state": "approved"},
+		}, map[string]any{"activity_id": 3, "status_id": 1, "message": "ok for today", "actor.app_name": "user:alice", "unmapped.details.decided_as": "human"}},
+		{"access request declined", audit.Record{
+			ID: "chg_12", Time: now, Kind: audit.KindChange, Action: "access_request.decline", Target: "access_request:acr_1", Caller: "root", SourceAddr: "10.0.0.4:1",
+			Details: map[string]any{"holder": "agent:agt_2", "decided_as": "admin", "state": "declined"},
+		}, map[string]any{"activity_id": 3, "message": nil}},
+		{"access request expired, seen by a reader", audit.Record{
+			ID: "chg_13", Time: now, Kind: audit.KindChange, Action: "access_request.expire", Target: "access_request:acr_1", Principal: "user:alice",
+			Caller: "runtime", SourceAddr: "10.0.0.2:9", Details: map[string]any{"holder": "agent:agt_2", "state": "expired"},
+		}, map[string]any{"activity_id": 3, "actor.app_name": "mandate", "unmapped.triggered_by_key": "runtime", "src_endpoint.svc_name": "mandate"}},
+		{"access request refused as an escalation", audit.Record{
+			ID: "chg_14", Time: now, Kind: audit.KindChange, Action: "access_request.refused", Target: "agent:agt_2", Caller: "runtime", SourceAddr: "10.0.0.2:9",
+			Details: map[string]any{"holder": "agent:agt_2", "permission": "deploy", "resource": "environment:prod", "why": "principal user:alice does not hold deploy"},
+		}, map[string]any{"activity_id": 1, "status_id": 2, "status_code": "ESCALATION", "action_id": 2}},
 		{"an action this mapping does not know", audit.Record{
 			ID: "chg_9", Time: now, Kind: audit.KindChange, Action: "widget.frobnicate", Target: "widget:w", Caller: "root", SourceAddr: "10.0.0.2:9",
 		}, map[string]any{"activity_id": 99, "activity_name": "widget.frobnicate", "type_uid": 600399, "type_name": "API Activity: Other"}},

@@ -25,6 +25,9 @@ type Watcher struct {
 	Log    *slog.Logger
 	// OnSchemaChange is called when the schema changed, so the engine reloads it.
 	OnSchemaChange func(ctx context.Context)
+	// OnRelationships, when set, is told every changed relationship, this
+	// replica's own included (the engine wakes long polls with it).
+	OnRelationships func(rels []*v1.Relationship)
 }
 
 // Run follows the watch. Between messages it checks the lag every tenth of
@@ -123,6 +126,13 @@ func (w *Watcher) follow(ctx context.Context) (delivered bool, err error) {
 			if w.OnSchemaChange != nil {
 				w.OnSchemaChange(ctx)
 			}
+		}
+		if w.OnRelationships != nil && len(resp.GetUpdates()) > 0 {
+			rels := make([]*v1.Relationship, len(resp.GetUpdates()))
+			for i, u := range resp.GetUpdates() {
+				rels[i] = u.GetRelationship()
+			}
+			w.OnRelationships(rels)
 		}
 		if n := len(resp.GetUpdates()); n > 0 && !w.Cache.alreadyApplied(resp.GetChangesThrough().GetToken()) {
 			seen := make(map[string]bool, n)

@@ -219,7 +219,7 @@ func (b *Bounds) autoSuspend(ctx context.Context, q engine.Query, d engine.Decis
 	ctx = context.WithoutCancel(ctx)
 	agentRef := q.Subject.String()
 	ev := alert.Event{
-		Type: "mandate.agent.auto_suspended", ID: audit.NewID("chg"), Time: time.Now().UTC(),
+		Type: alert.TypeAutoSuspended, ID: audit.NewID("chg"), Time: time.Now().UTC(),
 		Agent: agentRef, Principal: d.Principal.OrEmpty(), Task: d.Task.OrEmpty(),
 		Bound: x.Bound, Limit: x.Limit, Observed: x.Observed, Window: x.Window.String(),
 		DecisionID: q.DecisionID, Permission: q.Permission, Resource: q.Resource.String(),
