@@ -55,7 +55,7 @@ func wantErr(t *testing.T, what string, err error, kind engine.Kind, field, reas
 // parent lacks it, the ttl is above the grant maximum, the agent is not
 // active; and bad input names its field.
 func TestAccessRequestFilingChecks(t *testing.T) {
-	e, _ := startEngine(t, backends()[0].start(t), engine.Config{MaxGrantTTL: time.Hour})
+	e, _ := backends()[0].engine(t, engine.Config{MaxGrantTTL: time.Hour})
 	w := &world{t: t, e: e}
 	w.admin("repo:acme/api#reader@user:alice", "repo:acme/api#writer@user:alice")
 	task := w.task("user:alice", "2h")
@@ -115,7 +115,7 @@ func TestAccessRequestFilingChecks(t *testing.T) {
 func TestAccessRequestApproveAndDecline(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
-			e, _ := startEngine(t, b.start(t), engine.Config{MaxGrantTTL: time.Hour})
+			e, _ := b.engine(t, engine.Config{MaxGrantTTL: time.Hour})
 			w := &world{t: t, e: e}
 			w.admin("repo:acme/api#writer@user:alice")
 			a := w.agent(w.task("user:alice", "2h"), nil, "20m")
@@ -167,7 +167,7 @@ func TestAccessRequestApproveAndDecline(t *testing.T) {
 // TestAccessRequestApprovalRechecksEscalation: a human who lost the
 // permission after the request was filed cannot approve it into a grant.
 func TestAccessRequestApprovalRechecksEscalation(t *testing.T) {
-	e, _ := startEngine(t, backends()[0].start(t), engine.Config{})
+	e, _ := backends()[0].engine(t, engine.Config{})
 	w := &world{t: t, e: e}
 	w.admin("repo:acme/api#writer@user:alice")
 	a := w.agent(w.task("user:alice", "2h"), nil, "1h")
@@ -186,7 +186,7 @@ func TestAccessRequestApprovalRechecksEscalation(t *testing.T) {
 // longer be approved or declined.
 func TestAccessRequestExpiry(t *testing.T) {
 	clk := &clockAt{t: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
-	e, _ := startEngine(t, backends()[0].start(t), engine.Config{Now: clk.now, AccessRequestTTL: 15 * time.Minute})
+	e, _ := backends()[0].engine(t, engine.Config{Now: clk.now, AccessRequestTTL: 15 * time.Minute})
 	w := &world{t: t, e: e}
 	w.admin("repo:acme/api#writer@user:alice")
 	a := w.agent(w.task("user:alice", "2h"), nil, "1h")
@@ -229,7 +229,7 @@ func TestAccessRequestRacingApprovals(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			// Room for the last racer on a busy machine; latency is the bench's to measure.
 			cfg := engine.Config{CallTimeout: 15 * time.Second}
-			e, srv := startEngine(t, b.start(t), cfg)
+			e, srv := b.engine(t, cfg)
 			conn, err := srv.Dial()
 			if err != nil {
 				t.Fatal(err)
@@ -311,7 +311,7 @@ func TestAccessRequestRacingApprovals(t *testing.T) {
 // answered, and a long poll on a pending request returns it pending when
 // its wait is over.
 func TestAccessRequestWaitWakes(t *testing.T) {
-	e, _ := startEngine(t, backends()[0].start(t), engine.Config{})
+	e, _ := backends()[0].engine(t, engine.Config{})
 	w := &world{t: t, e: e}
 	w.admin("repo:acme/api#writer@user:alice")
 	a := w.agent(w.task("user:alice", "2h"), nil, "1h")
@@ -350,7 +350,7 @@ func TestAccessRequestWaitWakes(t *testing.T) {
 // page by page.
 func TestListAccessRequests(t *testing.T) {
 	clk := &clockAt{t: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
-	e, _ := startEngine(t, backends()[0].start(t), engine.Config{Now: clk.now})
+	e, _ := backends()[0].engine(t, engine.Config{Now: clk.now})
 	w := &world{t: t, e: e}
 	w.admin("repo:acme/api#writer@user:alice", "repo:acme/api#reader@user:alice", "repo:acme/api#reader@user:bob")
 	a := w.agent(w.task("user:alice", "2h"), nil, "1h")
@@ -459,7 +459,7 @@ func TestAccessRequestsFailClosed(t *testing.T) {
 // agent, permission, resource and ttl) returns the pending request, so the
 // human is asked once; once it is answered, asking again files a new one.
 func TestAccessRequestRefiled(t *testing.T) {
-	e, _ := startEngine(t, backends()[0].start(t), engine.Config{})
+	e, _ := backends()[0].engine(t, engine.Config{})
 	w := &world{t: t, e: e}
 	w.admin("repo:acme/api#writer@user:alice")
 	a := w.agent(w.task("user:alice", "2h"), nil, "1h")

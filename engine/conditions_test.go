@@ -57,7 +57,7 @@ func TestGrantConditions(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			// 10:30 UTC is 11:30 in Berlin in winter.
 			clk := &clockAt{t: time.Date(2026, 11, 27, 10, 30, 0, 0, time.UTC)}
-			e, _ := startEngine(t, b.start(t), engine.Config{Now: clk.now, MaxTaskTTL: 48 * time.Hour, MaxGrantTTL: 48 * time.Hour})
+			e, _ := b.engine(t, engine.Config{Now: clk.now, MaxTaskTTL: 48 * time.Hour, MaxGrantTTL: 48 * time.Hour})
 			w := &world{t: t, e: e}
 			w.admin("environment:prod#deployer@user:alice", "repo:acme/api#writer@user:alice")
 			task := w.task("user:alice", "40h")

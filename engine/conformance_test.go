@@ -14,8 +14,7 @@ import (
 func TestConformance(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
-			cfg := b.start(t)
-			e, _ := startEngine(t, cfg, engine.Config{})
+			e, _ := b.engine(t, engine.Config{})
 			w := &world{t: t, e: e}
 			w.admin(
 				"repo:acme/api#reader@user:alice",

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/mandate-dev/mandate/engine"
-	"github.com/mandate-dev/mandate/engine/embedded"
 )
 
 // BenchmarkUncachedAgentCheck measures what one uncached agent check costs
@@ -54,7 +53,7 @@ func benchUncached(b *testing.B, be backend, depth int, reference bool, spans *s
 		calls.Add(1)
 		return streamer(ctx, desc, cc, method, opts...)
 	})
-	e, _ := startEngineB(b, be.start(b), count, countStreams)
+	e, _ := be.engine(b, engine.Config{}, count, countStreams)
 	w := &world{t: b, e: e}
 	w.admin("repo:acme/api#reader@user:alice")
 	// One leaf per check: a fresh task and chain each, granted read.
@@ -101,27 +100,6 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// startEngineB is startEngine for a benchmark.
-func startEngineB(b *testing.B, cfg embedded.Config, opts ...grpc.DialOption) (*engine.Engine, *embedded.Server) {
-	b.Helper()
-	ctx := context.Background()
-	srv, err := embedded.Start(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = srv.Close() })
-	conn, err := srv.Dial(opts...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = conn.Close() })
-	e, err := engine.New(ctx, engine.Config{}, engine.NewClient(conn), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return e, srv
 }
 
 // spanCounter counts ended spans by name.

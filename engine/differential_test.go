@@ -32,7 +32,7 @@ func TestDifferentialDecide(t *testing.T) {
 			t.Logf("seed %d", seed)
 			rng := rand.New(rand.NewPCG(seed, 7))
 			clk := &clockAt{t: time.Date(2026, 11, 27, 10, 30, 0, 0, time.UTC)}
-			e, _ := startEngine(t, b.start(t), engine.Config{Now: clk.now, MaxTaskTTL: 48 * time.Hour, MaxGrantTTL: 48 * time.Hour})
+			e, _ := b.engine(t, engine.Config{Now: clk.now, MaxTaskTTL: 48 * time.Hour, MaxGrantTTL: 48 * time.Hour})
 			w := &world{t: t, e: e}
 			ctx := context.Background()
 

@@ -32,7 +32,7 @@ func TestConcurrentGrantReplacement(t *testing.T) {
 			// two engines' writes conflict on Postgres: give the last of them
 			// room on a busy machine. Latency is the bench's to measure.
 			cfg := engine.Config{CallTimeout: 15 * time.Second}
-			e, srv := startEngine(t, b.start(t), cfg)
+			e, srv := b.engine(t, cfg)
 			w := &world{t: t, e: e}
 			conn, err := srv.Dial()
 			if err != nil {
@@ -102,7 +102,7 @@ func TestDeadlineInsideSpiceDBIsUnavailable(t *testing.T) {
 		}
 		return streamer(ctx, desc, cc, method, opts...)
 	}
-	setup, srv := startEngine(t, backends()[0].start(t), engine.Config{})
+	setup, srv := backends()[0].engine(t, engine.Config{})
 	w := &world{t: t, e: setup}
 	w.admin("repo:acme/api#reader@user:alice")
 	a := w.agent(w.task("user:alice", "1h"), nil, "1h")
@@ -143,7 +143,7 @@ func TestDeleteGrantSparesItsReplacement(t *testing.T) {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	b := backends()[0]
-	setup, srv := startEngine(t, b.start(t), engine.Config{})
+	setup, srv := b.engine(t, engine.Config{})
 	w := &world{t: t, e: setup}
 	w.admin("repo:acme/api#reader@user:alice")
 	a := w.agent(w.task("user:alice", "1h"), nil, "1h")
@@ -202,7 +202,7 @@ func TestGrantWriteRefusedWithoutChange(t *testing.T) {
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	setup, srv := startEngine(t, backends()[0].start(t), engine.Config{})
+	setup, srv := backends()[0].engine(t, engine.Config{})
 	w := &world{t: t, e: setup}
 	w.admin("repo:acme/api#reader@user:alice")
 	a := w.agent(w.task("user:alice", "1h"), nil, "1h")

@@ -18,7 +18,7 @@ import (
 func TestListingAgreesWithCheckUnderFreeze(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
-			e, _ := startEngine(t, b.start(t), engine.Config{})
+			e, _ := b.engine(t, engine.Config{})
 			w := &world{t: t, e: e}
 			ctx := context.Background()
 			w.admin("repo:acme/api#reader@user:alice")
@@ -83,7 +83,7 @@ definition document {
 func TestConditionalPrincipal(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
-			e, _ := startEngine(t, b.start(t), engine.Config{})
+			e, _ := b.engine(t, engine.Config{})
 			ctx := context.Background()
 			if _, err := e.WriteSchema(ctx, schema.Default+principalCaveatSchema); err != nil {
 				t.Fatal(err)
@@ -116,7 +116,7 @@ func TestSubAgentListingAfterParentGrantExpires(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			clk := &clockAt{t: time.Date(2026, 11, 27, 10, 30, 0, 0, time.UTC)}
-			e, _ := startEngine(t, b.start(t), engine.Config{Now: clk.now})
+			e, _ := b.engine(t, engine.Config{Now: clk.now})
 			w := &world{t: t, e: e}
 			ctx := context.Background()
 			w.admin("repo:acme/api#reader@user:alice", "repo:acme/web#reader@user:alice")

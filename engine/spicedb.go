@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
@@ -56,8 +57,34 @@ func backendErr(op string, err error) error {
 		// What mandate checks up front, SpiceDB checks again; what slips
 		// through is still the request's fault, and says why.
 		return &Error{Kind: KindInvalidArgument, Msg: "refused by SpiceDB: " + status.Convert(err).Message(), Err: err}
+	case codes.Internal, codes.Unknown:
+		if datastoreUnreachable(status.Convert(err).Message()) {
+			return &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable", Err: fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)}
+		}
 	}
 	return &Error{Kind: KindInternal, Msg: "internal error", Err: fmt.Errorf("%s: %w", op, err)}
+}
+
+// datastoreUnreachableMarks are how SpiceDB reports, as Internal or Unknown,
+// that its Postgres or CockroachDB is unreachable, shutting down or starting
+// up (pgx's connection errors, SQLSTATE 57P01 and 57P03).
+var datastoreUnreachableMarks = []string{
+	"failed to connect to", "connection refused", "connection reset by peer", "conn closed", "unexpected EOF",
+	"broken pipe", "no route to host", "i/o timeout", "(SQLSTATE 57P01)", "(SQLSTATE 57P02)", "(SQLSTATE 57P03)",
+	"terminating connection due to administrator command", "the database system is shutting down",
+	"the database system is starting up",
+}
+
+// datastoreUnreachable says a SpiceDB error message means its datastore
+// could not be reached: a dependency down (503, retry), not a fault of
+// mandate's or of the request (500).
+func datastoreUnreachable(msg string) bool {
+	for _, m := range datastoreUnreachableMarks {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // preconditionFailed reports whether a write was refused by its

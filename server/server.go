@@ -25,10 +25,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/mandate-dev/mandate/console"
 	"github.com/mandate-dev/mandate/engine"
@@ -73,6 +76,9 @@ type Config struct {
 	SpiceDBToken string
 	// SpiceDBInsecure talks to the remote SpiceDB without TLS.
 	SpiceDBInsecure bool
+	// SpiceDBCAFile is the PEM file of CAs the remote SpiceDB's certificate
+	// must chain to. Default: the system's.
+	SpiceDBCAFile string
 	// StartTimeout bounds the wait for SpiceDB to answer at startup. Default 30s.
 	StartTimeout time.Duration
 
@@ -235,8 +241,20 @@ func (c *Config) Validate() error {
 		if err := c.Embedded.Validate(); err != nil {
 			return err
 		}
-	} else if c.Embedded.Engine != "" && c.Embedded.Engine != "memory" || c.Embedded.URI != "" {
-		return errors.New("--datastore-engine and --datastore-uri configure the embedded SpiceDB; they cannot be used with --spicedb-endpoint")
+	} else {
+		if c.Embedded.Engine != "" && c.Embedded.Engine != "memory" || c.Embedded.URI != "" {
+			return errors.New("--datastore-engine and --datastore-uri configure the embedded SpiceDB; they cannot be used with --spicedb-endpoint")
+		}
+		// SpiceDB always requires a preshared key (or a proxy that adds one).
+		if c.SpiceDBToken == "" {
+			return errors.New("--spicedb-token (or MANDATE_SPICEDB_TOKEN) is required with --spicedb-endpoint: SpiceDB refuses calls without its preshared key")
+		}
+		if c.SpiceDBInsecure && c.SpiceDBCAFile != "" {
+			return errors.New("--spicedb-ca verifies a TLS connection; it cannot be used with --spicedb-insecure")
+		}
+	}
+	if c.SpiceDBEndpoint == "" && (c.SpiceDBToken != "" || c.SpiceDBInsecure || c.SpiceDBCAFile != "") {
+		return errors.New("--spicedb-token, --spicedb-insecure and --spicedb-ca configure a remote SpiceDB: they need --spicedb-endpoint")
 	}
 	return c.Engine.Validate()
 }
@@ -508,11 +526,24 @@ func (s *Server) spiceDB(ctx context.Context) (*engine.Client, error) {
 			opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(c.SpiceDBToken))
 		} else {
 			certs, err := grpcutil.WithSystemCerts(grpcutil.VerifyCA)
+			if c.SpiceDBCAFile != "" {
+				certs, err = grpcutil.WithCustomCerts(grpcutil.VerifyCA, c.SpiceDBCAFile)
+				if err != nil {
+					return nil, configErr(fmt.Errorf("--spicedb-ca %s: %w", c.SpiceDBCAFile, err))
+				}
+			}
 			if err != nil {
 				return nil, err
 			}
 			opts = append(opts, certs, grpcutil.WithBearerToken(c.SpiceDBToken))
 		}
+		// gRPC's reconnect backoff grows to two minutes by default: a node
+		// that was down that long would leave this replica failing for up
+		// to two more minutes after it is back. Retry every few seconds.
+		opts = append(opts, grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}))
 		client, err := authzed.NewClient(c.SpiceDBEndpoint, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("--spicedb-endpoint %s: %w", c.SpiceDBEndpoint, err)
@@ -571,6 +602,10 @@ func waitForEngine(ctx context.Context, timeout time.Duration, cfg engine.Config
 		e, err := engine.New(ctx, cfg, sdb, log)
 		if err == nil {
 			return e, nil
+		}
+		// A refused key does not get better with waiting.
+		if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied {
+			return nil, configErr(fmt.Errorf("--spicedb-token: SpiceDB refused the preshared key: %s", status.Convert(err).Message()))
 		}
 		lastErr = err
 		select {

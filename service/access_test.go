@@ -87,6 +87,11 @@ func TestAccessRequestsOverREST(t *testing.T) {
 		t.Fatalf("webhook event: %+v", ev)
 	}
 
+	// The runtime asking again gets the same request; the human is not told twice.
+	if again := a.fileRequest(agent, "write", "repo:acme/api", "30m"); again["id"] != id {
+		t.Fatalf("asking again: %v, want %s back", again, id)
+	}
+
 	// A long poll started now wakes with the answer.
 	polled := make(chan map[string]any, 1)
 	go func() {
@@ -150,6 +155,9 @@ func TestAccessRequestsOverREST(t *testing.T) {
 		t.Fatalf("declined: %v", out)
 	}
 	a.expectReason(a.check("agent:"+sub, "read", "repo:acme/api", nil), "NO_GRANT")
+	if evs := hook.wait(t, 2); len(evs) != 2 || evs[1].AccessRequest == nil || evs[1].AccessRequest.ID != dec["id"] {
+		t.Fatalf("webhook events: %+v, want one per request filed (the refiling and the refused one tell no one)", evs)
+	}
 
 	// Listings: by agent, by human, by state; reviewers may read.
 	list := a.ok("GET", "/v1/access-requests?human=user:alice&state=pending", service.RoleReviewer, nil)

@@ -227,6 +227,10 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 		{[]string{"--audit-file", filepath.Join(dir, "no", "such", "dir", "audit.jsonl")}, "--audit-file"},
 		{[]string{"--grpc-addr", "nonsense"}, "--grpc-addr"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"--spicedb-endpoint", "127.0.0.1:1"}, "--spicedb-token"},
+		{[]string{"--spicedb-token", "k"}, "--spicedb-endpoint"},
+		{[]string{"--spicedb-endpoint", "127.0.0.1:1", "--spicedb-token", "k", "--spicedb-insecure", "--spicedb-ca", "ca.pem"}, "--spicedb-ca"},
+		{[]string{"--spicedb-endpoint", "127.0.0.1:1", "--spicedb-token", "k", "--spicedb-ca", filepath.Join(dir, "none-ca.pem")}, "--spicedb-ca"},
 	} {
 		cmd := exec.Command(bin, append([]string{"serve", "--http-addr", "127.0.0.1:0"}, tc.args...)...)
 		var stderr bytes.Buffer

@@ -30,7 +30,7 @@ func serveCmd() *cobra.Command {
 			if cfg.Embedded.APIKey == "" {
 				cfg.Embedded.APIKey = os.Getenv("MANDATE_SPICEDB_API_KEY")
 			}
-			if cfg.SpiceDBToken == "" {
+			if cfg.SpiceDBToken == "" && cfg.SpiceDBEndpoint != "" {
 				cfg.SpiceDBToken = os.Getenv("MANDATE_SPICEDB_TOKEN")
 			}
 			if cfg.Bounds.WebhookSecret == "" {
@@ -63,6 +63,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.SpiceDBEndpoint, "spicedb-endpoint", "", "use a remote SpiceDB at this address instead of the embedded one")
 	f.StringVar(&cfg.SpiceDBToken, "spicedb-token", "", "preshared key of the remote SpiceDB (or MANDATE_SPICEDB_TOKEN)")
 	f.BoolVar(&cfg.SpiceDBInsecure, "spicedb-insecure", false, "talk to the remote SpiceDB without TLS")
+	f.StringVar(&cfg.SpiceDBCAFile, "spicedb-ca", "", "PEM file of the CAs the remote SpiceDB's certificate must chain to (default: the system's)")
 	f.DurationVar(&cfg.StartTimeout, "start-timeout", 0, "how long to wait for SpiceDB to answer at startup (default 30s)")
 	f.DurationVar(&cfg.Engine.MaxTaskTTL, "max-task-ttl", 0, "longest task lifetime (default 24h)")
 	f.DurationVar(&cfg.Engine.MaxAgentTTL, "max-agent-ttl", 0, "longest agent lifetime; 0 means bounded only by its task and parent")

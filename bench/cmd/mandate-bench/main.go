@@ -59,6 +59,10 @@ func main() {
 		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
 		jsonOut    = flag.String("json", "", "write results as JSON to this file")
 		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
+		soakFor    = flag.Duration("soak-duration", 5*time.Minute, "measured time of the soak scenario (run it with -scenarios soak)")
+		soakWarmup = flag.Duration("soak-warmup", 30*time.Second, "warm-up of the soak scenario")
+		soakRate   = flag.Float64("soak-rate", 5000, "requests per second the soak offers")
+		soakAudit  = flag.Int("soak-audit-records", 0, "the soak server's --audit-memory-records (0: the default, 100000); lower it so the in-memory audit store reaches its bound within the warm-up at a low rate")
 		memEntries = flag.Int("memory-entries", 0, "instead of the scenarios, fill a decision cache with this many decisions and report resident memory")
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and load generator share the process)")
 	)
@@ -80,6 +84,7 @@ func main() {
 	ctx := context.Background()
 	var results []bench.Result
 	var restRatio string
+	var soakLines []string
 	add := func(desc string, r bench.Result) {
 		r.Description = desc
 		results = append(results, r)
@@ -279,6 +284,13 @@ func main() {
 			add(r.Description, r)
 		}
 	}
+	if want["soak"] {
+		minutes, lines := soak(ctx, keys, *soakFor, *soakWarmup, *soakRate, *soakAudit)
+		for _, r := range minutes {
+			add(r.Description, r)
+		}
+		soakLines = lines
+	}
 	if *pgDSN != "" && want["g"] {
 		for _, r := range million(ctx, *pgDSN, keys, *warmup, *duration) {
 			add(r.Description, r)
@@ -291,6 +303,7 @@ func main() {
 	if restRatio != "" {
 		ratios = append(ratios, restRatio)
 	}
+	ratios = append(ratios, soakLines...)
 	for _, l := range ratios {
 		fmt.Println(l)
 	}
@@ -445,9 +458,13 @@ func start(ctx context.Context, cfg server.Config) (*server.Server, func()) {
 }
 
 func dial(addr, key string) *grpc.ClientConn {
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(key))
+	c, err := grpc.NewClient(addr, dialOpts(key)...)
 	must(err)
 	return c
+}
+
+func dialOpts(key string) []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), grpcutil.WithInsecureBearerToken(key)}
 }
 
 // seedHotSet gives alice 100 repos and one agent with a grant on each.

@@ -1,0 +1,474 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
+	"google.golang.org/grpc"
+
+	"github.com/mandate-dev/mandate/bench"
+	"github.com/mandate-dev/mandate/engine"
+	"github.com/mandate-dev/mandate/engine/embedded"
+	mandatev1 "github.com/mandate-dev/mandate/proto/mandate/v1"
+	"github.com/mandate-dev/mandate/server"
+)
+
+// The soak: one mandate (embedded SpiceDB, memory datastore, audit batched
+// in memory, the decision cache on) under an open loop of checks at a fixed
+// rate for minutes, with the mix 90% cacheable checks, 9% uncached checks
+// (a consistency token the cache has not seen), 1% writes (grants created
+// with short TTLs, and deleted: revocations). Every answer about a churned
+// pair is compared with the harness's own model of the grants; one request
+// in soakSampleEvery also records SpiceDB's head revision (a ZedToken) and
+// the time before it is sent, and is decided again afterwards by a second
+// engine reading at exactly that snapshot with its clock at exactly that
+// time: an allow the server gave where that decision denies is a wrong allow.
+
+const (
+	soakChurnAgents    = 8
+	soakChurnResources = 25
+	soakSampleEvery    = 100
+)
+
+// soakPair is one churned (agent, resource) pair and the harness's model of
+// its grant. seq is a seqlock: odd while a write to the pair is in flight.
+type soakPair struct {
+	agent, resource string
+	seq             atomic.Uint64
+	mu              sync.Mutex // guards the fields below; writers only
+	grantID         string
+	expiresAt       time.Time
+	granted         atomic.Bool
+	expiresNanos    atomic.Int64
+	// unknown: a write failed, and may or may not have happened. The next
+	// successful grant (which replaces any) makes the pair known again.
+	unknown atomic.Bool
+}
+
+type soakSample struct {
+	subject, resource string
+	token             string
+	before            time.Time
+	allowed           bool
+}
+
+type soakStats struct {
+	checks, writes, errors           atomic.Int64
+	wrongAllowsModel, wrongDenies    atomic.Int64
+	indeterminate                    atomic.Int64
+	sampled, verified, wrongAllowsAt atomic.Int64
+	stricterAt, unverifiable         atomic.Int64
+	firstError                       atomic.Value // string
+}
+
+func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float64, auditRecords int) ([]bench.Result, []string) {
+	spicedbAddr := freeAddr()
+	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey},
+		Audit: server.AuditConfig{MemoryRecords: auditRecords}})
+	defer stop()
+	opConn := dial(srv.GRPCAddr(), operatorKey)
+	hotAgent := seedHotSet(ctx, srv, opConn)
+	checks := mandatev1.NewCheckServiceClient(dial(srv.GRPCAddr(), checkerKey))
+	grants := mandatev1.NewGrantServiceClient(opConn)
+	sdbConn := dial(spicedbAddr, spicedbKey)
+	sdb := v1.NewPermissionsServiceClient(sdbConn)
+
+	// The churned pairs: agents of one task, resources alice reads.
+	var rels []string
+	for i := 0; i < soakChurnResources; i++ {
+		rels = append(rels, fmt.Sprintf("repo:bench/churn%d#reader@user:alice", i))
+	}
+	writeRels(ctx, srv, rels)
+	task, err := mandatev1.NewTaskServiceClient(opConn).CreateTask(ctx, &mandatev1.CreateTaskRequest{Principal: "user:alice", Description: "soak", Ttl: "2h"})
+	must(err)
+	var pairs []*soakPair
+	for a := 0; a < soakChurnAgents; a++ {
+		ag, err := mandatev1.NewAgentServiceClient(opConn).CreateAgent(ctx, &mandatev1.CreateAgentRequest{Task: "task:" + task.GetTask().GetId(), Name: fmt.Sprintf("churn%d", a), Ttl: "2h"})
+		must(err)
+		for r := 0; r < soakChurnResources; r++ {
+			pairs = append(pairs, &soakPair{agent: "agent:" + ag.GetAgent().GetId(), resource: fmt.Sprintf("repo:bench/churn%d", r)})
+		}
+	}
+
+	// The verifying engine: its own connection to the same SpiceDB, every
+	// read at the sample's snapshot, its clock at the sample's time.
+	verifier, verifyAt := newSnapshotEngine(ctx, spicedbAddr)
+
+	st := &soakStats{}
+	fail := func(err error) {
+		st.errors.Add(1)
+		st.firstError.CompareAndSwap(nil, err.Error())
+	}
+	samples := make(chan soakSample, 4096)
+	verifyDone := make(chan struct{})
+	go func() {
+		defer close(verifyDone)
+		for s := range samples {
+			q, err := verifier.ValidateQuery(ctx, s.subject, "read", s.resource, nil)
+			if err != nil {
+				st.unverifiable.Add(1)
+				continue
+			}
+			dec, err := verifyAt(ctx, s.token, s.before, q)
+			if err != nil {
+				st.unverifiable.Add(1)
+				fmt.Fprintln(os.Stderr, "soak: verifying a sample:", err)
+				continue
+			}
+			st.verified.Add(1)
+			if s.allowed && !dec.Allowed {
+				st.wrongAllowsAt.Add(1)
+				fmt.Fprintf(os.Stderr, "soak: WRONG ALLOW %s read %s: allowed, but denied (%s) at %s, %s\n", s.subject, s.resource, dec.Reason, s.token, s.before.Format(time.RFC3339Nano))
+			}
+			if !s.allowed && dec.Allowed {
+				st.stricterAt.Add(1)
+			}
+		}
+	}()
+
+	// headToken is SpiceDB's current revision: a fully consistent check
+	// answers at the head.
+	headToken := func(ctx context.Context) (string, error) {
+		r, err := sdb.CheckPermission(ctx, &v1.CheckPermissionRequest{
+			Consistency: &v1.Consistency{Requirement: &v1.Consistency_FullyConsistent{FullyConsistent: true}},
+			Resource:    &v1.ObjectReference{ObjectType: "repo", ObjectId: "bench/hot0"}, Permission: "read",
+			Subject: &v1.SubjectReference{Object: &v1.ObjectReference{ObjectType: "user", ObjectId: "alice"}},
+		})
+		return r.GetCheckedAt().GetToken(), err
+	}
+
+	check := func(ctx context.Context, i int, rnd *rand.Rand) {
+		st.checks.Add(1)
+		req := &mandatev1.CheckRequest{Permission: "read"}
+		var p *soakPair
+		x := rnd.IntN(99)
+		uncached := x >= 90
+		if x%9 == 0 { // one check in nine asks about a churned pair
+			p = pairs[rnd.IntN(len(pairs))]
+			req.Subject, req.Resource = p.agent, p.resource
+		} else {
+			req.Subject, req.Resource = hotAgent, fmt.Sprintf("repo:bench/hot%d", rnd.IntN(hotSet))
+		}
+		if uncached {
+			req.ConsistencyToken = unseenToken
+		}
+		var sample *soakSample
+		if i%soakSampleEvery == 0 {
+			tok, err := headToken(ctx)
+			if err != nil {
+				fail(fmt.Errorf("reading SpiceDB's head: %w", err))
+				return
+			}
+			sample = &soakSample{subject: req.Subject, resource: req.Resource, token: tok, before: time.Now()}
+		}
+		var s1 uint64
+		var expected, granted, unknown bool
+		var expiresAt time.Time
+		if p != nil {
+			s1 = p.seq.Load()
+			granted, expiresAt, unknown = p.granted.Load(), time.Unix(0, p.expiresNanos.Load()), p.unknown.Load()
+		}
+		before := time.Now()
+		resp, err := checks.Check(ctx, req)
+		after := time.Now()
+		if err != nil {
+			fail(err)
+			return
+		}
+		allowed := resp.GetAllowed()
+		// A write to the pair in flight, or an expiry within a second of
+		// the request: either answer is right, and neither is verified.
+		if p != nil && (s1%2 == 1 || p.seq.Load() != s1 || unknown ||
+			granted && before.Before(expiresAt.Add(time.Second)) && after.After(expiresAt.Add(-time.Second))) {
+			st.indeterminate.Add(1)
+			return
+		}
+		if sample != nil {
+			sample.allowed = allowed
+			st.sampled.Add(1)
+			select {
+			case samples <- *sample:
+			default:
+				st.unverifiable.Add(1)
+			}
+		}
+		if p == nil {
+			if !allowed {
+				st.wrongDenies.Add(1)
+			}
+			return
+		}
+		expected = granted && after.Before(expiresAt)
+		switch {
+		case allowed && !expected:
+			st.wrongAllowsModel.Add(1)
+			fmt.Fprintf(os.Stderr, "soak: WRONG ALLOW (model) %s read %s, uncached %v, granted %v, expires %s, sent %s, answered %s, answer %v\n",
+				p.agent, p.resource, uncached, granted, expiresAt.Format(time.RFC3339Nano), before.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano), resp)
+		case !allowed && expected:
+			st.wrongDenies.Add(1)
+		}
+	}
+
+	write := func(ctx context.Context, rnd *rand.Rand) {
+		p := pairs[rnd.IntN(len(pairs))]
+		if !p.mu.TryLock() {
+			return // another write to this pair is in flight
+		}
+		defer p.mu.Unlock()
+		st.writes.Add(1)
+		p.seq.Add(1)
+		defer p.seq.Add(1)
+		if p.granted.Load() && !p.unknown.Load() && time.Now().Before(p.expiresAt) {
+			if _, err := grants.DeleteGrant(ctx, &mandatev1.DeleteGrantRequest{Id: p.grantID}); err != nil {
+				p.unknown.Store(true)
+				fail(fmt.Errorf("revoking: %w", err))
+				return
+			}
+			p.granted.Store(false)
+			return
+		}
+		// Short lifetimes, so grants also end by expiry during the run.
+		ttl := []string{"5s", "20s", "1m", "10m"}[rnd.IntN(4)]
+		resp, err := grants.CreateGrant(ctx, &mandatev1.CreateGrantRequest{Holder: p.agent, Permission: "read", Resource: p.resource, Ttl: ttl})
+		if err != nil {
+			p.unknown.Store(true)
+			fail(fmt.Errorf("granting: %w", err))
+			return
+		}
+		p.unknown.Store(false)
+		p.grantID, p.expiresAt = resp.GetGrant().GetId(), resp.GetGrant().GetExpiresAt().AsTime()
+		p.expiresNanos.Store(p.expiresAt.UnixNano())
+		p.granted.Store(true)
+	}
+
+	// The open loop, with latencies kept per minute (and dropped once
+	// summarised, so the harness's own memory stays flat) and resident
+	// memory sampled every 10 s.
+	type minute struct {
+		lat  []time.Duration
+		errs int64
+	}
+	var mu sync.Mutex
+	cur := &minute{}
+	var minutesMu sync.Mutex
+	var summarising sync.WaitGroup
+	var minutes []bench.Result
+	var rss []float64
+	var heap []float64
+	startErrs := int64(0)
+	// closeMinute starts the next minute, and summarises the last one in
+	// the background so the sender is not held up.
+	minuteStart := time.Time{}
+	closeMinute := func(n int) {
+		secs := time.Since(minuteStart).Seconds()
+		minuteStart = time.Now()
+		mu.Lock()
+		m := cur
+		cur = &minute{lat: make([]time.Duration, 0, len(m.lat))}
+		mu.Unlock()
+		errsNow := st.errors.Load()
+		m.errs, startErrs = errsNow-startErrs, errsNow
+		summarising.Add(1)
+		go func() {
+			defer summarising.Done()
+			r := bench.Distribution(fmt.Sprintf("soak-minute-%d", n), "", m.lat)
+			r.Errors, r.Mode, r.Rate = int(m.errs), "open", rate
+			r.Seconds, r.Throughput = secs, float64(r.Requests)/secs
+			minutesMu.Lock()
+			minutes = append(minutes, r)
+			minutesMu.Unlock()
+			fmt.Fprintf(os.Stderr, "soak minute %d: %d requests, p50 %.2fms p99 %.2fms, errors %d, RSS %.0f MiB\n", n, r.Requests, r.P50ms, r.P99ms, r.Errors, status("VmRSS:"))
+		}()
+	}
+
+	runCtx, cancel := context.WithTimeout(ctx, warmup+d)
+	defer cancel()
+	var outstanding atomic.Int64
+	var wg sync.WaitGroup
+	interval := time.Duration(float64(time.Second) / rate)
+	t0 := time.Now()
+	measureFrom := t0.Add(warmup)
+	minuteStart = measureFrom
+	cpu0 := processCPU()
+	nextMinute, minuteN := measureFrom.Add(time.Minute), 1
+	nextSample := t0
+	var dropped atomic.Int64
+	var ms runtime.MemStats
+	for i := 0; runCtx.Err() == nil; i++ {
+		due := t0.Add(time.Duration(i) * interval)
+		if wait := time.Until(due); wait > 0 {
+			time.Sleep(wait)
+		}
+		now := time.Now()
+		if !now.Before(nextSample) {
+			rss = append(rss, status("VmRSS:"))
+			runtime.ReadMemStats(&ms)
+			heap = append(heap, float64(ms.HeapInuse)/(1<<20))
+			nextSample = nextSample.Add(10 * time.Second)
+		}
+		if now.After(measureFrom) && !now.Before(nextMinute) {
+			closeMinute(minuteN)
+			minuteN++
+			nextMinute = nextMinute.Add(time.Minute)
+		}
+		if outstanding.Load() >= 10_000 {
+			dropped.Add(1)
+			fail(fmt.Errorf("more than 10000 requests outstanding"))
+			continue
+		}
+		outstanding.Add(1)
+		wg.Add(1)
+		go func(i int, due time.Time) {
+			defer wg.Done()
+			defer outstanding.Add(-1)
+			rnd := rand.New(rand.NewPCG(uint64(i), 7))
+			// The requests outlive the sending loop's deadline.
+			if rnd.IntN(100) == 0 {
+				write(ctx, rnd)
+			} else {
+				check(ctx, i, rnd)
+			}
+			if due.After(measureFrom) {
+				el := time.Since(due)
+				mu.Lock()
+				cur.lat = append(cur.lat, el)
+				mu.Unlock()
+			}
+		}(i, due)
+	}
+	wg.Wait()
+	if len(cur.lat) > 0 {
+		closeMinute(minuteN)
+	}
+	summarising.Wait()
+	sort.Slice(minutes, func(i, j int) bool {
+		return len(minutes[i].Scenario) < len(minutes[j].Scenario) || minutes[i].Scenario < minutes[j].Scenario
+	})
+	close(samples)
+	<-verifyDone
+	elapsed := time.Since(measureFrom)
+	cpuShare := (processCPU() - cpu0).Seconds() / time.Since(t0).Seconds()
+
+	// Memory: the samples after warm-up (and one more minute for the
+	// audit store and the cache to fill to their bounds).
+	settled := int((warmup + time.Minute) / (10 * time.Second))
+	var lines []string
+	if settled < len(rss) {
+		after := append([]float64(nil), rss[settled:]...)
+		sort.Float64s(after)
+		lo, hi := after[0], after[len(after)-1]
+		lines = append(lines, fmt.Sprintf("soak: resident memory every 10 s, MiB: %s", fmtFloats(rss)))
+		lines = append(lines, fmt.Sprintf("soak: Go heap in use every 10 s, MiB: %s", fmtFloats(heap)))
+		lines = append(lines, fmt.Sprintf("soak: RSS after warm-up %.0f–%.0f MiB, spread %.1f%% (target <= 10%%)", lo, hi, 100*(hi-lo)/lo))
+	}
+	var total int
+	var p99s []string
+	for _, m := range minutes {
+		total += m.Requests
+		p99s = append(p99s, fmt.Sprintf("%.2f", m.P99ms))
+	}
+	first, _ := st.firstError.Load().(string)
+	lines = append(lines,
+		fmt.Sprintf("soak: %.0f requests/s offered, %.0f/s answered over %v after %v warm-up (%d checks, %d writes in all)", rate, float64(total)/elapsed.Seconds(), elapsed.Round(time.Second), warmup, st.checks.Load(), st.writes.Load()),
+		fmt.Sprintf("soak: p99 per minute, ms: %v", p99s),
+		fmt.Sprintf("soak: the process (server and load generator) used %.2f of the machine's %d cores on average", cpuShare, runtime.NumCPU()),
+		fmt.Sprintf("soak: errors %d (target 0)%s", st.errors.Load(), map[bool]string{true: ", first: " + first, false: ""}[first != ""]),
+		fmt.Sprintf("soak: wrong allows against the model %d, wrong denies %d, indeterminate (write or expiry in flight) %d", st.wrongAllowsModel.Load(), st.wrongDenies.Load(), st.indeterminate.Load()),
+		fmt.Sprintf("soak: sampled %d, re-checked at their exact ZedToken and time %d, wrong allows %d (target 0), stricter answers %d, not re-checked %d",
+			st.sampled.Load(), st.verified.Load(), st.wrongAllowsAt.Load(), st.stricterAt.Load(), st.unverifiable.Load()),
+	)
+	for i := range minutes {
+		minutes[i].Description = fmt.Sprintf("soak minute %d: open loop at %.0f/s, 90%% cacheable checks, 9%% uncached, 1%% grant writes and revocations", i+1, rate)
+	}
+	return minutes, lines
+}
+
+func fmtFloats(xs []float64) string {
+	s := ""
+	for i, x := range xs {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%.0f", x)
+	}
+	return s
+}
+
+// snapshotKey carries the ZedToken a verifying call must read at.
+type snapshotKey struct{}
+
+// newSnapshotEngine starts an engine on its own connection to SpiceDB
+// whose every read is rewritten to at_exact_snapshot of the token in the
+// call's context, and whose clock is set per decision. It returns the engine
+// (for validating queries) and a function deciding one query at a token and
+// a time; decisions are serialised, since the clock is the engine's.
+func newSnapshotEngine(ctx context.Context, spicedbAddr string) (*engine.Engine, func(context.Context, string, time.Time, engine.Query) (engine.Decision, error)) {
+	var clockMu sync.Mutex
+	var at time.Time
+	setConsistency := func(ctx context.Context, req any) {
+		tok, _ := ctx.Value(snapshotKey{}).(string)
+		if tok == "" {
+			return
+		}
+		c := &v1.Consistency{Requirement: &v1.Consistency_AtExactSnapshot{AtExactSnapshot: &v1.ZedToken{Token: tok}}}
+		switch r := req.(type) {
+		case *v1.CheckPermissionRequest:
+			r.Consistency = c
+		case *v1.CheckBulkPermissionsRequest:
+			r.Consistency = c
+		case *v1.ReadRelationshipsRequest:
+			r.Consistency = c
+		case *v1.LookupResourcesRequest:
+			r.Consistency = c
+		case *v1.LookupSubjectsRequest:
+			r.Consistency = c
+		}
+	}
+	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		setConsistency(ctx, req)
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return &snapshotStream{ClientStream: s, set: func(m any) { setConsistency(ctx, m) }}, nil
+	}
+	conn, err := grpc.NewClient(spicedbAddr, append(dialOpts(spicedbKey), grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream))...)
+	must(err)
+	e, err := engine.New(ctx, engine.Config{Now: func() time.Time { return at }}, engine.NewClient(conn), nil)
+	must(err)
+	return e, func(ctx context.Context, token string, now time.Time, q engine.Query) (engine.Decision, error) {
+		clockMu.Lock()
+		defer clockMu.Unlock()
+		at = now
+		return e.Decide(context.WithValue(ctx, snapshotKey{}, token), q)
+	}
+}
+
+type snapshotStream struct {
+	grpc.ClientStream
+	set func(any)
+}
+
+func (s *snapshotStream) SendMsg(m any) error {
+	s.set(m)
+	return s.ClientStream.SendMsg(m)
+}
+
+// processCPU is the CPU time the process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
