@@ -51,6 +51,10 @@ const (
 	hotSet      = 100
 )
 
+// heapProfile, when set, is where the soak writes a heap profile before it
+// stops its server.
+var heapProfile string
+
 func main() {
 	var (
 		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
@@ -62,10 +66,12 @@ func main() {
 		soakFor    = flag.Duration("soak-duration", 5*time.Minute, "measured time of the soak scenario (run it with -scenarios soak)")
 		soakWarmup = flag.Duration("soak-warmup", 30*time.Second, "warm-up of the soak scenario")
 		soakRate   = flag.Float64("soak-rate", 5000, "requests per second the soak offers")
+		soakPG     = flag.Bool("soak-postgres", false, "run the soak's SpiceDB on the Postgres datastore (-postgres) instead of memory; the memory datastore keeps every revision in the process, so its heap grows with every write")
 		soakAudit  = flag.Int("soak-audit-records", 0, "the soak server's --audit-memory-records (0: the default, 100000); lower it so the in-memory audit store reaches its bound within the warm-up at a low rate")
 		memEntries = flag.Int("memory-entries", 0, "instead of the scenarios, fill a decision cache with this many decisions and report resident memory")
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and load generator share the process)")
 	)
+	flag.StringVar(&heapProfile, "memprofile", "", "write a heap profile at the end of the soak, while its server still runs")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -285,7 +291,7 @@ func main() {
 		}
 	}
 	if want["soak"] {
-		minutes, lines := soak(ctx, keys, *soakFor, *soakWarmup, *soakRate, *soakAudit)
+		minutes, lines := soak(ctx, keys, *soakFor, *soakWarmup, *soakRate, *soakAudit, soakDSN(*soakPG, *pgDSN))
 		for _, r := range minutes {
 			add(r.Description, r)
 		}
@@ -696,6 +702,18 @@ func sqlPerCheck(ctx context.Context, uri string, op bench.Op) bench.Result {
 		perCheck, float64(t2-t1)/n, idleRate)
 	fmt.Fprintln(os.Stderr, r.Note)
 	return r
+}
+
+// soakDSN is the Postgres DSN the soak runs on, or "" for memory.
+func soakDSN(on bool, dsn string) string {
+	if !on {
+		return ""
+	}
+	if dsn == "" {
+		fmt.Fprintln(os.Stderr, "-soak-postgres needs -postgres or MANDATE_TEST_POSTGRES_DSN")
+		os.Exit(2)
+	}
+	return dsn
 }
 
 func freshDB(ctx context.Context, dsn string) (string, func()) {

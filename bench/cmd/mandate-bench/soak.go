@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -70,9 +71,16 @@ type soakStats struct {
 	firstError                       atomic.Value // string
 }
 
-func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float64, auditRecords int) ([]bench.Result, []string) {
+func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float64, auditRecords int, pgDSN string) ([]bench.Result, []string) {
 	spicedbAddr := freeAddr()
-	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey},
+	emb := embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey}
+	if pgDSN != "" {
+		uri, drop := freshDB(ctx, pgDSN)
+		defer drop()
+		must(embedded.Migrate(ctx, "postgres", uri))
+		emb.Engine, emb.URI = "postgres", uri
+	}
+	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: emb,
 		Audit: server.AuditConfig{MemoryRecords: auditRecords}})
 	defer stop()
 	opConn := dial(srv.GRPCAddr(), operatorKey)
@@ -350,6 +358,13 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		closeMinute(minuteN)
 	}
 	summarising.Wait()
+	if heapProfile != "" {
+		runtime.GC()
+		f, err := os.Create(heapProfile)
+		must(err)
+		must(pprof.WriteHeapProfile(f))
+		must(f.Close())
+	}
 	sort.Slice(minutes, func(i, j int) bool {
 		return len(minutes[i].Scenario) < len(minutes[j].Scenario) || minutes[i].Scenario < minutes[j].Scenario
 	})
