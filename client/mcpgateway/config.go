@@ -120,6 +120,9 @@ func oneLine(err error) error {
 		msg = te.Errors[0]
 	}
 	msg = strings.TrimPrefix(msg, "yaml: ")
+	// yaml quotes the offending value as it is, newlines included; a startup
+	// mistake is one line, so escape them.
+	msg = strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(msg)
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
 		if n, tail, ok := strings.Cut(rest, ": "); ok {
 			return fmt.Errorf("%s: %s", n, tail)
