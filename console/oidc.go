@@ -97,6 +97,13 @@ func (c *Console) loginOIDC(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, nil, http.StatusNotFound, "no OIDC issuer is configured: sign in with a key")
 		return
 	}
+	// Each start keeps a pending sign-in on the server until it expires: an
+	// unauthenticated caller may start as few as it may try keys, so nobody
+	// can fill the pending table and lock everyone else out of the issuer.
+	if !c.logins.allow(r) {
+		c.fail(w, r, nil, http.StatusTooManyRequests, "too many sign-in attempts from your address: wait a minute")
+		return
+	}
 	p, err := c.oidc.discover(r.Context())
 	if err != nil {
 		c.cfg.Log.Warn("console: OIDC discovery failed", "issuer", c.oidc.cfg.Issuer, "error", err)

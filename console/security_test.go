@@ -335,3 +335,26 @@ func TestConsoleAuditPaginatesAndSignOutEndsTheSession(t *testing.T) {
 		t.Errorf("a signed-out session's cookie still opens pages: %d", resp.StatusCode)
 	}
 }
+
+// TestConsoleOIDCStartIsRateLimited: every start of the issuer's sign-in keeps
+// a pending sign-in on the server, so an unauthenticated caller may start no
+// more of them than it may try keys.
+func TestConsoleOIDCStartIsRateLimited(t *testing.T) {
+	s := testenv.Start(t, server.Config{Credentials: server.CredentialsConfig{DevIdP: true, RequireHumanToken: "off"}})
+	b := newBrowser(t, s.Base)
+	b.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	limited := false
+	for i := 0; i < 12; i++ {
+		resp, _ := b.get("/ui/login/oidc")
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+		if resp.StatusCode != http.StatusFound && resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("starting the sign-in: %d", resp.StatusCode)
+		}
+	}
+	if !limited {
+		t.Fatal("twelve sign-in starts in a row were all kept")
+	}
+}

@@ -120,6 +120,9 @@ type limiter struct {
 	seen   map[string][]time.Time
 }
 
+// maxLimitedAddrs bounds the addresses the limiter remembers.
+const maxLimitedAddrs = 10000
+
 func newLimiter(burst int, window time.Duration, now func() time.Time) *limiter {
 	return &limiter{burst: burst, window: window, now: now, seen: map[string][]time.Time{}}
 }
@@ -133,8 +136,19 @@ func (l *limiter) allow(r *http.Request) bool {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.seen) > 10000 {
-		l.seen = map[string][]time.Time{}
+	if len(l.seen) >= maxLimitedAddrs {
+		// Forget only the addresses whose attempts are all outside the
+		// window. Forgetting everyone would let a caller with many
+		// addresses reset every address's limit, so when the table is
+		// still full a new address is refused until attempts age out.
+		for h, ts := range l.seen {
+			if len(ts) == 0 || now.Sub(ts[len(ts)-1]) >= l.window {
+				delete(l.seen, h)
+			}
+		}
+		if _, known := l.seen[host]; !known && len(l.seen) >= maxLimitedAddrs {
+			return false
+		}
 	}
 	kept := l.seen[host][:0]
 	for _, t := range l.seen[host] {
