@@ -102,18 +102,15 @@ func accessRequestsCmd() *cobra.Command {
 			}
 			defer conn.Close()
 			client := mandatev1.NewAccessRequestServiceClient(conn)
-			all := &mandatev1.ListAccessRequestsResponse{}
-			for {
+			items, err := allPages(0, func(token string) ([]*mandatev1.AccessRequest, string, error) {
+				lreq.PageToken = token
 				resp, err := client.ListAccessRequests(cmd.Context(), &lreq)
-				if err != nil {
-					return err
-				}
-				all.AccessRequests = append(all.AccessRequests, resp.GetAccessRequests()...)
-				if resp.GetNextPageToken() == "" {
-					break
-				}
-				lreq.PageToken = resp.GetNextPageToken()
+				return resp.GetAccessRequests(), resp.GetNextPageToken(), err
+			})
+			if err != nil {
+				return err
 			}
+			all := &mandatev1.ListAccessRequestsResponse{AccessRequests: items}
 			rows := [][]string{{"ID", "STATE", "AGENT", "HUMAN", "PERMISSION", "RESOURCE", "TTL", "EXPIRES", "DECIDED_BY", "REASON"}}
 			for _, r := range all.GetAccessRequests() {
 				rows = append(rows, []string{r.GetId(), r.GetState(), r.GetAgent(), r.GetHuman(), r.GetPermission(), r.GetResource(), r.GetTtl(),

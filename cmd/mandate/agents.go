@@ -26,18 +26,15 @@ func agentsCmd() *cobra.Command {
 			}
 			defer conn.Close()
 			client := mandatev1.NewReviewServiceClient(conn)
-			all := &mandatev1.ListAgentsResponse{}
-			for {
+			agents, err := allPages(0, func(token string) ([]*mandatev1.Agent, string, error) {
+				lreq.PageToken = token
 				resp, err := client.ListAgents(cmd.Context(), &lreq)
-				if err != nil {
-					return err
-				}
-				all.Agents = append(all.Agents, resp.GetAgents()...)
-				if resp.GetNextPageToken() == "" {
-					break
-				}
-				lreq.PageToken = resp.GetNextPageToken()
+				return resp.GetAgents(), resp.GetNextPageToken(), err
+			})
+			if err != nil {
+				return err
 			}
+			all := &mandatev1.ListAgentsResponse{Agents: agents}
 			rows := [][]string{{"AGENT", "NAME", "STATUS", "EXPIRES", "TASK", "CHAIN"}}
 			for _, a := range all.GetAgents() {
 				rows = append(rows, []string{"agent:" + a.GetId(), a.GetName(), a.GetStatus(), a.GetExpiresAt().AsTime().Format(time.RFC3339), a.GetTask(), strings.Join(a.GetChain(), " > ")})
@@ -67,18 +64,16 @@ func agentsCmd() *cobra.Command {
 			areq.Id = strings.TrimPrefix(args[0], "agent:")
 			client := mandatev1.NewReviewServiceClient(conn)
 			all := &mandatev1.ListAgentAccessResponse{}
-			for {
+			access, err := allPages(0, func(token string) ([]*mandatev1.AccessEntry, string, error) {
+				areq.PageToken = token
 				resp, err := client.ListAgentAccess(cmd.Context(), &areq)
-				if err != nil {
-					return err
-				}
 				all.Agent, all.Chain, all.ConsistencyToken = resp.GetAgent(), resp.GetChain(), resp.GetConsistencyToken()
-				all.Access = append(all.Access, resp.GetAccess()...)
-				if resp.GetNextPageToken() == "" {
-					break
-				}
-				areq.PageToken = resp.GetNextPageToken()
+				return resp.GetAccess(), resp.GetNextPageToken(), err
+			})
+			if err != nil {
+				return err
 			}
+			all.Access = access
 			rows := [][]string{{"PERMISSION", "RESOURCE", "VALID UNTIL", "HOLDERS", "GRANTS"}}
 			for _, x := range all.GetAccess() {
 				rows = append(rows, []string{x.GetPermission(), x.GetResource(), x.GetValidUntil().AsTime().Format(time.RFC3339), strings.Join(x.GetHolders(), ","), strings.Join(x.GetGrants(), ",")})

@@ -24,20 +24,13 @@ func auditCmd() *cobra.Command {
 			}
 			defer conn.Close()
 			client := mandatev1.NewAuditServiceClient(conn)
-			var all []*mandatev1.AuditRecord
-			for {
+			all, err := allPages(limit, func(token string) ([]*mandatev1.AuditRecord, string, error) {
+				req.PageToken = token
 				resp, err := client.ListAudit(cmd.Context(), &req)
-				if err != nil {
-					return err
-				}
-				all = append(all, resp.GetRecords()...)
-				if resp.GetNextPageToken() == "" || (limit > 0 && len(all) >= limit) {
-					break
-				}
-				req.PageToken = resp.GetNextPageToken()
-			}
-			if limit > 0 && len(all) > limit {
-				all = all[:limit]
+				return resp.GetRecords(), resp.GetNextPageToken(), err
+			})
+			if err != nil {
+				return err
 			}
 			if output == "json" {
 				return printJSON(cmd, &mandatev1.ListAuditResponse{Records: all})

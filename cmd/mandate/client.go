@@ -117,3 +117,26 @@ func emit(cmd *cobra.Command, format string, m proto.Message, rows [][]string) e
 	}
 	return fmt.Errorf("-o must be table, json or csv, not %q", format)
 }
+
+// allPages reads a paginated list to its end: next gets each page's token
+// ("" first) and returns that page's items and the next token. With limit >
+// 0 it stops once limit items are read, and returns at most limit.
+func allPages[T any](limit int, next func(token string) ([]T, string, error)) ([]T, error) {
+	var all []T
+	token := ""
+	for {
+		items, nextToken, err := next(token)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, items...)
+		if nextToken == "" || (limit > 0 && len(all) >= limit) {
+			break
+		}
+		token = nextToken
+	}
+	if limit > 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
+}
