@@ -2,15 +2,8 @@ package oauth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,35 +20,13 @@ import (
 	"github.com/mandate-dev/mandate/service"
 )
 
-// keyFile writes a fresh P-256 key as PEM and returns its path and the key.
-func keyFile(t *testing.T) (string, *credential.SigningKey) {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "signing.pem")
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	k, err := credential.NewSigningKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, k
-}
-
 func checkBody(token, perm, res string) map[string]any {
 	return map[string]any{"subject_token": token, "permission": perm, "resource": res}
 }
 
 func TestCheckBySubjectToken(t *testing.T) {
 	const public = "http://mandate.test"
-	path, key := keyFile(t)
+	path, key := testenv.SigningKeyFile(t)
 	e := start(t, server.Config{PublicURL: public, Credentials: server.CredentialsConfig{SigningKeyFiles: []string{path}}})
 	out := e.mustExchange(testenv.ExchangeForm(e.idp.Login("alice"), "id_token", "write:repo:acme/api"))
 	tok := out["access_token"].(string)
@@ -164,8 +135,8 @@ func mustKeySet(t *testing.T, keys ...*credential.SigningKey) *credential.KeySet
 // TestSigningKeyRotation: a token signed by the old key verifies as long as
 // the old key is still published, until it expires.
 func TestSigningKeyRotation(t *testing.T) {
-	oldPath, _ := keyFile(t)
-	newPath, _ := keyFile(t)
+	oldPath, _ := testenv.SigningKeyFile(t)
+	newPath, _ := testenv.SigningKeyFile(t)
 	const public = "http://mandate.test"
 	idp := testenv.StartIdP(t)
 	first := testenv.Start(t, testenv.WithIdP(server.Config{PublicURL: public, Credentials: server.CredentialsConfig{SigningKeyFiles: []string{oldPath}}}, idp))

@@ -237,9 +237,9 @@ type Signer struct {
 	keys *credential.KeySet
 }
 
-// WithSigningKey writes a fresh P-256 key as cfg's --signing-key-file and
-// returns a Signer holding the same key.
-func WithSigningKey(t testing.TB, cfg server.Config) (server.Config, *Signer) {
+// SigningKeyFile writes a fresh P-256 key as PEM (a --signing-key-file) and
+// returns its path and the key.
+func SigningKeyFile(t testing.TB) (string, *credential.SigningKey) {
 	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -257,6 +257,14 @@ func WithSigningKey(t testing.TB, cfg server.Config) (server.Config, *Signer) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, key
+}
+
+// WithSigningKey writes a fresh P-256 key as cfg's --signing-key-file and
+// returns a Signer holding the same key.
+func WithSigningKey(t testing.TB, cfg server.Config) (server.Config, *Signer) {
+	t.Helper()
+	path, key := SigningKeyFile(t)
 	ks, err := credential.NewKeySet(key)
 	if err != nil {
 		t.Fatal(err)
