@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"strings"
 	"testing"
@@ -49,7 +50,16 @@ func TestEd25519Keys(t *testing.T) {
 	if err != nil || strings.Join(got.Act.Agents(), ",") != "agent:b,agent:a" {
 		t.Fatalf("verify: %v %v", got, err)
 	}
-	if _, err := tokens.Verify(raw[:len(raw)-2] + "AA"); err == nil {
+	// Flip one bit of the signature's first byte: replacing its last two
+	// characters could leave the bytes unchanged (1 run in 256), since the
+	// last base64url character carries only 2 bits of the 64-byte signature.
+	dot := strings.LastIndexByte(raw, '.')
+	sig, err := base64.RawURLEncoding.DecodeString(raw[dot+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig[0] ^= 1
+	if _, err := tokens.Verify(raw[:dot+1] + base64.RawURLEncoding.EncodeToString(sig)); err == nil {
 		t.Fatal("a tampered token verifies")
 	}
 }
