@@ -146,6 +146,13 @@ type Cache struct {
 	pending map[string]time.Time
 	watched *lru.Cache[string, struct{}]
 
+	// bumpMu makes bumps take their counter values and record them in one
+	// turn, so a key's generation only grows (see bump).
+	bumpMu sync.Mutex
+	// beforeRecord, in tests, runs between a bump taking its counter value
+	// and recording it.
+	beforeRecord func(key string)
+
 	// publish, when set, tells other replicas about this replica's writes. Set before serving.
 	publish func(keys []string)
 }
@@ -232,9 +239,20 @@ func (c *Cache) alreadyApplied(token string) bool {
 	return ok
 }
 
+// bump gives each key a new counter value. Bumps take turns: two writes
+// bumping one key at once (grants of two agents on one resource) could
+// otherwise record their values out of order, leaving the key at the older
+// one, and a decision whose snapshot is that older value, computed before the
+// newer write committed, would count as fresh after it: an allow served past
+// an acknowledged revocation (found by the soak).
 func (c *Cache) bump(keys []string) {
+	c.bumpMu.Lock()
+	defer c.bumpMu.Unlock()
 	for _, k := range keys {
 		v := c.counter.Add(1)
+		if c.beforeRecord != nil {
+			c.beforeRecord(k)
+		}
 		if k == engine.KeyAll {
 			for {
 				f := c.floor.Load()
