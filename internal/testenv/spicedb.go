@@ -55,6 +55,10 @@ func SpiceDBBinary(t testing.TB) string {
 	return bin
 }
 
+// SpiceDBBinaryPath is SpiceDBBinary for a program that is not a test (the
+// bench's soak): it returns the error instead of failing a test.
+func SpiceDBBinaryPath() (string, error) { return spicedbBinary() }
+
 var (
 	binOnce sync.Once
 	binPath string
@@ -223,7 +227,7 @@ func (n *SpiceDBNode) Start() {
 		// Three nodes and their replicas share one Postgres.
 		"--datastore-conn-pool-read-max-open", "8", "--datastore-conn-pool-read-min-open", "1",
 		"--datastore-conn-pool-write-max-open", "4", "--datastore-conn-pool-write-min-open", "1",
-		"--metrics-enabled=false", "--http-enabled=false", "--telemetry-endpoint=",
+		"--metrics-enabled=false", "--http-enabled=false", "--telemetry-endpoint=", "--skip-release-check=true",
 		"--grpc-shutdown-grace-period", "1s",
 		"--log-level", "warn",
 	}
