@@ -57,19 +57,20 @@ var heapProfile string
 
 func main() {
 	var (
-		duration   = flag.Duration("duration", 5*time.Second, "measured time per scenario")
-		warmup     = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
-		scenarios  = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,console,bounds,tracing,tokens,f,g,mcp,middleware", "scenarios to run")
-		pgDSN      = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
-		jsonOut    = flag.String("json", "", "write results as JSON to this file")
-		propRounds = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
-		soakFor    = flag.Duration("soak-duration", 5*time.Minute, "measured time of the soak scenario (run it with -scenarios soak)")
-		soakWarmup = flag.Duration("soak-warmup", 30*time.Second, "warm-up of the soak scenario")
-		soakRate   = flag.Float64("soak-rate", 5000, "requests per second the soak offers")
-		soakPG     = flag.Bool("soak-postgres", false, "run the soak's SpiceDB on the Postgres datastore (-postgres) instead of memory; the memory datastore keeps every revision in the process, so its heap grows with every write")
-		soakAudit  = flag.Int("soak-audit-records", 0, "the soak server's --audit-memory-records (0: the default, 100000); lower it so the in-memory audit store reaches its bound within the warm-up at a low rate")
-		memEntries = flag.Int("memory-entries", 0, "instead of the scenarios, fill a decision cache with this many decisions and report resident memory")
-		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and load generator share the process)")
+		duration    = flag.Duration("duration", 5*time.Second, "measured time per scenario")
+		warmup      = flag.Duration("warmup", time.Second, "warmup per closed-loop scenario")
+		scenarios   = flag.String("scenarios", "a,b,b2,c,d,e,rest,authzen,open,audit,access,console,bounds,tracing,tokens,f,g,mcp,middleware", "scenarios to run")
+		pgDSN       = flag.String("postgres", os.Getenv("MANDATE_TEST_POSTGRES_DSN"), "Postgres DSN for (f) and (g); empty skips them")
+		jsonOut     = flag.String("json", "", "write results as JSON to this file")
+		propRounds  = flag.Int("propagation-rounds", 100, "revocations measured in (f)")
+		soakFor     = flag.Duration("soak-duration", 5*time.Minute, "measured time of the soak scenario (run it with -scenarios soak)")
+		soakWarmup  = flag.Duration("soak-warmup", 30*time.Second, "warm-up of the soak scenario")
+		soakRate    = flag.Float64("soak-rate", 5000, "requests per second the soak offers")
+		soakPG      = flag.Bool("soak-postgres", false, "run the soak's SpiceDB on the Postgres datastore (-postgres) instead of memory; the memory datastore keeps every revision in the process, so its heap grows with every write")
+		soakSpiceDB = flag.String("soak-spicedb", "embedded", "where the soak's SpiceDB runs: embedded (in mandate's process) or standalone (a `spicedb serve` process of its own, built once per machine at go.mod's version, reached over TCP as a SpiceDB cluster is)")
+		soakAudit   = flag.Int("soak-audit-records", 0, "the soak server's --audit-memory-records (0: the default, 100000); lower it so the in-memory audit store reaches its bound within the warm-up at a low rate")
+		memEntries  = flag.Int("memory-entries", 0, "instead of the scenarios, fill a decision cache with this many decisions and report resident memory")
+		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and load generator share the process)")
 	)
 	flag.StringVar(&heapProfile, "memprofile", "", "write a heap profile at the end of the soak, while its server still runs")
 	flag.Parse()
@@ -98,6 +99,20 @@ func main() {
 	}
 
 	keys := keysFile()
+	if *soakSpiceDB != "embedded" && *soakSpiceDB != "standalone" {
+		fmt.Fprintf(os.Stderr, "-soak-spicedb must be embedded or standalone, not %q\n", *soakSpiceDB)
+		os.Exit(2)
+	}
+	if len(want) == 1 && want["soak"] {
+		// The soak alone: no other server idles in the process it measures.
+		minutes, lines := soak(ctx, keys, soakOptions{d: *soakFor, warmup: *soakWarmup, rate: *soakRate, auditRecords: *soakAudit,
+			pgDSN: soakDSN(*soakPG, *pgDSN), standalone: *soakSpiceDB == "standalone"})
+		for _, r := range minutes {
+			add(r.Description, r)
+		}
+		report(results, lines, *jsonOut, *soakFor)
+		return
+	}
 	spicedbAddr := freeAddr()
 	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey}})
 	defer stop()
@@ -291,7 +306,8 @@ func main() {
 		}
 	}
 	if want["soak"] {
-		minutes, lines := soak(ctx, keys, *soakFor, *soakWarmup, *soakRate, *soakAudit, soakDSN(*soakPG, *pgDSN))
+		minutes, lines := soak(ctx, keys, soakOptions{d: *soakFor, warmup: *soakWarmup, rate: *soakRate, auditRecords: *soakAudit,
+			pgDSN: soakDSN(*soakPG, *pgDSN), standalone: *soakSpiceDB == "standalone"})
 		for _, r := range minutes {
 			add(r.Description, r)
 		}
@@ -303,23 +319,28 @@ func main() {
 		}
 	}
 
-	bench.WriteTable(os.Stdout, results)
-	fmt.Println()
 	ratios := append(append(targetRatios(results), overheadLines(results)...), tokenRatio(results)...)
 	if restRatio != "" {
 		ratios = append(ratios, restRatio)
 	}
-	ratios = append(ratios, soakLines...)
-	for _, l := range ratios {
+	report(results, append(ratios, soakLines...), *jsonOut, *duration)
+}
+
+// report prints the results table and the summary lines, and writes both
+// as JSON when asked.
+func report(results []bench.Result, lines []string, jsonOut string, duration time.Duration) {
+	bench.WriteTable(os.Stdout, results)
+	fmt.Println()
+	for _, l := range lines {
 		fmt.Println(l)
 	}
-	if *jsonOut != "" {
-		f, err := os.Create(*jsonOut)
+	if jsonOut != "" {
+		f, err := os.Create(jsonOut)
 		must(err)
 		defer f.Close()
 		must(bench.WriteJSON(f, map[string]any{
 			"date": time.Now().UTC().Format(time.RFC3339), "cores": runtime.NumCPU(), "go": runtime.Version(),
-			"cpu": cpuModel(), "duration": duration.String(), "results": results, "ratios": ratios,
+			"cpu": cpuModel(), "duration": duration.String(), "results": results, "ratios": lines,
 		}))
 	}
 }

@@ -76,17 +76,4 @@ func memoryReport(n int) {
 }
 
 // status reads a memory line of /proc/self/status, in MiB.
-func status(field string) float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, field) {
-			var kb float64
-			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(l, field)), "%f", &kb)
-			return kb / 1024
-		}
-	}
-	return 0
-}
+func status(field string) float64 { return statusOf(os.Getpid(), field) }

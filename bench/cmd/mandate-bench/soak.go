@@ -38,6 +38,9 @@ const (
 	soakChurnAgents    = 8
 	soakChurnResources = 25
 	soakSampleEvery    = 100
+	// soakLateWrite is how long after its failure a write is taken to be
+	// able to land: many times mandate's 2 s deadline for a call into SpiceDB.
+	soakLateWrite = 30 * time.Second
 )
 
 // soakPair is one churned (agent, resource) pair and the harness's model of
@@ -50,9 +53,14 @@ type soakPair struct {
 	expiresAt       time.Time
 	granted         atomic.Bool
 	expiresNanos    atomic.Int64
-	// unknown: a write failed, and may or may not have happened. The next
-	// successful grant (which replaces any) makes the pair known again.
-	unknown atomic.Bool
+	// unknown: a write failed, and may or may not have happened. A failed
+	// write is an outcome unknown, and may still land later than its answer
+	// (its deadline inside SpiceDB starts when its request arrives there,
+	// which a congested connection delays): the next successful grant
+	// (which replaces any) makes the pair known again only if it started
+	// soakLateWrite after the failure.
+	unknown  atomic.Bool
+	failedAt time.Time // guarded by mu
 }
 
 type soakSample struct {
@@ -71,17 +79,50 @@ type soakStats struct {
 	firstError                       atomic.Value // string
 }
 
-func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float64, auditRecords int, pgDSN string) ([]bench.Result, []string) {
+// soakOptions are the soak's flags.
+type soakOptions struct {
+	d, warmup    time.Duration
+	rate         float64
+	auditRecords int
+	// pgDSN, when set, puts SpiceDB's datastore on Postgres (a fresh
+	// database); otherwise it is the memory datastore.
+	pgDSN string
+	// standalone runs SpiceDB as a `spicedb serve` process of its own,
+	// reached over TCP, instead of embedded in mandate's process.
+	standalone bool
+}
+
+func soak(ctx context.Context, keys string, o soakOptions) ([]bench.Result, []string) {
+	d, warmup, rate := o.d, o.warmup, o.rate
 	spicedbAddr := freeAddr()
-	emb := embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey}
-	if pgDSN != "" {
-		uri, drop := freshDB(ctx, pgDSN)
+	cfg := server.Config{KeysFile: keys, Audit: server.AuditConfig{MemoryRecords: o.auditRecords}}
+	var uri string
+	if o.pgDSN != "" {
+		var drop func()
+		uri, drop = freshDB(ctx, o.pgDSN)
 		defer drop()
-		must(embedded.Migrate(ctx, "postgres", uri))
-		emb.Engine, emb.URI = "postgres", uri
 	}
-	srv, stop := start(ctx, server.Config{KeysFile: keys, Embedded: emb,
-		Audit: server.AuditConfig{MemoryRecords: auditRecords}})
+	where := "embedded in mandate's process"
+	sdbPid := 0
+	if o.standalone {
+		addr, pid, stopSpiceDB := standaloneSpiceDB(ctx, uri)
+		defer stopSpiceDB()
+		spicedbAddr, sdbPid = addr, pid
+		cfg.SpiceDBEndpoint, cfg.SpiceDBToken, cfg.SpiceDBInsecure = addr, spicedbKey, true
+		where = "a standalone `spicedb serve` process"
+	} else {
+		cfg.Embedded = embedded.Config{Engine: "memory", APIAddr: spicedbAddr, APIKey: spicedbKey}
+		if uri != "" {
+			must(embedded.Migrate(ctx, "postgres", uri))
+			cfg.Embedded.Engine, cfg.Embedded.URI = "postgres", uri
+		}
+	}
+	datastore := "memory"
+	if uri != "" {
+		datastore = "Postgres"
+	}
+	fmt.Fprintf(os.Stderr, "soak: SpiceDB is %s, on the %s datastore\n", where, datastore)
+	srv, stop := start(ctx, cfg)
 	defer stop()
 	opConn := dial(srv.GRPCAddr(), operatorKey)
 	hotAgent := seedHotSet(ctx, srv, opConn)
@@ -154,20 +195,35 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		return r.GetCheckedAt().GetToken(), err
 	}
 
-	check := func(ctx context.Context, i int, rnd *rand.Rand) {
+	hotResources := make([]string, hotSet)
+	for i := range hotResources {
+		hotResources[i] = fmt.Sprintf("repo:bench/hot%d", i)
+	}
+	check := func(ctx context.Context, i int) {
 		st.checks.Add(1)
 		req := &mandatev1.CheckRequest{Permission: "read"}
 		var p *soakPair
-		x := rnd.IntN(99)
+		x := rand.IntN(99)
 		uncached := x >= 90
 		if x%9 == 0 { // one check in nine asks about a churned pair
-			p = pairs[rnd.IntN(len(pairs))]
+			p = pairs[rand.IntN(len(pairs))]
 			req.Subject, req.Resource = p.agent, p.resource
 		} else {
-			req.Subject, req.Resource = hotAgent, fmt.Sprintf("repo:bench/hot%d", rnd.IntN(hotSet))
+			req.Subject, req.Resource = hotAgent, hotResources[rand.IntN(hotSet)]
 		}
 		if uncached {
 			req.ConsistencyToken = unseenToken
+		}
+		// The pair's state is read before SpiceDB's head: a write that
+		// lands between the two then shows as a change of seq, and the
+		// answer is not judged, where reading it after the head would
+		// take a grant made after the head for one that existed at it.
+		var s1 uint64
+		var expected, granted, unknown bool
+		var expiresAt time.Time
+		if p != nil {
+			s1 = p.seq.Load()
+			granted, expiresAt, unknown = p.granted.Load(), time.Unix(0, p.expiresNanos.Load()), p.unknown.Load()
 		}
 		var sample *soakSample
 		if i%soakSampleEvery == 0 {
@@ -177,13 +233,6 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 				return
 			}
 			sample = &soakSample{subject: req.Subject, resource: req.Resource, token: tok, before: time.Now()}
-		}
-		var s1 uint64
-		var expected, granted, unknown bool
-		var expiresAt time.Time
-		if p != nil {
-			s1 = p.seq.Load()
-			granted, expiresAt, unknown = p.granted.Load(), time.Unix(0, p.expiresNanos.Load()), p.unknown.Load()
 		}
 		before := time.Now()
 		resp, err := checks.Check(ctx, req)
@@ -226,8 +275,18 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		}
 	}
 
-	write := func(ctx context.Context, rnd *rand.Rand) {
-		p := pairs[rnd.IntN(len(pairs))]
+	// writeFailed counts a failed write and says which pair and when: a
+	// wrong allow on that pair afterwards can then be told from a write
+	// that landed late.
+	var writeFailures atomic.Int64
+	writeFailed := func(p *soakPair, what string, err error) {
+		fail(fmt.Errorf("%s: %w", what, err))
+		if writeFailures.Add(1) <= 20 {
+			fmt.Fprintf(os.Stderr, "soak: %s %s read %s failed at %s: %v\n", what, p.agent, p.resource, time.Now().Format(time.RFC3339Nano), err)
+		}
+	}
+	write := func(ctx context.Context) {
+		p := pairs[rand.IntN(len(pairs))]
 		if !p.mu.TryLock() {
 			return // another write to this pair is in flight
 		}
@@ -238,21 +297,26 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		if p.granted.Load() && !p.unknown.Load() && time.Now().Before(p.expiresAt) {
 			if _, err := grants.DeleteGrant(ctx, &mandatev1.DeleteGrantRequest{Id: p.grantID}); err != nil {
 				p.unknown.Store(true)
-				fail(fmt.Errorf("revoking: %w", err))
+				p.failedAt = time.Now()
+				writeFailed(p, "revoking", err)
 				return
 			}
 			p.granted.Store(false)
 			return
 		}
 		// Short lifetimes, so grants also end by expiry during the run.
-		ttl := []string{"5s", "20s", "1m", "10m"}[rnd.IntN(4)]
+		ttl := []string{"5s", "20s", "1m", "10m"}[rand.IntN(4)]
+		started := time.Now()
 		resp, err := grants.CreateGrant(ctx, &mandatev1.CreateGrantRequest{Holder: p.agent, Permission: "read", Resource: p.resource, Ttl: ttl})
 		if err != nil {
 			p.unknown.Store(true)
-			fail(fmt.Errorf("granting: %w", err))
+			p.failedAt = time.Now()
+			writeFailed(p, "granting", err)
 			return
 		}
-		p.unknown.Store(false)
+		if p.failedAt.IsZero() || started.After(p.failedAt.Add(soakLateWrite)) {
+			p.unknown.Store(false)
+		}
 		p.grantID, p.expiresAt = resp.GetGrant().GetId(), resp.GetGrant().GetExpiresAt().AsTime()
 		p.expiresNanos.Store(p.expiresAt.UnixNano())
 		p.granted.Store(true)
@@ -271,7 +335,7 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 	var summarising sync.WaitGroup
 	var minutes []bench.Result
 	var rss []float64
-	var heap []float64
+	var heap, heapMemdb, heapRest, sdbRSS []float64
 	startErrs := int64(0)
 	// closeMinute starts the next minute, and summarises the last one in
 	// the background so the sender is not held up.
@@ -307,22 +371,56 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 	measureFrom := t0.Add(warmup)
 	minuteStart = measureFrom
 	cpu0 := processCPU()
+	var sdbCPU0 time.Duration
+	if sdbPid != 0 {
+		sdbCPU0 = processCPUOf(sdbPid)
+	}
 	nextMinute, minuteN := measureFrom.Add(time.Minute), 1
-	nextSample := t0
+	// Memory is sampled every 10 s by its own goroutine, so reading the
+	// heap profile does not hold up the sender. Go's heap in use is split
+	// into what SpiceDB's memory datastore allocated (it keeps every
+	// revision) and the rest: mandate, the embedded SpiceDB's other parts
+	// and the load generator.
+	var memMu sync.Mutex
+	sampleMem := func() {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		m, r, err := heapShares()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "soak: reading the heap profile:", err)
+		}
+		memMu.Lock()
+		defer memMu.Unlock()
+		rss = append(rss, status("VmRSS:"))
+		if sdbPid != 0 {
+			sdbRSS = append(sdbRSS, statusOf(sdbPid, "VmRSS:"))
+		}
+		heap = append(heap, float64(ms.HeapInuse)/(1<<20))
+		heapMemdb = append(heapMemdb, m/(1<<20))
+		heapRest = append(heapRest, r/(1<<20))
+	}
+	samplerDone := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		sampleMem()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-tick.C:
+				sampleMem()
+			}
+		}
+	}()
 	var dropped atomic.Int64
-	var ms runtime.MemStats
 	for i := 0; runCtx.Err() == nil; i++ {
 		due := t0.Add(time.Duration(i) * interval)
 		if wait := time.Until(due); wait > 0 {
 			time.Sleep(wait)
 		}
 		now := time.Now()
-		if !now.Before(nextSample) {
-			rss = append(rss, status("VmRSS:"))
-			runtime.ReadMemStats(&ms)
-			heap = append(heap, float64(ms.HeapInuse)/(1<<20))
-			nextSample = nextSample.Add(10 * time.Second)
-		}
 		if now.After(measureFrom) && !now.Before(nextMinute) {
 			closeMinute(minuteN)
 			minuteN++
@@ -338,12 +436,11 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		go func(i int, due time.Time) {
 			defer wg.Done()
 			defer outstanding.Add(-1)
-			rnd := rand.New(rand.NewPCG(uint64(i), 7))
 			// The requests outlive the sending loop's deadline.
-			if rnd.IntN(100) == 0 {
-				write(ctx, rnd)
+			if rand.IntN(100) == 0 {
+				write(ctx)
 			} else {
-				check(ctx, i, rnd)
+				check(ctx, i)
 			}
 			if due.After(measureFrom) {
 				el := time.Since(due)
@@ -354,6 +451,7 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		}(i, due)
 	}
 	wg.Wait()
+	<-samplerDone
 	if len(cur.lat) > 0 {
 		closeMinute(minuteN)
 	}
@@ -372,6 +470,10 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 	<-verifyDone
 	elapsed := time.Since(measureFrom)
 	cpuShare := (processCPU() - cpu0).Seconds() / time.Since(t0).Seconds()
+	sdbShare := 0.0
+	if sdbPid != 0 {
+		sdbShare = (processCPUOf(sdbPid) - sdbCPU0).Seconds() / time.Since(t0).Seconds()
+	}
 
 	// Memory: the samples after warm-up (and one more minute for the
 	// audit store and the cache to fill to their bounds).
@@ -383,7 +485,19 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 		lo, hi := after[0], after[len(after)-1]
 		lines = append(lines, fmt.Sprintf("soak: resident memory every 10 s, MiB: %s", fmtFloats(rss)))
 		lines = append(lines, fmt.Sprintf("soak: Go heap in use every 10 s, MiB: %s", fmtFloats(heap)))
+		lines = append(lines, fmt.Sprintf("soak: SpiceDB is %s, on the %s datastore", where, datastore))
 		lines = append(lines, fmt.Sprintf("soak: RSS after warm-up %.0f–%.0f MiB, spread %.1f%% (target <= 10%%)", lo, hi, 100*(hi-lo)/lo))
+		if len(sdbRSS) > settled {
+			after := append([]float64(nil), sdbRSS[settled:]...)
+			sort.Float64s(after)
+			lines = append(lines, fmt.Sprintf("soak: the spicedb process's resident memory every 10 s, MiB: %s", fmtFloats(sdbRSS)))
+			lines = append(lines, fmt.Sprintf("soak: the spicedb process's RSS after warm-up %.0f–%.0f MiB, spread %.1f%%", after[0], after[len(after)-1], 100*(after[len(after)-1]-after[0])/after[0]))
+		}
+		lines = append(lines, fmt.Sprintf("soak: of the heap in use, allocated by SpiceDB's memory datastore (kept for every revision), MiB: %s", fmtFloats(heapMemdb)))
+		lines = append(lines, fmt.Sprintf("soak: of the heap in use, everything else (mandate, the rest of SpiceDB, the load generator), MiB: %s", fmtFloats(heapRest)))
+		rest := append([]float64(nil), heapRest[settled:]...)
+		sort.Float64s(rest)
+		lines = append(lines, fmt.Sprintf("soak: heap outside the memory datastore after warm-up %.0f–%.0f MiB, spread %.1f%%", rest[0], rest[len(rest)-1], 100*(rest[len(rest)-1]-rest[0])/rest[0]))
 	}
 	var total int
 	var p99s []string
@@ -395,7 +509,9 @@ func soak(ctx context.Context, keys string, d, warmup time.Duration, rate float6
 	lines = append(lines,
 		fmt.Sprintf("soak: %.0f requests/s offered, %.0f/s answered over %v after %v warm-up (%d checks, %d writes in all)", rate, float64(total)/elapsed.Seconds(), elapsed.Round(time.Second), warmup, st.checks.Load(), st.writes.Load()),
 		fmt.Sprintf("soak: p99 per minute, ms: %v", p99s),
-		fmt.Sprintf("soak: the process (server and load generator) used %.2f of the machine's %d cores on average", cpuShare, runtime.NumCPU()),
+		fmt.Sprintf("soak: the process (mandate and the load generator%s) used %.2f of the machine's %d cores on average%s", map[bool]string{true: "", false: " and SpiceDB"}[sdbPid != 0], cpuShare, runtime.NumCPU(),
+			map[bool]string{true: fmt.Sprintf(", the spicedb process %.2f", sdbShare), false: ""}[sdbPid != 0]),
+		fmt.Sprintf("soak: writes that failed %d (each leaves its pair unjudged until a later grant that starts %v after it)", writeFailures.Load(), soakLateWrite),
 		fmt.Sprintf("soak: errors %d (target 0)%s", st.errors.Load(), map[bool]string{true: ", first: " + first, false: ""}[first != ""]),
 		fmt.Sprintf("soak: wrong allows against the model %d, wrong denies %d, indeterminate (write or expiry in flight) %d", st.wrongAllowsModel.Load(), st.wrongDenies.Load(), st.indeterminate.Load()),
 		fmt.Sprintf("soak: sampled %d, re-checked at their exact ZedToken and time %d, wrong allows %d (target 0), stricter answers %d, not re-checked %d",
