@@ -103,7 +103,16 @@ type Engine struct {
 	watching func() bool
 	// slots serializes this engine's writes to one grant slot (grants.go).
 	slots slotLocks
+	// lastWrite is the newest write this engine acknowledged (revision.go).
+	lastWrite atomic.Pointer[writeMark]
+	// staleReads counts answers SpiceDB gave at a revision before one of
+	// this engine's acknowledged writes, each asked again.
+	staleReads atomic.Int64
 }
+
+// StaleReads is how many of SpiceDB's fully consistent answers came from a
+// revision before a write this engine had acknowledged, and were asked again.
+func (e *Engine) StaleReads() int64 { return e.staleReads.Load() }
 
 // New connects the engine to SpiceDB. When SpiceDB has no schema yet, it
 // writes the default one; when it has one, it must be mandate-compatible.
@@ -213,6 +222,7 @@ func (e *Engine) writeSchema(ctx context.Context, src string) (string, error) {
 		return "", backendErr("WriteSchema", err)
 	}
 	e.schema.Store(info)
+	e.noteWrite(resp.GetWrittenAt().GetToken())
 	if e.invalidator != nil {
 		e.invalidator.Invalidate(resp.GetWrittenAt().GetToken(), []string{KeyAll})
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -284,6 +285,30 @@ func evaluate(c *chain, now time.Time, f *facts, mode evalMode) Evaluation {
 
 // ---- gathering the facts of one check --------------------------------------
 
+// checkBulkAfterWrites asks SpiceDB at full consistency, and makes sure the
+// answer is at or after every write this engine acknowledged before asking
+// (see revision.go): an answer read before one is asked again, once; a call
+// for the head revision that starts after the first answer came back starts
+// after the write committed. Should the second answer be older still, the
+// decision is an error, never an answer from before the write.
+func (e *Engine) checkBulkAfterWrites(ctx context.Context, items []*v1.CheckBulkPermissionsRequestItem) (*v1.CheckBulkPermissionsResponse, error) {
+	w := e.lastWrite.Load()
+	for attempt := 0; ; attempt++ {
+		bulk, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: fullyConsistent, Items: items})
+		if err != nil {
+			return nil, backendErr("CheckBulkPermissions", err)
+		}
+		if !readBefore(bulk.GetCheckedAt().GetToken(), w) {
+			return bulk, nil
+		}
+		e.staleReads.Add(1)
+		if attempt == 1 {
+			return nil, &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable",
+				Err: fmt.Errorf("%w: SpiceDB answered at full consistency twice at a revision before write %s", ErrUnavailable, w.token)}
+		}
+	}
+}
+
 // holderSubject is the subject of holder i of chain c: agent i, or the task's members.
 func (c *chain) holderSubject(i int) (Ref, string) {
 	if i < len(c.agents) {
@@ -319,9 +344,9 @@ func (e *Engine) gather(ctx context.Context, q Query, c *chain, now time.Time, m
 		sub, subRel := c.holderSubject(i)
 		items = append(items, &v1.CheckBulkPermissionsRequestItem{Resource: objRef(q.Resource), Permission: grantRel, Subject: subRef(sub, subRel), Context: cctx})
 	}
-	bulk, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: fullyConsistent, Items: items})
+	bulk, err := e.checkBulkAfterWrites(ctx, items)
 	if err != nil {
-		return nil, backendErr("CheckBulkPermissions", err)
+		return nil, err
 	}
 	pairs, err := bulkPairs(bulk, len(items))
 	if err != nil {

@@ -77,6 +77,7 @@ type Invalidator interface {
 func (e *Engine) SetInvalidator(inv Invalidator) { e.invalidator = inv }
 
 func (e *Engine) invalidate(token string, updates []*v1.RelationshipUpdate) {
+	e.noteWrite(token)
 	if e.invalidator == nil {
 		return
 	}
