@@ -61,6 +61,15 @@ type soakPair struct {
 	// soakLateWrite after the failure.
 	unknown  atomic.Bool
 	failedAt time.Time // guarded by mu
+	// last says what the last successful write was, when it returned, and
+	// its consistency token: a wrong allow prints it.
+	last atomic.Pointer[string]
+}
+
+// noteWrite records the pair's last successful write.
+func (p *soakPair) noteWrite(what, token string) {
+	s := fmt.Sprintf("%s at %s, token %s", what, time.Now().Format(time.RFC3339Nano), token)
+	p.last.Store(&s)
 }
 
 type soakSample struct {
@@ -268,8 +277,17 @@ func soak(ctx context.Context, keys string, o soakOptions) ([]bench.Result, []st
 		switch {
 		case allowed && !expected:
 			st.wrongAllowsModel.Add(1)
-			fmt.Fprintf(os.Stderr, "soak: WRONG ALLOW (model) %s read %s, uncached %v, granted %v, expires %s, sent %s, answered %s, answer %v\n",
-				p.agent, p.resource, uncached, granted, expiresAt.Format(time.RFC3339Nano), before.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano), resp)
+			last := ""
+			if l := p.last.Load(); l != nil {
+				last = *l
+			}
+			// What mandate says now, bypassing its cache, tells a stale
+			// answer (the cache, or a stale read) from a grant that is
+			// still there.
+			again, err := checks.Check(ctx, &mandatev1.CheckRequest{Subject: p.agent, Permission: "read", Resource: p.resource, ConsistencyToken: unseenToken})
+			fmt.Fprintf(os.Stderr, "soak: WRONG ALLOW (model) %s read %s, uncached %v, granted %v, expires %s, sent %s, answered %s, answer %v; the pair's last write: %s; asked again uncached: allowed %v %s (err %v)\n",
+				p.agent, p.resource, uncached, granted, expiresAt.Format(time.RFC3339Nano), before.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano), resp,
+				last, again.GetAllowed(), again.GetConsistencyToken(), err)
 		case !allowed && expected:
 			st.wrongDenies.Add(1)
 		}
@@ -295,13 +313,15 @@ func soak(ctx context.Context, keys string, o soakOptions) ([]bench.Result, []st
 		p.seq.Add(1)
 		defer p.seq.Add(1)
 		if p.granted.Load() && !p.unknown.Load() && time.Now().Before(p.expiresAt) {
-			if _, err := grants.DeleteGrant(ctx, &mandatev1.DeleteGrantRequest{Id: p.grantID}); err != nil {
+			resp, err := grants.DeleteGrant(ctx, &mandatev1.DeleteGrantRequest{Id: p.grantID})
+			if err != nil {
 				p.unknown.Store(true)
 				p.failedAt = time.Now()
 				writeFailed(p, "revoking", err)
 				return
 			}
 			p.granted.Store(false)
+			p.noteWrite("revoked "+p.grantID, resp.GetConsistencyToken())
 			return
 		}
 		// Short lifetimes, so grants also end by expiry during the run.
@@ -320,6 +340,7 @@ func soak(ctx context.Context, keys string, o soakOptions) ([]bench.Result, []st
 		p.grantID, p.expiresAt = resp.GetGrant().GetId(), resp.GetGrant().GetExpiresAt().AsTime()
 		p.expiresNanos.Store(p.expiresAt.UnixNano())
 		p.granted.Store(true)
+		p.noteWrite("granted "+p.grantID, resp.GetConsistencyToken())
 	}
 
 	// The open loop, with latencies kept per minute (and dropped once
