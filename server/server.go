@@ -355,6 +355,10 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mandate_stale_reads_total",
+		Help: "Fully consistent SpiceDB answers that came from a revision before a write this replica had acknowledged, and were asked again.",
+	}, func() float64 { return float64(s.engine.StaleReads()) }))
 	metrics := cache.NewMetrics(reg)
 	h := &service.Handlers{Engine: s.engine, Log: c.Log, RequireHumanToken: c.Credentials.requireHumanToken()}
 	if h.Lookup, err = s.decisionCache(sdb, metrics); err != nil {

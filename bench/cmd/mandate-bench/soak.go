@@ -532,6 +532,7 @@ func soak(ctx context.Context, keys string, o soakOptions) ([]bench.Result, []st
 		fmt.Sprintf("soak: p99 per minute, ms: %v", p99s),
 		fmt.Sprintf("soak: the process (mandate and the load generator%s) used %.2f of the machine's %d cores on average%s", map[bool]string{true: "", false: " and SpiceDB"}[sdbPid != 0], cpuShare, runtime.NumCPU(),
 			map[bool]string{true: fmt.Sprintf(", the spicedb process %.2f", sdbShare), false: ""}[sdbPid != 0]),
+		fmt.Sprintf("soak: SpiceDB answers from before a write mandate had acknowledged, asked again: %d", srv.Engine().StaleReads()),
 		fmt.Sprintf("soak: writes that failed %d (each leaves its pair unjudged until a later grant that starts %v after it)", writeFailures.Load(), soakLateWrite),
 		fmt.Sprintf("soak: errors %d (target 0)%s", st.errors.Load(), map[bool]string{true: ", first: " + first, false: ""}[first != ""]),
 		fmt.Sprintf("soak: wrong allows against the model %d, wrong denies %d, indeterminate (write or expiry in flight) %d", st.wrongAllowsModel.Load(), st.wrongDenies.Load(), st.indeterminate.Load()),
