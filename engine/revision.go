@@ -19,6 +19,10 @@ import (
 // allowed once more. So the engine remembers its newest write, and a
 // decision read at an older revision is read again (see gather).
 
+// NoteWrite records a write another replica made, as the watch delivers
+// it: decisions from then on are not read from before it either.
+func (e *Engine) NoteWrite(token string) { e.noteWrite(token) }
+
 // noteWrite records token as this engine's newest acknowledged write.
 func (e *Engine) noteWrite(token string) {
 	if token == "" {

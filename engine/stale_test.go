@@ -50,7 +50,7 @@ func TestDecisionSeesAcknowledgedWrites(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			stale := &staleHead{}
-			e, _ := b.engine(t, engine.Config{}, grpc.WithChainUnaryInterceptor(stale.unary))
+			e, d := b.engine(t, engine.Config{}, grpc.WithChainUnaryInterceptor(stale.unary))
 			w := &world{t: t, e: e}
 			w.admin("repo:acme/api#reader@user:alice")
 			a := w.agent(w.task("user:alice", "1h"), nil, "1h")
@@ -71,10 +71,23 @@ func TestDecisionSeesAcknowledgedWrites(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := e.Decide(context.Background(), q)
-			if d.Allowed || kindOf(err) != engine.KindUnavailable {
-				t.Fatalf("SpiceDB answered twice from before the revocation: allowed=%v err=%v, want an Unavailable error", d.Allowed, err)
+			dec, err := e.Decide(context.Background(), q)
+			if dec.Allowed || kindOf(err) != engine.KindUnavailable {
+				t.Fatalf("SpiceDB answered twice from before the revocation: allowed=%v err=%v, want an Unavailable error", dec.Allowed, err)
 			}
+
+			// Another replica's revocation counts once the watch delivers
+			// it (the server passes the watch's revisions to NoteWrite).
+			other := engineOn(t, d, engine.Config{})
+			g2 := w.mustGrant(ag(a), "read", "repo:acme/api", "15m")
+			before = w.expect(ag(a), "read", "repo:acme/api", engine.ReasonAllowed)
+			tok, err := other.DeleteGrant(context.Background(), g2.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.NoteWrite(tok)
+			stale.arm(before.Token, 1)
+			w.expect(ag(a), "read", "repo:acme/api", engine.ReasonNoGrant)
 		})
 	}
 }

@@ -589,7 +589,7 @@ func (s *Server) decisionCache(sdb *engine.Client, metrics *cache.Metrics) (engi
 		s.cache.SetPublisher(s.bus.Publish)
 	}
 	s.watcher = &cache.Watcher{Cache: s.cache, Client: sdb.Watch, Schema: sdb.Schema, Log: c.Log, OnSchemaChange: s.engine.RefreshSchema,
-		OnRelationships: s.engine.NotifyRelationships}
+		OnRelationships: s.engine.NotifyRelationships, OnWrite: s.engine.NoteWrite}
 	// The cache serves only while the watch follows SpiceDB; then long polls
 	// are woken by it and read again rarely.
 	s.engine.SetWatching(func() bool { ok, _ := s.cache.Status(); return ok })

@@ -28,6 +28,10 @@ type Watcher struct {
 	// OnRelationships, when set, is told every changed relationship, this
 	// replica's own included (the engine wakes long polls with it).
 	OnRelationships func(rels []*v1.Relationship)
+	// OnWrite, when set, is told the revision of every change the watch
+	// delivers, so that decisions are never read from before it (the
+	// engine's NoteWrite).
+	OnWrite func(token string)
 }
 
 // Run follows the watch. Between messages it checks the lag every tenth of
@@ -133,6 +137,9 @@ func (w *Watcher) follow(ctx context.Context) (delivered bool, err error) {
 				rels[i] = u.GetRelationship()
 			}
 			w.OnRelationships(rels)
+		}
+		if w.OnWrite != nil && len(resp.GetUpdates()) > 0 {
+			w.OnWrite(resp.GetChangesThrough().GetToken())
 		}
 		if n := len(resp.GetUpdates()); n > 0 && !w.Cache.alreadyApplied(resp.GetChangesThrough().GetToken()) {
 			seen := make(map[string]bool, n)
