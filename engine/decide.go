@@ -106,15 +106,14 @@ func (e *Engine) caveatContext(q Query, now time.Time) *structpb.Struct {
 }
 
 func (e *Engine) decideUser(ctx context.Context, q Query) (Decision, error) {
-	resp, err := e.sdb.Permissions.CheckPermission(ctx, &v1.CheckPermissionRequest{
-		Consistency: fullyConsistent,
-		Resource:    objRef(q.Resource),
-		Permission:  q.Permission,
-		Subject:     subRef(q.Subject, ""),
-		Context:     e.caveatContext(q, e.now()),
+	resp, err := e.checkAfterWrites(ctx, &v1.CheckPermissionRequest{
+		Resource:   objRef(q.Resource),
+		Permission: q.Permission,
+		Subject:    subRef(q.Subject, ""),
+		Context:    e.caveatContext(q, e.now()),
 	})
 	if err != nil {
-		return Decision{}, backendErr("CheckPermission", err)
+		return Decision{}, err
 	}
 	d := Decision{Principal: q.Subject, Token: resp.GetCheckedAt().GetToken(), Chain: []Ref{q.Subject}}
 	switch resp.GetPermissionship() {

@@ -285,26 +285,43 @@ func evaluate(c *chain, now time.Time, f *facts, mode evalMode) Evaluation {
 
 // ---- gathering the facts of one check --------------------------------------
 
-// checkBulkAfterWrites asks SpiceDB at full consistency, and makes sure the
-// answer is at or after every write this engine acknowledged before asking
-// (see revision.go): an answer read before one is asked again, once; a call
-// for the head revision that starts after the first answer came back starts
-// after the write committed. Should the second answer be older still, the
-// decision is an error, never an answer from before the write.
+// checkBulkAfterWrites is a fully consistent bulk check that is never
+// answered from before a write this engine knows of (see afterWrites).
 func (e *Engine) checkBulkAfterWrites(ctx context.Context, items []*v1.CheckBulkPermissionsRequestItem) (*v1.CheckBulkPermissionsResponse, error) {
+	return afterWrites(e, "CheckBulkPermissions", func() (*v1.CheckBulkPermissionsResponse, error) {
+		return e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: fullyConsistent, Items: items})
+	})
+}
+
+// checkAfterWrites is the same for one check.
+func (e *Engine) checkAfterWrites(ctx context.Context, req *v1.CheckPermissionRequest) (*v1.CheckPermissionResponse, error) {
+	req.Consistency = fullyConsistent
+	return afterWrites(e, "CheckPermission", func() (*v1.CheckPermissionResponse, error) {
+		return e.sdb.Permissions.CheckPermission(ctx, req)
+	})
+}
+
+// afterWrites makes a fully consistent call and makes sure its answer is at
+// or after every write this engine knew of before calling (see revision.go):
+// an answer read before one is asked again, once; a call for the head
+// revision that starts after the first answer came back starts after the
+// write committed. Should the second answer be older still, the result is an
+// error, never an answer from before the write.
+func afterWrites[R interface{ GetCheckedAt() *v1.ZedToken }](e *Engine, method string, call func() (R, error)) (R, error) {
 	w := e.lastWrite.Load()
 	for attempt := 0; ; attempt++ {
-		bulk, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: fullyConsistent, Items: items})
+		resp, err := call()
 		if err != nil {
-			return nil, backendErr("CheckBulkPermissions", err)
+			return resp, backendErr(method, err)
 		}
-		if !readBefore(bulk.GetCheckedAt().GetToken(), w) {
-			return bulk, nil
+		if !readBefore(resp.GetCheckedAt().GetToken(), w) {
+			return resp, nil
 		}
 		e.staleReads.Add(1)
 		if attempt == 1 {
-			return nil, &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable",
-				Err: fmt.Errorf("%w: SpiceDB answered at full consistency twice at a revision before write %s", ErrUnavailable, w.token)}
+			var zero R
+			return zero, &Error{Kind: KindUnavailable, Msg: "authorization backend unavailable",
+				Err: fmt.Errorf("%w: SpiceDB answered %s at full consistency twice at a revision before write %s", ErrUnavailable, method, w.token)}
 		}
 	}
 }

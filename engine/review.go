@@ -676,12 +676,12 @@ func relSubject(r *v1.Relationship) string {
 
 // trace asks SpiceDB for the path by which a user holds (or lacks) a permission.
 func (e *Engine) trace(ctx context.Context, user Ref, perm string, res Ref, q Query) ([]string, error) {
-	resp, err := e.sdb.Permissions.CheckPermission(ctx, &v1.CheckPermissionRequest{
-		Consistency: fullyConsistent, Resource: objRef(res), Permission: perm, Subject: subRef(user, ""),
+	resp, err := e.checkAfterWrites(ctx, &v1.CheckPermissionRequest{
+		Resource: objRef(res), Permission: perm, Subject: subRef(user, ""),
 		Context: e.caveatContext(q, e.now()), WithTracing: true,
 	})
 	if err != nil {
-		return nil, backendErr("CheckPermission", err)
+		return nil, err
 	}
 	if resp.GetPermissionship() != v1.CheckPermissionResponse_PERMISSIONSHIP_HAS_PERMISSION {
 		return []string{fmt.Sprintf("no relationship gives %s %s on %s", user, perm, res)}, nil
@@ -776,9 +776,9 @@ func (e *Engine) grantRecordsOf(ctx context.Context, holders []Ref) ([]*v1.Relat
 // act at all.
 func (e *Engine) standing(ctx context.Context, c *chain, now time.Time) (facts, *v1.Consistency, bool, error) {
 	items := standingItems(c, e.caveatContext(Query{}, now))
-	bulk, err := e.sdb.Permissions.CheckBulkPermissions(ctx, &v1.CheckBulkPermissionsRequest{Consistency: fullyConsistent, Items: items})
+	bulk, err := e.checkBulkAfterWrites(ctx, items)
 	if err != nil {
-		return facts{}, nil, false, backendErr("CheckBulkPermissions", err)
+		return facts{}, nil, false, err
 	}
 	pairs, err := bulkPairs(bulk, len(items))
 	if err != nil {

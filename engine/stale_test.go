@@ -29,16 +29,21 @@ func (s *staleHead) arm(token string, n int) {
 }
 
 func (s *staleHead) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if r, ok := req.(*v1.CheckBulkPermissionsRequest); ok {
-		s.mu.Lock()
-		if s.n > 0 {
-			s.n--
+	s.mu.Lock()
+	if s.n > 0 {
+		at := &v1.Consistency{Requirement: &v1.Consistency_AtExactSnapshot{AtExactSnapshot: &v1.ZedToken{Token: s.token}}}
+		switch r := req.(type) {
+		case *v1.CheckBulkPermissionsRequest:
 			r = proto.Clone(r).(*v1.CheckBulkPermissionsRequest)
-			r.Consistency = &v1.Consistency{Requirement: &v1.Consistency_AtExactSnapshot{AtExactSnapshot: &v1.ZedToken{Token: s.token}}}
-			req = r
+			r.Consistency, req = at, r
+			s.n--
+		case *v1.CheckPermissionRequest:
+			r = proto.Clone(r).(*v1.CheckPermissionRequest)
+			r.Consistency, req = at, r
+			s.n--
 		}
-		s.mu.Unlock()
 	}
+	s.mu.Unlock()
 	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
@@ -88,6 +93,14 @@ func TestDecisionSeesAcknowledgedWrites(t *testing.T) {
 			e.NoteWrite(tok)
 			stale.arm(before.Token, 1)
 			w.expect(ag(a), "read", "repo:acme/api", engine.ReasonNoGrant)
+
+			// A person's own check (and the escalation checks of grants,
+			// which ask the same way) after a relationship is removed.
+			w.admin("repo:acme/doc#reader@user:alice")
+			before = w.expect("user:alice", "read", "repo:acme/doc", engine.ReasonAllowed)
+			w.write("DELETE", "repo:acme/doc#reader@user:alice")
+			stale.arm(before.Token, 1)
+			w.expect("user:alice", "read", "repo:acme/doc", engine.ReasonNoPermission)
 		})
 	}
 }
