@@ -53,7 +53,7 @@ type writeMark struct {
 // revision is not at or after w's. A token that cannot be read counts as
 // missing it.
 func readBefore(token string, w *writeMark) bool {
-	if w == nil {
+	if w == nil || token == w.token {
 		return false
 	}
 	rev, ok := tokenRevision(token)

@@ -205,6 +205,24 @@ func StartSpiceDB(t testing.TB, uri string, tlsLeaf ...Leaf) *SpiceDBNode {
 	return n
 }
 
+// SpiceDBServeArgs are the arguments of `spicedb serve` on addr with key,
+// set as the embedded SpiceDB is; the caller adds the datastore's.
+func SpiceDBServeArgs(addr, key string) []string {
+	return []string{"serve",
+		"--grpc-addr", addr,
+		"--grpc-preshared-key", key,
+		// As the embedded SpiceDB: quantization and checkpoints short enough
+		// for mandate's watch-lag bound (1 s), history long enough for
+		// consistency tokens.
+		"--datastore-revision-quantization-interval", "100ms",
+		"--datastore-gc-window", "24h",
+		"--watch-api-heartbeat", "100ms",
+		"--metrics-enabled=false", "--http-enabled=false", "--telemetry-endpoint=", "--skip-release-check=true",
+		"--grpc-shutdown-grace-period", "1s",
+		"--log-level", "warn",
+	}
+}
+
 // Start starts the node (again) and waits until it answers.
 func (n *SpiceDBNode) Start() {
 	n.t.Helper()
@@ -213,24 +231,13 @@ func (n *SpiceDBNode) Start() {
 	if n.cmd != nil {
 		return
 	}
-	args := []string{"serve",
-		"--grpc-addr", n.Addr,
-		"--grpc-preshared-key", n.Key,
+	args := append(SpiceDBServeArgs(n.Addr, n.Key),
 		"--datastore-engine", "postgres",
 		"--datastore-conn-uri", n.uri,
-		// As the embedded SpiceDB: quantization and checkpoints short enough
-		// for mandate's watch-lag bound (1 s), history long enough for
-		// consistency tokens.
-		"--datastore-revision-quantization-interval", "100ms",
-		"--datastore-gc-window", "24h",
-		"--watch-api-heartbeat", "100ms",
 		// Three nodes and their replicas share one Postgres.
 		"--datastore-conn-pool-read-max-open", "8", "--datastore-conn-pool-read-min-open", "1",
 		"--datastore-conn-pool-write-max-open", "4", "--datastore-conn-pool-write-min-open", "1",
-		"--metrics-enabled=false", "--http-enabled=false", "--telemetry-endpoint=", "--skip-release-check=true",
-		"--grpc-shutdown-grace-period", "1s",
-		"--log-level", "warn",
-	}
+	)
 	if n.TLS != nil {
 		args = append(args, "--grpc-tls-cert-path", n.TLS.CertFile, "--grpc-tls-key-path", n.TLS.KeyFile)
 	}
@@ -253,11 +260,17 @@ func (n *SpiceDBNode) waitReady(timeout time.Duration) error {
 		return err
 	}
 	defer conn.Close()
+	return WaitSpiceDB(conn, n.done, timeout)
+}
+
+// WaitSpiceDB waits until the SpiceDB behind conn answers, its process has
+// exited (exited closed), or timeout passes.
+func WaitSpiceDB(conn *grpc.ClientConn, exited <-chan struct{}, timeout time.Duration) error {
 	schema := v1.NewSchemaServiceClient(conn)
 	deadline := time.Now().Add(timeout)
 	for {
 		select {
-		case <-n.done:
+		case <-exited:
 			return fmt.Errorf("exited while starting")
 		default:
 		}

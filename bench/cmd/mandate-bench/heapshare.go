@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"runtime/pprof"
 	"strings"
 
@@ -66,8 +67,4 @@ func inMemdb(s *profile.Sample) bool {
 	return false
 }
 
-type heapError string
-
-func (e heapError) Error() string { return string(e) }
-
-const errNoInuse = heapError("the heap profile has no inuse_space")
+var errNoInuse = errors.New("the heap profile has no inuse_space")

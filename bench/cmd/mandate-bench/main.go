@@ -103,10 +103,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "-soak-spicedb must be embedded or standalone, not %q\n", *soakSpiceDB)
 		os.Exit(2)
 	}
+	soakOpts := func() soakOptions {
+		return soakOptions{d: *soakFor, warmup: *soakWarmup, rate: *soakRate, auditRecords: *soakAudit,
+			pgDSN: soakDSN(*soakPG, *pgDSN), standalone: *soakSpiceDB == "standalone"}
+	}
 	if len(want) == 1 && want["soak"] {
 		// The soak alone: no other server idles in the process it measures.
-		minutes, lines := soak(ctx, keys, soakOptions{d: *soakFor, warmup: *soakWarmup, rate: *soakRate, auditRecords: *soakAudit,
-			pgDSN: soakDSN(*soakPG, *pgDSN), standalone: *soakSpiceDB == "standalone"})
+		minutes, lines := soak(ctx, keys, soakOpts())
 		for _, r := range minutes {
 			add(r.Description, r)
 		}
@@ -306,8 +309,7 @@ func main() {
 		}
 	}
 	if want["soak"] {
-		minutes, lines := soak(ctx, keys, soakOptions{d: *soakFor, warmup: *soakWarmup, rate: *soakRate, auditRecords: *soakAudit,
-			pgDSN: soakDSN(*soakPG, *pgDSN), standalone: *soakSpiceDB == "standalone"})
+		minutes, lines := soak(ctx, keys, soakOpts())
 		for _, r := range minutes {
 			add(r.Description, r)
 		}

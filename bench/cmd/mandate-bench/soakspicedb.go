@@ -10,10 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
-	"google.golang.org/grpc/codes"
-	grpcstatus "google.golang.org/grpc/status"
-
 	"github.com/mandate-dev/mandate/internal/testenv"
 )
 
@@ -27,18 +23,7 @@ func standaloneSpiceDB(ctx context.Context, uri string) (string, int, func()) {
 	bin, err := testenv.SpiceDBBinaryPath()
 	must(err)
 	addr := freeAddr()
-	args := []string{"serve",
-		"--grpc-addr", addr,
-		"--grpc-preshared-key", spicedbKey,
-		// As the embedded SpiceDB: quantization and checkpoints short enough
-		// for mandate's watch-lag bound, history long enough for tokens.
-		"--datastore-revision-quantization-interval", "100ms",
-		"--datastore-gc-window", "24h",
-		"--watch-api-heartbeat", "100ms",
-		"--metrics-enabled=false", "--http-enabled=false", "--telemetry-endpoint=", "--skip-release-check=true",
-		"--grpc-shutdown-grace-period", "1s",
-		"--log-level", "warn",
-	}
+	args := testenv.SpiceDBServeArgs(addr, spicedbKey)
 	if uri == "" {
 		args = append(args, "--datastore-engine", "memory")
 	} else {
@@ -65,26 +50,9 @@ func standaloneSpiceDB(ctx context.Context, uri string) (string, int, func()) {
 			<-done
 		}
 	}
-	schema := v1.NewSchemaServiceClient(dial(addr, spicedbKey))
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := schema.ReadSchema(rctx, &v1.ReadSchemaRequest{})
-		cancel()
-		// An empty datastore has no schema yet: NotFound is an answer.
-		if err == nil || grpcstatus.Code(err) == codes.NotFound {
-			break
-		}
-		select {
-		case <-done:
-			must(fmt.Errorf("spicedb exited while starting"))
-		default:
-		}
-		if time.Now().After(deadline) {
-			stop()
-			must(fmt.Errorf("spicedb on %s did not answer: %w", addr, err))
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := testenv.WaitSpiceDB(dial(addr, spicedbKey), done, 60*time.Second); err != nil {
+		stop()
+		must(fmt.Errorf("spicedb on %s: %w", addr, err))
 	}
 	return addr, cmd.Process.Pid, stop
 }
